@@ -1,0 +1,1 @@
+"""facexplain: saliency explanations of face verification (CorrRISE) served through Triton."""
