@@ -107,6 +107,10 @@ class DlibResNet:
         return int(total + self.fc.size)
 
 
+class _Truncated(ModelFormatError):
+    """The file ended in the middle of a value."""
+
+
 class _Reader:
     """Cursor over the bytes of a dlib-serialized file; every read names what it was reading."""
 
@@ -120,7 +124,9 @@ class _Reader:
 
     def _take(self, n: int, what: str) -> bytes:
         if self.pos + n > len(self.data):
-            raise self.fail(what, f"file ends after {len(self.data)} bytes (truncated?)")
+            raise _Truncated(
+                f"{self.name}: file ends after {len(self.data)} bytes while reading {what} (truncated?)"
+            )
         chunk = self.data[self.pos : self.pos + n]
         self.pos += n
         return chunk
@@ -156,6 +162,8 @@ class _Reader:
         pos = self.pos
         try:
             return self.str_()
+        except _Truncated:
+            raise
         except ModelFormatError:
             return None
         finally:

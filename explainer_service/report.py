@@ -1,0 +1,91 @@
+"""Writing an explanation to disk: summary.json, maps.npz and a figure in the spirit of the paper's
+Fig. 3 (both aligned faces, similar and dissimilar regions overlaid, colour bars, verdict in the title)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .explanation import Explanation
+
+__all__ = ["render_figure", "write_outputs"]
+
+
+def _gray(chip: np.ndarray) -> np.ndarray:
+    return chip.astype(np.float32).mean(axis=2) / 255.0
+
+
+def render_figure(
+    chip_a: np.ndarray, chip_b: np.ndarray, expl: Explanation, path: str | Path, *, dpi: int = 120
+) -> None:
+    """Save a 2x3 figure: per face, the aligned chip, its similar map (red) and dissimilar map (blue)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    vmax = max(float(np.abs(expl.s_a).max()), float(np.abs(expl.s_b).max()), 1e-6)
+    fig, axes = plt.subplots(2, 3, figsize=(9.6, 6.6), constrained_layout=True)
+    rows = [
+        ("A", chip_a, expl.similar_a, expl.dissimilar_a),
+        ("B", chip_b, expl.similar_b, expl.dissimilar_b),
+    ]
+    for r, (label, chip, sim, dis) in enumerate(rows):
+        axes[r, 0].imshow(chip)
+        axes[r, 0].set_title(f"face {label} (aligned)")
+        for c, (m, cmap, what) in enumerate([(sim, "Reds", "similar"), (dis, "Blues", "dissimilar")], 1):
+            ax = axes[r, c]
+            ax.imshow(_gray(chip), cmap="gray", vmin=0, vmax=1)
+            im = ax.imshow(m, cmap=cmap, vmin=0, vmax=vmax, alpha=0.6)
+            ax.set_title(f"{label}: {what} regions")
+            fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label="|correlation|")
+        for ax in axes[r]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    thr = "none" if expl.threshold is None else f"{expl.threshold:.3f}"
+    fig.suptitle(
+        f"{expl.model} / {expl.method}: cosine {expl.score:.3f}, threshold {thr} -> {expl.decision}"
+        f"  (N={expl.masks} masks)",
+        fontsize=12,
+    )
+    fig.savefig(path, dpi=dpi, format="png")
+    plt.close(fig)
+
+
+def _atomic_write(path: Path, write: Any) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_outputs(
+    out_dir: str | Path,
+    chip_a: np.ndarray,
+    chip_b: np.ndarray,
+    expl: Explanation,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Path]:
+    """Write ``summary.json``, ``maps.npz`` and ``figure.png`` into ``out_dir`` (created if needed)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"summary": out / "summary.json", "maps": out / "maps.npz", "figure": out / "figure.png"}
+    summary = {**expl.summary(), **(extra or {})}
+
+    def save_npz(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, chip_a=chip_a, chip_b=chip_b, **expl.arrays())
+
+    _atomic_write(paths["maps"], save_npz)
+    _atomic_write(paths["figure"], lambda tmp: render_figure(chip_a, chip_b, expl, tmp))
+    _atomic_write(paths["summary"], lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2) + "\n"))
+    return paths
