@@ -8,8 +8,8 @@ Verification", WACV 2024, arXiv:2305.08546, Algorithm 1). A mask value is the fr
 that pixel, so a positive coefficient marks a region whose presence raises the similarity
 ("similar" region) and a negative one a region whose presence lowers it ("dissimilar" region).
 
-The coefficient is computed by :class:`CorrelationAccumulator`, a streaming estimator whose memory is
-O(H * W) whatever N: masks and scores come in batches (chunks on one worker, shards on several);
+The coefficient is computed by :class:`CorrelationAccumulator`, a streaming estimator whose memory
+is O(H * W) whatever N: masks and scores come in batches (chunks on one worker, shards on several);
 partial accumulators merge exactly and serialize to plain arrays and numbers.
 
 Numerical method: each batch is reduced with the two-pass algorithm (means first, then centred sums
@@ -97,7 +97,8 @@ class CorrelationAccumulator:
             scores: (n,) similarity scores, one per mask (finite).
 
         Raises:
-            InputError: wrong shapes, or non-finite scores or masks.
+            InputError: wrong shapes, or non-finite scores or masks; the accumulator is then
+                unchanged.
         """
         masks = np.asarray(masks)
         scores = np.asarray(scores)
@@ -123,8 +124,12 @@ class CorrelationAccumulator:
         pixels = int(np.prod(self._shape))
         flat = masks.reshape(n, pixels)
         step = max(1, _CHUNK_ELEMENTS // pixels)
+        batch = CorrelationAccumulator(self._shape)  # committed only once every chunk is valid
         for i in range(0, n, step):
-            self._merge_batch(*_batch_moments(flat[i : i + step], scores[i : i + step]))
+            batch._merge_batch(*_batch_moments(flat[i : i + step], scores[i : i + step]))
+        self._merge_batch(
+            batch._n, batch._mean_s, batch._m2_s, batch._mean_m, batch._m2_m, batch._c_ms
+        )
 
     def _merge_batch(
         self,
@@ -238,7 +243,8 @@ class CorrelationAccumulator:
                 "state arrays mean_m, m2_m, c_ms must share one non-scalar shape, got "
                 f"{[a.shape for a in arrays]}"
             )
-        if not (np.isfinite(mean_s) and np.isfinite(m2_s) and all(np.isfinite(a).all() for a in arrays)):
+        finite = np.isfinite(mean_s) and np.isfinite(m2_s)
+        if not (finite and all(np.isfinite(a).all() for a in arrays)):
             raise InputError("state values must be finite")
         acc = cls(shape)
         acc._n = n

@@ -3,8 +3,8 @@
 Pipeline: image -> alignment -> model -> **masks** and scores -> correlation -> maps.
 This module makes the masks: each one is a chip-sized image of 1s with a few square patches pasted
 on it. The explainer multiplies face image A by every mask, embeds the masked images and compares
-them with the clean embedding of B; :mod:`explainer_service.correlation` then correlates those scores
-with the mask values, pixel by pixel.
+them with the clean embedding of B; :mod:`explainer_service.correlation` then correlates those
+scores with the mask values, pixel by pixel.
 
 The scheme and its defaults follow Algorithm 1 of Lu, Xu and Ebrahimi, "Towards Visual Saliency
 Explanations of Face Verification" (WACV 2024, arXiv:2305.08546): N = 500 masks of P = 10 patches of

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 import warnings
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -38,25 +40,15 @@ def _inputs(seed: int = 0, score_ties: bool = False) -> tuple[np.ndarray, np.nda
     return masks, scores
 
 
-def _no_warnings():
+@contextlib.contextmanager
+def _no_warnings() -> Iterator[None]:
     """Turn every Python warning and every floating-point exception into an error."""
-
-    class _Ctx:
-        def __enter__(self):
-            self._w = warnings.catch_warnings()
-            self._w.__enter__()
-            warnings.simplefilter("error")
-            self._e = np.errstate(all="raise")
-            self._e.__enter__()
-
-        def __exit__(self, *exc):
-            self._e.__exit__(*exc)
-            return self._w.__exit__(*exc)
-
-    return _Ctx()
+    with warnings.catch_warnings(), np.errstate(all="raise"):
+        warnings.simplefilter("error")
+        yield
 
 
-# --- agreement with references ----------------------------------------------------------------
+# --- agreement with references --------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -160,7 +152,7 @@ def test_similar_and_dissimilar_regions_are_found() -> None:
     assert dissimilar[r2].min() > 0.2 and similar[r2].max() == 0
 
 
-# --- streaming: chunks, shards, state ------------------------------------------------------------
+# --- streaming: chunks, shards, state -------------------------------------------------------------
 
 
 def _one_pass(masks: np.ndarray, scores: np.ndarray) -> CorrelationAccumulator:
@@ -232,14 +224,16 @@ def test_state_round_trip() -> None:
     assert set(state) == {"n", "mean_s", "m2_s", "mean_m", "m2_m", "c_ms"}
     assert type(state["n"]) is int and type(state["mean_s"]) is float
     assert all(type(state[k]) is np.ndarray for k in ("mean_m", "m2_m", "c_ms"))
-    assert all(state[k].dtype == np.float64 and state[k].shape == (H, W) for k in ("mean_m", "m2_m", "c_ms"))
+    for key in ("mean_m", "m2_m", "c_ms"):
+        assert state[key].dtype == np.float64 and state[key].shape == (H, W)
 
     restored = CorrelationAccumulator.from_state(state)
     assert restored.n == 25 and restored.shape == (H, W)
     np.testing.assert_array_equal(restored.pearson(), acc.pearson())
     # Lists (e.g. after JSON) work as well as arrays.
     listed = {k: (v.tolist() if isinstance(v, np.ndarray) else v) for k, v in state.items()}
-    np.testing.assert_array_equal(CorrelationAccumulator.from_state(listed).pearson(), acc.pearson())
+    from_lists = CorrelationAccumulator.from_state(listed)
+    np.testing.assert_array_equal(from_lists.pearson(), acc.pearson())
     # The state is a copy: changing it does not change the accumulator.
     state["c_ms"][:] = 0
     assert np.any(acc.pearson() != 0)
@@ -284,7 +278,7 @@ def test_no_cancellation_with_a_large_score_offset() -> None:
     np.testing.assert_allclose(state["c_ms"], expected_c, rtol=1e-6, atol=1e-7)
 
 
-# --- degenerate inputs: constants, n < 2 ---------------------------------------------------------
+# --- degenerate inputs: constants, n < 2 ----------------------------------------------------------
 
 
 def test_constant_pixels_give_zero_without_warnings() -> None:
@@ -297,6 +291,25 @@ def test_constant_pixels_give_zero_without_warnings() -> None:
             assert np.isfinite(result).all()
             assert result[0, 0] == 0 and result[2, 2] == 0 and result[5, 6] == 0
             assert np.count_nonzero(result) == H * W - 3
+
+
+def test_rounding_noise_of_a_constant_is_not_a_correlation() -> None:
+    """Seven float64 copies of 0.1 do not average to exactly 0.1, so their centred sum of squares is
+    rounding noise (~1e-33), not 0; dividing by it would give an arbitrary +-1. The pixel, or
+    the scores, must count as constant."""
+    assert np.full(7, 0.1).mean() != 0.1
+    rng = np.random.default_rng(16)
+    masks = rng.random((7, 3, 4))
+    masks[:, 1, 2] = 0.1
+    scores = rng.uniform(-1, 1, 7)
+    with _no_warnings():
+        result = pearson_map(masks, scores)
+        assert result[1, 2] == 0 and np.count_nonzero(result) == 11
+        np.testing.assert_array_equal(pearson_map(masks, np.full(7, 0.1)), 0)
+        acc = CorrelationAccumulator((3, 4))  # the same through merges
+        for a, b in [(0, 2), (2, 3), (3, 7)]:
+            acc.update(masks[a:b], np.full(b - a, 0.1))
+        np.testing.assert_array_equal(acc.pearson(), 0)
 
 
 @pytest.mark.parametrize("value", [0.0, 0.7312, -1.0])
@@ -337,7 +350,9 @@ def test_pearson_output_is_float32_in_range_for_any_input_dtype() -> None:
         assert result.dtype == np.float32
         assert np.all(np.abs(result) <= 1)
     np.testing.assert_allclose(
-        pearson_map(masks > 0.5, scores), pearson_map((masks > 0.5).astype(np.float32), scores), atol=1e-7
+        pearson_map(masks > 0.5, scores),
+        pearson_map((masks > 0.5).astype(np.float32), scores),
+        atol=1e-7,
     )
 
 
@@ -363,7 +378,7 @@ def test_update_rejects_bad_shapes(masks_shape, scores_shape, word) -> None:
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_update_rejects_non_finite_values(bad: float) -> None:
+def test_update_rejects_non_finite_values(bad: float, monkeypatch: pytest.MonkeyPatch) -> None:
     masks, scores = _inputs(15)
     acc = CorrelationAccumulator((H, W))
     bad_scores = scores.copy()
@@ -375,6 +390,13 @@ def test_update_rejects_non_finite_values(bad: float) -> None:
     with pytest.raises(InputError, match="masks"):
         acc.update(bad_masks, scores)
     assert acc.n == 0
+    # A bad value late in a large update leaves the accumulator as it was (all or nothing).
+    acc.update(masks[:3], scores[:3])
+    before = acc.state()
+    monkeypatch.setattr(correlation, "_CHUNK_ELEMENTS", 1)  # one sample per internal chunk
+    with pytest.raises(InputError, match="masks"):
+        acc.update(bad_masks, scores)
+    _assert_states_close(acc.state(), before)
     with pytest.raises(InputError, match="masks"):
         spearman_map(bad_masks, scores)
 
@@ -398,7 +420,7 @@ def test_other_bad_inputs_raise_input_error() -> None:
         spearman_map(np.ones((5, 2, 2)), np.ones(4))
 
 
-# --- split_signed ----------------------------------------------------------------------------------
+# --- split_signed ---------------------------------------------------------------------------------
 
 
 def test_split_signed_by_hand() -> None:
@@ -411,7 +433,7 @@ def test_split_signed_by_hand() -> None:
     np.testing.assert_array_equal(similar - dissimilar, saliency)
 
 
-# --- speed -----------------------------------------------------------------------------------------
+# --- speed ----------------------------------------------------------------------------------------
 
 
 def test_accumulator_update_is_fast_at_paper_scale() -> None:

@@ -29,13 +29,13 @@ def test_similar_and_dissimilar_regions_have_the_right_sign():
     a, b = toy_pair()
     ex = CorrRISE(ToyModel(), config(400)).attribute(a, b)
     # R carries the shared identity: masking it lowers the score in both directions
-    assert ex.s_a[R].mean() > 0.25 and ex.s_b[R].mean() > 0.25
+    assert ex.s_a[R].mean() > 0.15 and ex.s_b[R].mean() > 0.15
     # the occluder in B's Q is what makes B unlike A: masking it raises the score
-    assert ex.s_b[Q].mean() < -0.25
+    assert ex.s_b[Q].mean() < -0.15
     assert (ex.s_b[Q] < 0).mean() > 0.95
     # pixels the model ignores carry no signal beyond sampling noise (~1/sqrt(N))
     assert abs(ex.s_a[outside()].mean()) < 0.03 and abs(ex.s_b[outside()].mean()) < 0.03
-    assert ex.dissimilar_b[Q].mean() > 0.25 and ex.similar_b[Q].max() < 0.2
+    assert ex.dissimilar_b[Q].mean() > 0.15 and ex.similar_b[Q].max() < 0.2
     assert np.all(ex.dissimilar_b >= 0) and np.all(ex.similar_a >= 0)
 
 

@@ -28,7 +28,8 @@ CONFIGS = {
 
 
 def _coverage_probability(chip: int, side: int, patches: int, clip_at_border: bool) -> np.ndarray:
-    """Exact probability (H, W) that a pixel is covered by at least one of the independent patches."""
+    """Exact probability (H, W) that a pixel is covered by at least one of the independent
+    patches."""
     if clip_at_border:
         positions = chip + side - 1  # top-left in [-(S-1), chip-1]
         first = np.arange(-(side - 1), chip)
@@ -43,7 +44,7 @@ def _coverage_probability(chip: int, side: int, patches: int, clip_at_border: bo
     return 1.0 - (1.0 - one_patch) ** patches
 
 
-# --- shape, dtype, values ---------------------------------------------------------------------
+# --- shape, dtype, values -------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
@@ -71,7 +72,7 @@ def test_binary_masks_hold_only_zero_and_one(name: str) -> None:
 def test_uniform_patches_have_one_value_each() -> None:
     masks = generate_masks(MaskConfig(n_masks=30, patches=4, seed=1), 56)
     for mask in masks:
-        # 1 (background) plus at most one value per patch (fewer if a patch is hidden or clipped away).
+        # 1 (background) plus at most one value per patch (fewer if a patch is hidden or cut off).
         assert 2 <= np.unique(mask).size <= 4 + 1
 
 
@@ -135,7 +136,7 @@ def test_clipped_patch_is_a_rectangle_touching_the_border_when_cut() -> None:
     assert 100 < cut < 170
 
 
-# --- reproducibility and chunking ---------------------------------------------------------------
+# --- reproducibility and chunking -----------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", sorted(CONFIGS))
@@ -170,7 +171,9 @@ def test_mask_k_does_not_depend_on_the_size_of_the_set() -> None:
 # --- patch size -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("chip", "side"), [(112, 30), (150, 40), (56, 15), (224, 60), (2, 1), (1, 1)])
+@pytest.mark.parametrize(
+    ("chip", "side"), [(112, 30), (150, 40), (56, 15), (224, 60), (2, 1), (1, 1)]
+)
 def test_patch_size_scales_with_the_chip(chip: int, side: int) -> None:
     assert MaskConfig().patch_size_for(chip) == side
 
@@ -183,7 +186,7 @@ def test_explicit_patch_size_is_used() -> None:
         config.patch_size_for(6)
 
 
-# --- coverage statistics ------------------------------------------------------------------------
+# --- coverage statistics --------------------------------------------------------------------------
 
 N_COVERAGE = 4000
 CHIP, SIDE = 56, 15  # the paper's geometry at half scale
