@@ -2,8 +2,8 @@
 
 Image A is scikit-image's bundled ``astronaut`` photo (NASA astronaut Eileen Collins, a US
 government work in the public domain, shipped inside the scikit-image wheel). Image B is a copy
-with sunglasses-like occluders drawn over the eyes, as in the paper's Fig. 4: CorrRISE should mark
-the occluded region of B as dissimilar.
+with yellow sunglasses drawn over the eyes, like the occlusions of the paper's Fig. 4: CorrRISE
+marks the eye region as dissimilar (strongly in A, whose eyes B hides; mostly negative on B's occluder).
 """
 
 from __future__ import annotations
@@ -15,6 +15,10 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["make_demo_pair", "main"]
+
+#: A bright colour: multiplicative masks turn it toward black, so masking the occluder changes the
+#: image (a black occluder would be left unchanged by every mask and could not be scored).
+SUNGLASSES = (255, 200, 0)
 
 
 def make_demo_pair(out_dir: str | Path) -> tuple[Path, Path]:
@@ -36,8 +40,8 @@ def make_demo_pair(out_dir: str | Path) -> tuple[Path, Path]:
     occluded = Image.fromarray(photo)
     draw = ImageDraw.Draw(occluded)
     for cx, cy in (eye1, eye2):
-        draw.ellipse([cx - r, cy - 0.75 * r, cx + r, cy + 0.75 * r], fill=(15, 15, 20))
-    draw.line([tuple(eye1), tuple(eye2)], fill=(15, 15, 20), width=max(2, int(0.08 * eye_dist)))
+        draw.ellipse([cx - r, cy - 0.75 * r, cx + r, cy + 0.75 * r], fill=SUNGLASSES)
+    draw.line([tuple(eye1), tuple(eye2)], fill=SUNGLASSES, width=max(2, int(0.08 * eye_dist)))
     path_a = out / "astronaut.png"
     path_b = out / "astronaut_sunglasses.png"
     Image.fromarray(photo).save(path_a)

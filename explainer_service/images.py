@@ -80,7 +80,8 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS) ->
         limit = max_pixels
         if Image.MAX_IMAGE_PIXELS is not None:
             limit = min(limit, 2 * Image.MAX_IMAGE_PIXELS)
-        raise InputError(f"{name}: image too large ({_bomb_detail(exc)}; limit {limit} px)") from None
+        detail = _bomb_detail(exc)
+        raise InputError(f"{name}: image too large ({detail}; limit {limit} px)") from None
     except UnidentifiedImageError:
         raise InputError(f"{name}: not an image file (no image format recognised)") from None
     except PermissionError:
@@ -98,12 +99,12 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS) ->
 
 
 def image_from_array(array: Any, name: str = "<array>") -> np.ndarray:
-    """Validate and convert an in-memory image to ``(H, W, 3)`` ``uint8`` RGB, as :func:`load_image`.
+    """Validate and convert an in-memory image to ``(H, W, 3)`` uint8 RGB, like :func:`load_image`.
 
     Accepted: ``(H, W)`` grayscale, ``(H, W, 1)``, ``(H, W, 3)`` RGB or ``(H, W, 4)`` RGBA (alpha
     composited over black); ``uint8``, any integer type with values in ``[0, 255]``, ``bool``, or
     float in ``[0, 1]`` (scaled by 255) or ``[0, 255]`` (a float image whose maximum exceeds 1 is
-    taken as 0..255). An array that is already ``(H, W, 3)`` C-contiguous ``uint8`` is returned as is.
+    taken as 0..255). An ``(H, W, 3)`` C-contiguous ``uint8`` array is returned as is (no copy).
 
     Raises:
         InputError: not an array, wrong shape or dtype, NaN/inf or out-of-range values, smaller

@@ -41,7 +41,8 @@ def render_figure(
         for c, (m, cmap, what) in enumerate([(sim, "Reds", "similar"), (dis, "Blues", "dissimilar")], 1):
             ax = axes[r, c]
             ax.imshow(_gray(chip), cmap="gray", vmin=0, vmax=1)
-            im = ax.imshow(m, cmap=cmap, vmin=0, vmax=vmax, alpha=0.6)
+            im = ax.imshow(m, cmap=cmap, vmin=0, vmax=vmax)
+            im.set_alpha(np.clip(m / vmax, 0, 1) * 0.85)  # transparent where the map is 0
             ax.set_title(f"{label}: {what} regions")
             fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label="|correlation|")
         for ax in axes[r]:
