@@ -18,13 +18,14 @@ from explainer_service.alignment import Aligner  # noqa: E402
 from explainer_service.calibration import calibrate, score_pairs  # noqa: E402
 from explainer_service.datasets import read_lfw_pairs  # noqa: E402
 from explainer_service.pipeline import load_face_model  # noqa: E402
-from explainer_service.verification import eer_threshold  # noqa: E402
+from explainer_service.verification import accuracy, eer_threshold  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lfw", default=str(ROOT.parent / "shared" / "data" / "lfw-dev"))
     ap.add_argument("--images", default="images", help="images (raw, detector) or aligned112")
+    ap.add_argument("--at", type=float, default=None, help="also report accuracy at this threshold")
     args = ap.parse_args()
     pairs = read_lfw_pairs(args.lfw, images=args.images)
     model = load_face_model()
@@ -46,6 +47,9 @@ def main() -> None:
         "eer_threshold": round(eer_t, 4),
         "eer": round(eer, 4),
         "seconds": round(time.perf_counter() - t0, 1),
+        "accuracy_at": None
+        if args.at is None
+        else {"threshold": args.at, "accuracy": round(accuracy(scored.scores, scored.same, args.at), 4)},
     }
     print(json.dumps(out, indent=2))
 

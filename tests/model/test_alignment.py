@@ -208,15 +208,12 @@ def test_aligned112_passthrough_is_identity_for_arcface_chip(raw_files, lfw_dir)
     assert np.abs(face2.chip.astype(int) - crop).mean() < 4
 
 
-@pytest.mark.shared
-def test_aligned112_dlib_chip_puts_eyes_where_dlib_does(raw_files, lfw_dir):
-    """Our dlib chip of a shared crop (fixed map) vs dlib's chip of the raw photo."""
-    aligner = Aligner()
+def _crop_to_dlib_errors(raw_files, lfw_dir, aligner):
+    """Landmark error (px) and NCC of dlib chips cut from shared crops vs dlib's chips of the photos."""
     errs, nccs = [], []
     for path in raw_files:
         face = aligner.align_file(_crop_of(lfw_dir, path), DLIB_CHIP)
         assert face.method == "pre-aligned" and face.chip.shape == (150, 150, 3)
-        assert np.allclose(face.transform, arcface_to_dlib_transform(112, 150))
         ref_chip, ref_shape, _ = _reference(load_image(path))
         ref_t = dlib_chip_transform(dlib.get_face_chip_details(ref_shape, 150, 0.25))
         ref_points = apply_transform(ref_t, [[p.x, p.y] for p in ref_shape.parts()])
@@ -226,9 +223,28 @@ def test_aligned112_dlib_chip_puts_eyes_where_dlib_does(raw_files, lfw_dir):
         errs.append(np.hypot(*(ours - ref_points).T).mean())
         inside = face.chip.sum(-1) > 0
         nccs.append(_ncc(face.chip, ref_chip, inside))
+    return np.array(errs), np.array(nccs)
+
+
+@pytest.mark.shared
+def test_aligned112_dlib_chip_fixed_map_puts_eyes_where_dlib_does(raw_files, lfw_dir):
+    """Our dlib chip of a shared crop (fixed map, no landmarks) vs dlib's chip of the raw photo."""
+    aligner = Aligner(refine_landmarks=False)
+    face = aligner.align_file(_crop_of(lfw_dir, raw_files[0]), DLIB_CHIP)
+    assert np.allclose(face.transform, arcface_to_dlib_transform(112, 150))
+    errs, nccs = _crop_to_dlib_errors(raw_files, lfw_dir, aligner)
     # Held-out LFW: 4.5 px mean, 7.9 px p95 (150-px chip; the eyes are ~45 px apart).
     assert np.mean(errs) < 6.5 and max(errs) < 12, errs
     assert np.median(nccs) > 0.7 and min(nccs) > 0.45, nccs
+
+
+@pytest.mark.shared
+def test_aligned112_dlib_chip_with_refined_landmarks_is_closer_to_dlib(raw_files, lfw_dir):
+    """The default path refines dlib's landmarks inside the template's face box: closer than the map."""
+    refined, ncc_refined = _crop_to_dlib_errors(raw_files, lfw_dir, Aligner())
+    fixed, _ = _crop_to_dlib_errors(raw_files, lfw_dir, Aligner(refine_landmarks=False))
+    assert np.mean(refined) < 0.6 * np.mean(fixed), (refined, fixed)
+    assert np.mean(refined) < 3.0 and np.median(ncc_refined) > 0.8, (refined, ncc_refined)
 
 
 def test_arcface_to_dlib_transform_sizes():

@@ -35,7 +35,7 @@ def test_matched_and_mismatched_lfw_pairs(lfw_dir, tmp_path, kind):
     for s in (same, diff):
         assert set(s) >= {"model", "score", "threshold", "decision", "masks"}
         assert s["model"] == "dlib-resnet-v1" and s["masks"] == 40
-    assert same["score"] > diff["score"] + 0.1
+    assert same["score"] > diff["score"] + 0.03  # dlib's cosines are compressed: threshold 0.905
     assert same["decision"] == "match" and diff["decision"] == "non-match"
     for key in ("s_a", "s_b"):
         assert maps[key].dtype == np.float32 and maps[key].shape == (150, 150)
