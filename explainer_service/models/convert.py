@@ -11,11 +11,9 @@ import json
 import os
 import tempfile
 import time
-import importlib.util
 from pathlib import Path
 
-from ..config import models_dir
-from ..errors import ModelFormatError, ModelNotReadyError
+from ..config import models_dir, package_model_file
 from .dlib_format import read_dlib_resnet
 from .dlib_resnet import build_onnx
 
@@ -32,22 +30,6 @@ __all__ = [
 #: Bump when the ONNX graph built from the same .dat changes.
 CONVERTER_VERSION = 1
 DLIB_DAT = "dlib_face_recognition_resnet_model_v1.dat"
-
-
-def package_model_file(filename: str) -> Path:
-    """A model file shipped by the PyPI package face_recognition_models.
-
-    The package's ``__init__`` needs ``pkg_resources``, so it is located without importing it.
-    """
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelNotReadyError(
-            "the package face_recognition_models is not installed (run `make setup`)"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / "models" / filename
-    if not path.is_file():
-        raise ModelNotReadyError(f"{path}: missing from face_recognition_models")
-    return path
 
 
 def dlib_source_path() -> Path:
