@@ -27,6 +27,7 @@ demo: setup
 	$(BIN)/python -m explainer_service.demo --out $(DEMO_OUT)
 
 test: setup
+	$(BIN)/ruff check explainer_service tests bench tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: venv
