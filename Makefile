@@ -4,14 +4,26 @@ PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The embedded Triton lives in its own environment: nvidia-pytriton pins numpy<2.
+TRITON_VENV := .venv-triton
+TRITON_STAMP := $(TRITON_VENV)/.installed
+TRITON_PKGS := nvidia-pytriton==0.7.0 onnxruntime>=1.17
 DEMO_OUT ?= demo-out
 PYTEST_ARGS ?=
 
-.PHONY: setup venv model demo test test-fast bench clean
+.PHONY: setup venv triton-env model demo test test-fast bench clean
 
-setup: venv model
+setup: venv triton-env model
 
 venv: $(STAMP)
+
+triton-env: $(TRITON_STAMP)
+
+$(TRITON_STAMP): Makefile
+	@test -x $(TRITON_VENV)/bin/python || $(PY) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m pip install -q --upgrade pip
+	$(TRITON_VENV)/bin/python -m pip install -q $(foreach p,$(TRITON_PKGS),'$(p)')
+	@touch $(TRITON_STAMP)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -37,4 +49,4 @@ bench: setup
 	$(BIN)/python bench/bench_explain.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) build *.egg-info
+	rm -rf $(VENV) $(TRITON_VENV) $(DEMO_OUT) build *.egg-info

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,8 +33,14 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     from .models.registry import DEFAULT_MODEL
 
     p.add_argument("--model", default=DEFAULT_MODEL, help=f"face model (default {DEFAULT_MODEL})")
-    p.add_argument("--engine", default="local", choices=["local"], help="where the model runs")
-    p.add_argument("--batch", type=_positive_int, default=32, help="images per model call (default 32)")
+    p.add_argument(
+        "--engine", default="auto", choices=["auto", "triton", "local"],
+        help="auto: the Triton server given by --triton/FACEXPLAIN_TRITON_URL, else an embedded one "
+        "started for this call; local: in-process onnxruntime",
+    )
+    p.add_argument("--triton", metavar="HOST:PORT", default=None, help="gRPC address of a running Triton")
+    p.add_argument("--batch", type=_positive_int, default=None,
+                   help="images per model request (default: 32 in-process, 16 through Triton)")
     p.add_argument(
         "--face", default="largest", choices=["largest", "refuse"],
         help="with several faces in an image: use the largest, or refuse (default largest)",
@@ -73,6 +80,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     st = sub.add_parser("setup", help="convert the default model (cached; --force to redo)")
     st.add_argument("--force", action="store_true")
+
+    sv = sub.add_parser("serve", help="run the embedded Triton server in the foreground until Ctrl-C")
+    sv.add_argument("--grpc-port", type=int, default=8001)
+    sv.add_argument("--http-port", type=int, default=8000)
+    sv.add_argument("--threads", type=int, default=0, help="onnxruntime threads per model (0: default)")
+
+    md = sub.add_parser("models", help="list, import and calibrate face models")
+    msub = md.add_subparsers(dest="models_command", required=True)
+    msub.add_parser("list", help="every model, its threshold and whether it is ready")
+    ca = msub.add_parser("calibrate", help="set a model's threshold by the 10-fold LFW protocol")
+    ca.add_argument("name")
+    ca.add_argument("--dataset", required=True, help="lfw:PATH (pairs.txt + images/ or aligned112/)")
+    ca.add_argument("--images", default=None, help="image folder under PATH (default: images, else aligned112)")
+    ca.add_argument("--engine", default="local", choices=["auto", "triton", "local"])
+    ca.add_argument("--triton", metavar="HOST:PORT", default=None)
+    ca.add_argument("--dry-run", action="store_true", help="print the result, keep the threshold")
     return parser
 
 
@@ -85,9 +108,6 @@ def _aligner(args: argparse.Namespace) -> Any:
 def _cmd_explain(args: argparse.Namespace) -> int:
     from .masks import MaskConfig
     from .methods.corrrise import CorrRISEConfig
-    from .pipeline import explain_files, load_face_model
-    from .report import write_outputs
-
     for p in (args.image_a, args.image_b):
         if not Path(p).exists():
             raise InputError(f"{p}: no such file")
@@ -103,7 +123,33 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         ),
         correlation=args.correlation,
     )
-    model = load_face_model(args.model, engine=args.engine, batch_size=args.batch)
+    with _open_model(args) as model:
+        return _explain_with(args, model, config)
+
+
+def _engine(args: argparse.Namespace) -> str:
+    return "triton" if args.triton and args.engine == "auto" else args.engine
+
+
+def _engine_label(args: argparse.Namespace) -> str:
+    if _engine(args) == "local":
+        return "local"
+    url = args.triton or os.environ.get("FACEXPLAIN_TRITON_URL")
+    return f"triton {url}" if url else "triton-embedded"
+
+
+def _open_model(args: argparse.Namespace) -> Any:
+    from .pipeline import open_face_model
+
+    engine = _engine(args)
+    batch = args.batch or (32 if engine == "local" else 16)
+    return open_face_model(args.model, engine=engine, triton_url=args.triton, batch_size=batch)
+
+
+def _explain_with(args: argparse.Namespace, model: Any, config: Any) -> int:
+    from .pipeline import explain_files
+    from .report import write_outputs
+
     config.masks.patch_size_for(model.spec.chip.size)  # validate before the work starts
     bar = None
     progress = None
@@ -129,7 +175,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         "image_b": str(args.image_b),
         "alignment_a": {"method": result.face_a.method, "faces_found": result.face_a.faces_found},
         "alignment_b": {"method": result.face_b.method, "faces_found": result.face_b.faces_found},
-        "engine": args.engine,
+        "engine": _engine_label(args),
         "seconds": round(seconds, 3),
     }
     paths = write_outputs(args.out, result.face_a.chip, result.face_b.chip, expl, extra)
@@ -140,27 +186,126 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
-    from .pipeline import embed_files, load_face_model
+    from .pipeline import embed_files
 
-    model = load_face_model(args.model, engine=args.engine, batch_size=args.batch)
     aligner = _aligner(args)
-    # one image at a time, so a bad file is reported after the good ones before it are printed
-    for path in args.images:
-        (emb,) = embed_files([path], model, aligner=aligner)
-        print(json.dumps({"path": path, "embedding": [round(float(v), 7) for v in emb]}), flush=True)
+    with _open_model(args) as model:
+        # one image at a time, so a bad file is reported after the good ones before it are printed
+        for path in args.images:
+            (emb,) = embed_files([path], model, aligner=aligner)
+            print(json.dumps({"path": path, "embedding": [round(float(v), 7) for v in emb]}), flush=True)
     return 0
 
 
 def _cmd_setup(args: argparse.Namespace) -> int:
-    from .models.convert import default_model_dir, ensure_default_model
+    from .models.convert import ensure_default_model
+    from .models.registry import DEFAULT_MODEL
+    from .serving.repository import read_record, write_gpu_configs
 
     path = ensure_default_model(force=args.force)
-    info = json.loads((default_model_dir() / "info.json").read_text())
-    print(f"{path} (source sha256 {info['source_sha256'][:16]}..., built {info['created']})")
+    write_gpu_configs()
+    source = read_record(DEFAULT_MODEL).source  # type: ignore[union-attr]
+    print(f"{path} (source sha256 {source['sha256'][:16]}..., built {source['created']})")
     return 0
 
 
-_COMMANDS = {"explain": _cmd_explain, "embed": _cmd_embed, "setup": _cmd_setup}
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import signal
+
+    from .models.convert import ensure_default_model
+    from .serving.embedded import EmbeddedTriton
+
+    ensure_default_model()
+    server = EmbeddedTriton(grpc_port=args.grpc_port, http_port=args.http_port, intra_op_threads=args.threads)
+
+    def _stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        server.start()
+        print(f"Triton ready: gRPC 127.0.0.1:{server.grpc_port}, HTTP 127.0.0.1:{server.http_port}; "
+              f"models: {', '.join(server.served)} (Ctrl-C stops)", flush=True)
+        code = server.wait()
+        print(f"facexplain: error: tritonserver exited with code {code}:\n{server.log_tail()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("stopping Triton", file=sys.stderr, flush=True)
+        return 0
+    finally:
+        server.stop()
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    if args.models_command == "list":
+        return _models_list()
+    if args.models_command == "calibrate":
+        return _models_calibrate(args)
+    raise InputError(f"unknown models command {args.models_command!r}")
+
+
+def _models_list() -> int:
+    from .models.registry import DEFAULT_MODEL
+    from .serving.repository import SLOTS, list_records, onnx_path
+
+    rows = []
+    records = {r.name: r for r in list_records()}
+    if DEFAULT_MODEL not in records:
+        rows.append((DEFAULT_MODEL, "dlib", "-", "not built (run `facexplain setup`)"))
+    for r in records.values():
+        ready = "ready" if onnx_path(r.name).is_file() else "missing model.onnx"
+        thr = "none" if r.threshold is None else f"{r.threshold:.4f}"
+        rows.append((r.name, r.family, thr, ready))
+    for slot in SLOTS:
+        if slot.name not in records:
+            rows.append((slot.name, slot.family, "-", f"slot: import with --name {slot.name} --family {slot.family}"))
+    width = max(len(r[0]) for r in rows)
+    print(f"{'model':<{width}}  {'family':<8}  {'threshold':<9}  status")
+    for name, family, thr, status in rows:
+        print(f"{name:<{width}}  {family:<8}  {thr:<9}  {status}")
+    return 0
+
+
+def _models_calibrate(args: argparse.Namespace) -> int:
+    from .alignment import Aligner
+    from .calibration import calibrate, score_pairs
+    from .datasets import read_lfw_pairs
+    from .pipeline import open_face_model
+    from .serving.repository import read_record, write_record
+
+    kind, _, path = args.dataset.partition(":")
+    if kind != "lfw" or not path:
+        raise InputError(f"--dataset must be lfw:PATH, got {args.dataset!r}")
+    root = Path(path)
+    images = args.images or ("images" if (root / "images").is_dir() else "aligned112")
+    pairs = read_lfw_pairs(root, images=images)
+    record = read_record(args.name)
+    if record is None:
+        raise InputError(f"model {args.name!r} is not in the repository (see `facexplain models list`)")
+    engine = "triton" if args.triton and args.engine == "auto" else args.engine
+    with open_face_model(args.name, engine=engine, triton_url=args.triton) as model:
+        scored = score_pairs(pairs, model, aligner=Aligner())
+    result = calibrate(scored)
+    print(f"{args.name} on {root} ({images}): {len(scored.scores)} pairs scored, "
+          f"{scored.skipped_pairs} skipped ({len(scored.failures)} images failed)")
+    print("fold accuracies: " + ", ".join(f"{a * 100:.2f}" for a in result.accuracies))
+    print(f"accuracy {result.mean * 100:.2f} % +- {result.std * 100:.2f} "
+          f"({len(result.accuracies)}-fold); threshold {result.threshold_all:.4f}")
+    if not args.dry_run:
+        from dataclasses import replace
+
+        write_record(replace(record, threshold=round(result.threshold_all, 4)))
+        print(f"threshold of {args.name} set to {result.threshold_all:.4f}")
+    return 0
+
+
+_COMMANDS = {
+    "explain": _cmd_explain,
+    "embed": _cmd_embed,
+    "setup": _cmd_setup,
+    "serve": _cmd_serve,
+    "models": _cmd_models,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .errors import ModelNotReadyError
 
-__all__ = ["home_dir", "models_dir", "package_model_file"]
+__all__ = ["home_dir", "models_dir", "model_repository_dir", "package_model_file"]
 
 
 def home_dir() -> Path:
@@ -21,8 +21,20 @@ def home_dir() -> Path:
 
 
 def models_dir() -> Path:
-    """Folder of the converted models, one sub-folder per model name."""
+    """Folder of facexplain's own caches of models (not the Triton repository)."""
     return home_dir() / "models"
+
+
+def model_repository_dir() -> Path:
+    """The Triton model repository: FACEXPLAIN_MODEL_REPOSITORY, else ``model_repository/`` of this
+    checkout, else FACEXPLAIN_HOME/model_repository (an installed package without a checkout)."""
+    env = os.environ.get("FACEXPLAIN_MODEL_REPOSITORY")
+    if env:
+        return Path(env).expanduser()
+    checkout = Path(__file__).resolve().parents[1] / "model_repository"
+    if (checkout / "README.md").is_file():
+        return checkout
+    return home_dir() / "model_repository"
 
 
 def package_model_file(filename: str) -> Path:

@@ -5,8 +5,11 @@ Thin glue the CLI (and later the workers and the API) call; each step lives in i
 
 from __future__ import annotations
 
+import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -17,20 +20,64 @@ from .methods.corrrise import CorrRISE, CorrRISEConfig, Progress
 from .models.base import FaceModel, to_model_input
 from .models.registry import DEFAULT_MODEL, get_spec
 
-__all__ = ["ENGINES", "load_face_model", "PairExplanation", "explain_files", "embed_files"]
+__all__ = ["ENGINES", "load_face_model", "open_face_model", "PairExplanation", "explain_files", "embed_files"]
 
-ENGINES = ("local",)
+#: auto: a Triton server at --triton / FACEXPLAIN_TRITON_URL, else an embedded one for the call;
+#: triton: the server at the given URL; local: in-process onnxruntime.
+ENGINES = ("auto", "triton", "local")
 
 
-def load_face_model(name: str = DEFAULT_MODEL, *, engine: str = "local", batch_size: int = 32) -> FaceModel:
-    """A ready FaceModel by name; converts the default model on first use if setup has not."""
-    spec = get_spec(name)
-    if engine != "local":
-        raise InputError(f"unknown engine {engine!r} (available: {', '.join(ENGINES)})")
+def load_face_model(name: str = DEFAULT_MODEL, *, batch_size: int = 32) -> FaceModel:
+    """The in-process (onnxruntime) FaceModel by name; converts the default model on first use."""
     from .models.convert import ensure_default_model
     from .models.onnx_local import OnnxFaceModel
+    from .serving.repository import onnx_path
 
-    return OnnxFaceModel(ensure_default_model(), spec, batch_size=batch_size)
+    if name == DEFAULT_MODEL:
+        ensure_default_model()
+    spec = get_spec(name)
+    return OnnxFaceModel(onnx_path(name), spec, batch_size=batch_size)
+
+
+@contextmanager
+def open_face_model(
+    name: str = DEFAULT_MODEL,
+    *,
+    engine: str = "auto",
+    triton_url: str | None = None,
+    batch_size: int | None = None,
+    shared_memory: bool = False,
+) -> Iterator[FaceModel]:
+    """A FaceModel for the duration of a ``with`` block, on the chosen engine (see ENGINES).
+
+    With ``auto`` and no server URL (argument or FACEXPLAIN_TRITON_URL), an embedded tritonserver
+    is started for the block and stopped after it.
+    """
+    if engine not in ENGINES:
+        raise InputError(f"unknown engine {engine!r} (available: {', '.join(ENGINES)})")
+    if engine == "local":
+        yield load_face_model(name, batch_size=batch_size or 32)
+        return
+    from .serving.client import TritonFaceModel
+
+    url = triton_url or os.environ.get("FACEXPLAIN_TRITON_URL")
+    if engine == "triton" and not url:
+        raise InputError("engine 'triton' needs a server address (--triton HOST:PORT or FACEXPLAIN_TRITON_URL)")
+    if url:
+        spec = get_spec(name)
+        with TritonFaceModel(url, spec, batch_size=batch_size, shared_memory=shared_memory) as model:
+            yield model
+        return
+    from .models.convert import ensure_default_model
+    from .serving.embedded import EmbeddedTriton
+    from .serving.repository import triton_name
+
+    if name == DEFAULT_MODEL:
+        ensure_default_model()
+    spec = get_spec(name)
+    with EmbeddedTriton(models=[triton_name(name)]) as server:
+        with TritonFaceModel(server.url, spec, batch_size=batch_size, shared_memory=True) as model:
+            yield model
 
 
 @dataclass(frozen=True)

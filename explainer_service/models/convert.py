@@ -1,7 +1,8 @@
 """Setup-time conversion of the default model: dlib's .dat file -> cached ONNX model.
 
-The cache folder (``models_dir()/dlib-resnet-v1``) holds ``model.onnx`` and ``info.json`` with the
-source file's SHA-256 and the converter version; a second run with the same source does nothing.
+The model goes into the Triton model repository (``model_repository/dlib_resnet_v1``): ``1/model.onnx``
+and ``facexplain.json`` whose ``source`` records the .dat file's SHA-256 and the converter version;
+a second run with the same source does nothing.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..config import models_dir, package_model_file
+from ..config import package_model_file
 from .dlib_format import read_dlib_resnet
 from .dlib_resnet import build_onnx
+from .registry import DEFAULT_MODEL, DLIB_RESNET_V1
 
 __all__ = [
     "CONVERTER_VERSION",
@@ -37,8 +39,11 @@ def dlib_source_path() -> Path:
     return package_model_file(DLIB_DAT)
 
 
-def default_model_dir() -> Path:
-    return models_dir() / "dlib-resnet-v1"
+def default_model_dir(repository: Path | None = None) -> Path:
+    """The default model's folder in the Triton model repository."""
+    from ..serving.repository import model_dir
+
+    return model_dir(DEFAULT_MODEL, repository)
 
 
 def sha256_file(path: Path) -> str:
@@ -50,52 +55,78 @@ def sha256_file(path: Path) -> str:
 
 
 def _is_current(out_dir: Path, sha: str) -> bool:
+    from ..serving.repository import RECORD_FILE
+
     try:
-        info = json.loads((out_dir / "info.json").read_text())
-    except (OSError, ValueError):
+        source = json.loads((out_dir / RECORD_FILE).read_text())["source"]
+    except (OSError, ValueError, KeyError):
         return False
     return (
-        info.get("source_sha256") == sha
-        and info.get("converter_version") == CONVERTER_VERSION
-        and (out_dir / "model.onnx").is_file()
+        source.get("sha256") == sha
+        and source.get("converter_version") == CONVERTER_VERSION
+        and (out_dir / "1" / "model.onnx").is_file()
     )
 
 
 def convert_dlib(source: Path, out_dir: Path) -> dict:
-    """Convert a dlib ResNet .dat into ``out_dir/model.onnx``; return the info written beside it.
+    """Convert a dlib ResNet .dat into ``out_dir/1/model.onnx`` and write its record beside it.
 
     Raises ModelFormatError, naming the file and the problem, for a corrupted or truncated file.
     The ONNX file is written atomically, so an interrupted run leaves no half-written model.
+    Returns the record's ``source`` (provenance) entry.
     """
+    from ..serving.repository import ModelRecord, write_record
+
     t0 = time.perf_counter()
     net = read_dlib_resnet(source)
     model = build_onnx(net)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".onnx.tmp")
+    version_dir = out_dir / "1"
+    version_dir.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=version_dir, suffix=".onnx.tmp")
     with os.fdopen(fd, "wb") as f:
         f.write(model.SerializeToString())
-    os.replace(tmp, out_dir / "model.onnx")
+    os.replace(tmp, version_dir / "model.onnx")
     info = {
-        "model": "dlib-resnet-v1",
-        "source": str(source),
-        "source_sha256": net.sha256,
+        "file": str(source),
+        "sha256": net.sha256,
+        "converter": "facexplain dlib reader",
         "converter_version": CONVERTER_VERSION,
         "parameters": net.parameter_count(),
-        "chip_size": net.chip_size,
         "mean_rgb": list(net.mean_rgb),
         "dlib_dist_thresh": net.dist_thresh,
         "seconds": round(time.perf_counter() - t0, 3),
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    (out_dir / "info.json").write_text(json.dumps(info, indent=2) + "\n")
+    spec = DLIB_RESNET_V1
+    old = _read_threshold(out_dir)
+    record = ModelRecord(
+        name=spec.name,
+        family="dlib",
+        chip=spec.chip,
+        embedding_dim=net.embedding_dim,
+        threshold=spec.threshold if old is None else old,
+        description=spec.description,
+        source=info,
+    )
+    write_record(record, out_dir.parent)
     return info
 
 
-def ensure_default_model(force: bool = False) -> Path:
+def _read_threshold(out_dir: Path) -> float | None:
+    """A threshold already recorded for this model (e.g. by `models calibrate`), kept on rebuild."""
+    from ..serving.repository import RECORD_FILE
+
+    try:
+        t = json.loads((out_dir / RECORD_FILE).read_text()).get("threshold")
+    except (OSError, ValueError):
+        return None
+    return None if t is None else float(t)
+
+
+def ensure_default_model(force: bool = False, repository: Path | None = None) -> Path:
     """Path of the default model's ONNX file, converting it first if missing or stale."""
     source = dlib_source_path()
-    out_dir = default_model_dir()
-    sha = sha256_file(source)
-    if force or not _is_current(out_dir, sha):
+    out_dir = default_model_dir(repository)
+    if force or not _is_current(out_dir, sha256_file(source)):
         convert_dlib(source, out_dir)
-    return out_dir / "model.onnx"
+    return out_dir / "1" / "model.onnx"

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..alignment import DLIB_CHIP, ChipSpec
-from ..errors import ModelNotReadyError
+from ..errors import InputError, ModelNotReadyError
 
 __all__ = ["ModelSpec", "DEFAULT_MODEL", "get_spec", "known_models"]
 
@@ -43,18 +43,42 @@ DLIB_RESNET_V1 = ModelSpec(
 
 DEFAULT_MODEL = DLIB_RESNET_V1.name
 
-_SPECS: dict[str, ModelSpec] = {DLIB_RESNET_V1.name: DLIB_RESNET_V1}
-
 
 def known_models() -> list[ModelSpec]:
-    """Every model spec, default first."""
-    return list(_SPECS.values())
+    """Every usable model spec: the default first, then the models imported into the repository."""
+    from ..serving.repository import list_records
+
+    specs = {DEFAULT_MODEL: DLIB_RESNET_V1}
+    for record in list_records():
+        specs[record.name] = record.spec()
+    return list(specs.values())
 
 
 def get_spec(name: str) -> ModelSpec:
-    """The spec of a model by name; ModelNotReadyError naming the known ones if unknown."""
+    """The spec of a model by name (its repository record wins over the built-in default);
+    ModelNotReadyError naming the known ones if unknown."""
+    from ..serving.repository import SLOTS, read_record
+
+    record = read_record(name) if _valid_name(name) else None
+    if record is not None:
+        return record.spec()
+    if name == DEFAULT_MODEL:
+        return DLIB_RESNET_V1
+    slots = {s.name: s for s in SLOTS}
+    if name in slots:
+        raise ModelNotReadyError(
+            f"model {name!r} has no weights yet: import them with "
+            f"`facexplain models import FILE --name {name} --family {slots[name].family}`"
+        )
+    known = ", ".join(s.name for s in known_models())
+    raise ModelNotReadyError(f"unknown model {name!r} (known: {known})")
+
+
+def _valid_name(name: str) -> bool:
+    from ..serving.repository import triton_name
+
     try:
-        return _SPECS[name]
-    except KeyError:
-        known = ", ".join(_SPECS)
-        raise ModelNotReadyError(f"unknown model {name!r} (known: {known})") from None
+        triton_name(name)
+    except InputError:
+        return False
+    return True

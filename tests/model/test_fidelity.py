@@ -88,24 +88,31 @@ def test_batch_axis_is_dynamic_and_batching_does_not_change_embeddings(dlib_chip
 
 
 def test_conversion_is_cached_by_source_sha(tmp_path, monkeypatch):
-    monkeypatch.setenv("FACEXPLAIN_HOME", str(tmp_path))
+    monkeypatch.setenv("FACEXPLAIN_MODEL_REPOSITORY", str(tmp_path))
     path = ensure_default_model()
-    info = json.loads((path.parent / "info.json").read_text())
-    assert info["source_sha256"] == read_dlib_resnet(dlib_source_path()).sha256
-    assert info["source"].endswith(DLIB_DAT)
+    assert path == tmp_path / "dlib_resnet_v1" / "1" / "model.onnx"
+    record_file = tmp_path / "dlib_resnet_v1" / "facexplain.json"
+    record = json.loads(record_file.read_text())
+    assert record["source"]["sha256"] == read_dlib_resnet(dlib_source_path()).sha256
+    assert record["source"]["file"].endswith(DLIB_DAT)
+    assert record["threshold"] == get_spec("dlib-resnet-v1").threshold
     stamp = os.stat(path).st_mtime_ns
     assert ensure_default_model() == path
     assert os.stat(path).st_mtime_ns == stamp  # not rebuilt
-    info["source_sha256"] = "0" * 64  # as if the package shipped another file
-    (path.parent / "info.json").write_text(json.dumps(info))
+    record["source"]["sha256"] = "0" * 64  # as if the package shipped another file
+    record["threshold"] = 0.91  # as if `models calibrate` had set it: kept across the rebuild
+    record_file.write_text(json.dumps(record))
     ensure_default_model()
-    assert json.loads((path.parent / "info.json").read_text())["source_sha256"] != "0" * 64
+    rebuilt = json.loads(record_file.read_text())
+    assert rebuilt["source"]["sha256"] != "0" * 64 and rebuilt["threshold"] == 0.91
+    assert os.stat(path).st_mtime_ns != stamp
 
 
 def test_converted_model_records_provenance(tmp_path):
-    info = convert_dlib(dlib_source_path(), tmp_path)
-    assert info["parameters"] == 5_614_592 and info["chip_size"] == 150
+    info = convert_dlib(dlib_source_path(), tmp_path / "dlib_resnet_v1")
+    assert info["parameters"] == 5_614_592
     import onnx
 
-    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "model.onnx")).metadata_props}
-    assert meta["source_sha256"] == info["source_sha256"]
+    meta = {p.key: p.value for p in onnx.load(str(tmp_path / "dlib_resnet_v1" / "1" / "model.onnx")).metadata_props}
+    assert meta["source_sha256"] == info["sha256"]
+    assert (tmp_path / "dlib_resnet_v1" / "config.pbtxt").read_text().startswith('name: "dlib_resnet_v1"')

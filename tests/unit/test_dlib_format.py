@@ -68,4 +68,4 @@ def test_conversion_refuses_a_truncated_file_and_writes_nothing(dat_bytes, tmp_p
     src.write_bytes(dat_bytes[: len(dat_bytes) // 2])
     with pytest.raises(ModelFormatError, match="short.dat"):
         convert_dlib(src, tmp_path / "out")
-    assert not (tmp_path / "out" / "model.onnx").exists()
+    assert not (tmp_path / "out" / "1" / "model.onnx").exists()

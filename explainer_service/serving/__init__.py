@@ -1,0 +1,1 @@
+"""Serving: the Triton model repository, the embedded tritonserver, and the Triton client."""
