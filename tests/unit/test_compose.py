@@ -1,0 +1,80 @@
+"""docker-compose.yml (the GPU deployment) stays valid: every path, port and command it names exists."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from pathlib import Path
+
+import pytest
+
+yaml = pytest.importorskip("yaml", reason="pyyaml is in the test extra")
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_services_and_gpu_reservation(compose):
+    services = compose["services"]
+    assert set(services) >= {"triton", "facexplain"}
+    devices = services["triton"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+    assert services["facexplain"]["depends_on"]["triton"]["condition"] == "service_healthy"
+    assert services["triton"]["image"].startswith("nvcr.io/nvidia/tritonserver:")
+
+
+def test_every_host_path_exists(compose):
+    for name, svc in compose["services"].items():
+        for vol in svc.get("volumes", []):
+            host = vol.split(":")[0]
+            if host.startswith("./") and host != "./demo-out":  # demo-out is created by the run
+                assert (ROOT / host).exists(), f"{name}: {host} missing"
+        build = svc.get("build")
+        if build:
+            assert (ROOT / build["context"] / build["dockerfile"]).is_file()
+
+
+def test_triton_serves_the_mounted_repository(compose):
+    triton = compose["services"]["triton"]
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in triton["volumes"]}
+    repo_arg = next(a for a in triton["command"] if a.startswith("--model-repository="))
+    target = repo_arg.split("=", 1)[1]
+    assert mounts[target] == "./model_repository"
+    # the healthcheck asks for a model that the mounted repository configures
+    model = re.search(r"/v2/models/([^/]+)/ready", " ".join(triton["healthcheck"]["test"])).group(1)
+    config = ROOT / "model_repository" / model / "config.pbtxt"
+    assert config.is_file() and 'backend: "onnxruntime"' in config.read_text()
+    assert "KIND_GPU" in config.read_text()
+    ports = {int(p.split(":")[1]) for p in triton["ports"]}
+    assert ports == {8000, 8001, 8002}
+
+
+def test_facexplain_service_points_at_triton_and_runs_a_real_module(compose):
+    svc = compose["services"]["facexplain"]
+    env = svc["environment"]
+    host, port = env["FACEXPLAIN_TRITON_URL"].split(":")
+    assert host == "triton" and int(port) in {int(p.split(":")[1]) for p in compose["services"]["triton"]["ports"]}
+    mounts = {v.split(":")[1]: v.split(":")[0] for v in svc["volumes"]}
+    assert mounts[env["FACEXPLAIN_MODEL_REPOSITORY"]] == "./model_repository"
+    cmd = svc["command"]
+    assert cmd[:2] == ["python", "-m"] and importlib.util.find_spec(cmd[2]) is not None
+    out = cmd[cmd.index("--out") + 1]
+    assert out in mounts  # the explanation lands on the host
+
+
+def test_no_secrets_in_the_file():
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert not re.search(r"(?i)(password|secret|token|api[_-]?key)\s*[:=]", text)
+
+
+def test_dockerfile_installs_the_package_and_copies_what_it_needs():
+    docker = (ROOT / "Dockerfile").read_text()
+    for line in docker.splitlines():
+        if line.startswith("COPY "):
+            for src in line.split()[1:-1]:
+                assert (ROOT / src).exists(), src
+    assert "pip install ." in docker
