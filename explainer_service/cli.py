@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--inside", action="store_true", help="keep patches fully inside the chip")
     ex.add_argument("--correlation", default="pearson", choices=["pearson", "spearman"])
     ex.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ex.add_argument("--client-masks", action="store_true",
+                    help="through Triton: send masked chips instead of letting the server make the masks")
 
     em = sub.add_parser("embed", help="print one JSON line per image with its embedding")
     em.add_argument("images", nargs="+", help="image files")
@@ -143,7 +145,10 @@ def _open_model(args: argparse.Namespace) -> Any:
 
     engine = _engine(args)
     batch = args.batch or (32 if engine == "local" else 16)
-    return open_face_model(args.model, engine=engine, triton_url=args.triton, batch_size=batch)
+    server_masks = False if getattr(args, "client_masks", False) else None
+    return open_face_model(
+        args.model, engine=engine, triton_url=args.triton, batch_size=batch, server_masks=server_masks
+    )
 
 
 def _explain_with(args: argparse.Namespace, model: Any, config: Any) -> int:
@@ -176,6 +181,7 @@ def _explain_with(args: argparse.Namespace, model: Any, config: Any) -> int:
         "alignment_a": {"method": result.face_a.method, "faces_found": result.face_a.faces_found},
         "alignment_b": {"method": result.face_b.method, "faces_found": result.face_b.faces_found},
         "engine": _engine_label(args),
+        "server_masks": bool(getattr(model, "server_masks", False)),
         "seconds": round(seconds, 3),
     }
     paths = write_outputs(args.out, result.face_a.chip, result.face_b.chip, expl, extra)

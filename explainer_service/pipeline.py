@@ -47,11 +47,13 @@ def open_face_model(
     triton_url: str | None = None,
     batch_size: int | None = None,
     shared_memory: bool = False,
+    server_masks: bool | None = None,
 ) -> Iterator[FaceModel]:
     """A FaceModel for the duration of a ``with`` block, on the chosen engine (see ENGINES).
 
     With ``auto`` and no server URL (argument or FACEXPLAIN_TRITON_URL), an embedded tritonserver
-    is started for the block and stopped after it.
+    is started for the block and stopped after it (tensors then travel through shared memory).
+    ``server_masks``: CorrRISE masks generated inside Triton (None: when the server can).
     """
     if engine not in ENGINES:
         raise InputError(f"unknown engine {engine!r} (available: {', '.join(ENGINES)})")
@@ -65,7 +67,9 @@ def open_face_model(
         raise InputError("engine 'triton' needs a server address (--triton HOST:PORT or FACEXPLAIN_TRITON_URL)")
     if url:
         spec = get_spec(name)
-        with TritonFaceModel(url, spec, batch_size=batch_size, shared_memory=shared_memory) as model:
+        with TritonFaceModel(
+            url, spec, batch_size=batch_size, shared_memory=shared_memory, server_masks=server_masks
+        ) as model:
             yield model
         return
     from .models.convert import ensure_default_model
@@ -76,7 +80,9 @@ def open_face_model(
         ensure_default_model()
     spec = get_spec(name)
     with EmbeddedTriton(models=[triton_name(name)]) as server:
-        with TritonFaceModel(server.url, spec, batch_size=batch_size, shared_memory=True) as model:
+        with TritonFaceModel(
+            server.url, spec, batch_size=batch_size, shared_memory=True, server_masks=server_masks
+        ) as model:
             yield model
 
 

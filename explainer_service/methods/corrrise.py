@@ -40,7 +40,7 @@ class CorrRISEConfig:
 
     masks: MaskConfig = field(default_factory=MaskConfig)
     correlation: str = "pearson"
-    perturbations_per_eval: int = 32
+    perturbations_per_eval: int = 64
 
     def __post_init__(self) -> None:
         if self.correlation not in CORRELATIONS:
@@ -119,15 +119,19 @@ class CorrRISE:
         scores_b: list[np.ndarray] = []
         xa = to_model_input(a)[0]
         xb = to_model_input(b)[0]
+        server_side = bool(getattr(self.model, "server_masks", False))
         for lo in range(start, stop, cfg.perturbations_per_eval):
             hi = min(lo + cfg.perturbations_per_eval, stop)
             m = generate_masks(cfg.masks, size, lo, hi)
-            mm = m[:, None]
-            batch = np.concatenate([xa[None] * mm, xb[None] * mm])
-            emb = self.model.embed(batch)
-            n = hi - lo
-            sa = cosine_to(emb[:n], emb_b)
-            sb = cosine_to(emb[n:], emb_a)
+            if server_side:
+                # the server regenerates the same masks and returns only the scores
+                sa, sb = self.model.score_masks(xa, emb_b, xb, emb_a, cfg.masks, lo, hi)  # type: ignore[attr-defined]
+            else:
+                mm = m[:, None]
+                emb = self.model.embed(np.concatenate([xa[None] * mm, xb[None] * mm]))
+                n = hi - lo
+                sa = cosine_to(emb[:n], emb_b)
+                sb = cosine_to(emb[n:], emb_a)
             acc_a.update(m, sa)
             acc_b.update(m, sb)
             scores_a.append(sa)

@@ -10,18 +10,23 @@ gRPC message.
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import BackendError, InputError, ModelNotReadyError
 from ..models.registry import ModelSpec
-from .repository import triton_name
+from .repository import CORRRISE_MODEL, triton_name
+
+if TYPE_CHECKING:
+    from ..masks import MaskConfig
 
 __all__ = ["TritonFaceModel", "RETRY_STATUSES"]
 
@@ -41,6 +46,9 @@ class TritonFaceModel:
         retries: further attempts after a retryable failure.
         backoff_s: first retry delay (doubles each time, with jitter).
         shared_memory: pass tensors through system shared memory (server on this machine).
+        server_masks: let CorrRISE generate the masks inside Triton (model ``corrrise_scores``):
+            a request carries the chip and the mask parameters instead of the masked chips.
+            None (default): when the server has that model.
     """
 
     def __init__(
@@ -54,6 +62,7 @@ class TritonFaceModel:
         retries: int = 3,
         backoff_s: float = 0.2,
         shared_memory: bool = False,
+        server_masks: bool | None = None,
         wait_ready_s: float = 0.0,
     ) -> None:
         import tritonclient.grpc as grpcclient
@@ -80,6 +89,10 @@ class TritonFaceModel:
         self.batch_size = min(batch_size or server_max, server_max)
         self._shm = _ShmPool(self, self.max_in_flight) if shared_memory else None
         self._pool = ThreadPoolExecutor(max_workers=max_in_flight, thread_name_prefix="triton")
+        has_scorer = server_masks is not False and self._has_model(CORRRISE_MODEL)
+        if server_masks and not has_scorer:
+            raise ModelNotReadyError(f"Triton at {url} does not serve {CORRRISE_MODEL!r} (server-side masks)")
+        self.server_masks = has_scorer
 
     # -- connection -------------------------------------------------------------------------------
 
@@ -108,6 +121,12 @@ class TritonFaceModel:
                 )
             raise ModelNotReadyError(f"model {self.model_name!r} on Triton at {self.url} {problem}")
         raise BackendError(f"Triton at {self.url} {problem}")
+
+    def _has_model(self, name: str) -> bool:
+        try:
+            return bool(self._client.is_model_ready(name, client_timeout=5))
+        except Exception:
+            return False
 
     def _call(self, fn: Any) -> Any:
         """Run one client call with retries on transient gRPC failures."""
@@ -149,6 +168,44 @@ class TritonFaceModel:
         if len(chunks) == 1:
             return self._infer(chunks[0])
         return np.concatenate(list(self._pool.map(self._infer, chunks)))
+
+    def _score_one(self, chip: np.ndarray, reference: np.ndarray, params: dict[str, Any]) -> np.ndarray:
+        g = self._grpc
+        image = g.InferInput("image", list(chip.shape), "FP32")
+        image.set_data_from_numpy(np.ascontiguousarray(chip, dtype=np.float32))
+        ref = g.InferInput("reference", [len(reference)], "FP32")
+        ref.set_data_from_numpy(np.asarray(reference, dtype=np.float32))
+        req = g.InferInput("request", [1], "BYTES")
+        req.set_data_from_numpy(np.array([json.dumps(params).encode()], dtype=object))
+        result = self._call(
+            lambda: self._client.infer(CORRRISE_MODEL, [image, ref, req], client_timeout=self.timeout_s)
+        )
+        return result.as_numpy("scores")
+
+    def score_masks(
+        self,
+        chip_a: np.ndarray,
+        reference_b: np.ndarray,
+        chip_b: np.ndarray,
+        reference_a: np.ndarray,
+        masks: "MaskConfig",
+        start: int,
+        stop: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Server-side CorrRISE scores of masks [start, stop): cos(f(A*M), f(B)) and cos(f(B*M), f(A)).
+
+        Chips are (3, S, S) float32 RGB in [0, 255]; both faces' requests run concurrently.
+        """
+        params = {
+            "model": self.model_name,
+            "start": int(start),
+            "stop": int(stop),
+            "chunk": self.batch_size,
+            "masks": asdict(masks),
+        }
+        fa = self._pool.submit(self._score_one, chip_a, reference_b, params)
+        fb = self._pool.submit(self._score_one, chip_b, reference_a, params)
+        return fa.result(), fb.result()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True)

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from ..config import home_dir
 from ..errors import BackendError, ModelNotReadyError
-from .repository import build_embedded_repository
+from .repository import BatchingConfig, build_embedded_repository
 
 __all__ = ["TritonInstall", "find_triton", "EmbeddedTriton", "free_port", "triton_env_dir"]
 
@@ -152,6 +152,7 @@ class EmbeddedTriton:
         models: list[str] | None = None,
         startup_timeout: float = 180.0,
         intra_op_threads: int = 0,
+        batching: BatchingConfig | None = None,
         env: Path | None = None,
     ) -> None:
         self.grpc_port = grpc_port or free_port()
@@ -160,6 +161,7 @@ class EmbeddedTriton:
         self.required = models
         self.startup_timeout = startup_timeout
         self.intra_op_threads = intra_op_threads
+        self.batching = batching
         self._env = env
         self._proc: subprocess.Popen[bytes] | None = None
         self._workdir: Path | None = None
@@ -186,7 +188,9 @@ class EmbeddedTriton:
         home_dir().mkdir(parents=True, exist_ok=True)
         self._workdir = Path(tempfile.mkdtemp(prefix="triton-run.", dir=home_dir()))
         repo = self._workdir / "repository"
-        self.served = build_embedded_repository(repo, self.repository, intra_op_threads=self.intra_op_threads)
+        self.served = build_embedded_repository(
+            repo, self.repository, intra_op_threads=self.intra_op_threads, batching=self.batching
+        )
         if not self.served:
             raise ModelNotReadyError("no model in the repository is ready to serve (run `make setup`)")
         missing = [m for m in (self.required or []) if m not in self.served]

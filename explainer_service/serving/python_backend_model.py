@@ -1,7 +1,9 @@
 """Triton Python-backend shim for the embedded (CPU) server: one face model's ONNX graph on
 onnxruntime. Copied as ``<model>/1/model.py`` into the embedded repository.
 
-Config parameters: ``onnx_file`` (path), ``intra_op_threads`` (0 = onnxruntime's default).
+Config parameters: ``onnx_file`` (path), ``intra_op_threads`` (0 = onnxruntime's default),
+``allow_spinning`` ("0": idle worker threads sleep instead of spinning, so a server sharing a few
+cores with its clients does not steal their CPU).
 Requests that dynamic batching groups into one call run as one onnxruntime batch.
 """
 
@@ -21,6 +23,7 @@ class TritonPythonModel:
         threads = int(params.get("intra_op_threads", "0") or 0)
         if threads:
             opts.intra_op_num_threads = threads
+        opts.add_session_config_entry("session.intra_op.allow_spinning", params.get("allow_spinning", "0"))
         self.session = ort.InferenceSession(
             params["onnx_file"], sess_options=opts, providers=["CPUExecutionProvider"]
         )

@@ -21,7 +21,7 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +44,26 @@ __all__ = [
     "render_config",
     "write_gpu_configs",
     "build_embedded_repository",
+    "write_corrrise_model",
+    "CORRRISE_MODEL",
     "RECORD_FILE",
 ]
+
+#: The server-side CorrRISE scoring model (masks generated inside Triton, faces embedded by BLS).
+CORRRISE_MODEL = "corrrise_scores"
+_CORRRISE_CONFIG = f"""name: "{CORRRISE_MODEL}"
+backend: "python"
+max_batch_size: 0
+input [
+  {{ name: "image" data_type: TYPE_FP32 dims: [ 3, -1, -1 ] }},
+  {{ name: "reference" data_type: TYPE_FP32 dims: [ -1 ] }},
+  {{ name: "request" data_type: TYPE_STRING dims: [ 1 ] }}
+]
+output [
+  {{ name: "scores" data_type: TYPE_FP64 dims: [ -1 ] }}
+]
+instance_group [ {{ count: 2 kind: KIND_CPU }} ]
+"""
 
 RECORD_FILE = "facexplain.json"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
@@ -68,6 +86,7 @@ class BatchingConfig:
     preferred_batch_sizes: tuple[int, ...] = (16, 32)
     max_queue_delay_us: int = 500
     instances: int = 1
+    dynamic: bool = True
 
 
 @dataclass(frozen=True)
@@ -195,6 +214,8 @@ def _io_block(record: ModelRecord) -> str:
 
 
 def _batching_block(b: BatchingConfig) -> str:
+    if not b.dynamic:
+        return ""
     preferred = ", ".join(str(v) for v in b.preferred_batch_sizes)
     return (
         "dynamic_batching {\n"
@@ -246,15 +267,31 @@ def render_config(
         text += (
             f'parameters {{ key: "onnx_file" value: {{ string_value: "{onnx_file}" }} }}\n'
             f'parameters {{ key: "intra_op_threads" value: {{ string_value: "{intra_op_threads}" }} }}\n'
+            'parameters { key: "allow_spinning" value: { string_value: "0" } }\n'
         )
         return text
     raise InputError(f"config variant must be gpu or embedded, got {variant!r}")
 
 
+def write_corrrise_model(folder: Path) -> None:
+    """Write the ``corrrise_scores`` model into ``folder``: its config, its ``model.py`` and a copy
+    of the mask generator it shares with the client (the same code, so the same masks)."""
+    pkg = Path(__file__).resolve().parents[1]
+    version = folder / "1"
+    (version / "explainer_service").mkdir(parents=True, exist_ok=True)
+    _atomic_text(folder / "config.pbtxt", _CORRRISE_CONFIG)
+    shutil.copyfile(Path(__file__).with_name("corrrise_backend_model.py"), version / "model.py")
+    (version / "explainer_service" / "__init__.py").write_text('"""Copy of facexplain\'s mask generator."""\n')
+    for module in ("masks.py", "errors.py"):
+        shutil.copyfile(pkg / module, version / "explainer_service" / module)
+
+
 def write_gpu_configs(repository: Path | None = None, tensorrt: str | None = None) -> list[Path]:
-    """(Re)write the GPU ``config.pbtxt`` of every recorded model and every slot; return the paths."""
+    """(Re)write the GPU ``config.pbtxt`` of every recorded model and every slot, and the
+    ``corrrise_scores`` model; return the config paths."""
     repo = repository or model_repository_dir()
-    written = []
+    write_corrrise_model(repo / CORRRISE_MODEL)
+    written = [repo / CORRRISE_MODEL / "config.pbtxt"]
     recorded = {r.triton_name: r for r in list_records(repo)}
     for slot in SLOTS:
         if slot.name not in recorded:
@@ -269,10 +306,15 @@ def write_gpu_configs(repository: Path | None = None, tensorrt: str | None = Non
 
 
 def build_embedded_repository(
-    dest: Path, repository: Path | None = None, *, intra_op_threads: int = 0
+    dest: Path,
+    repository: Path | None = None,
+    *,
+    intra_op_threads: int = 0,
+    batching: BatchingConfig | None = None,
 ) -> list[str]:
     """Generate the embedded (Python backend, CPU) repository in ``dest`` for every model whose ONNX
-    file exists; return the Triton names served. ``dest`` is replaced as a whole."""
+    file exists; return the Triton names served. ``dest`` is replaced as a whole. ``batching``
+    overrides every model's batching settings (benchmarks)."""
     repo = repository or model_repository_dir()
     shim = Path(__file__).with_name("python_backend_model.py")
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -285,9 +327,14 @@ def build_embedded_repository(
         folder = tmp / record.triton_name
         (folder / "1").mkdir(parents=True)
         shutil.copyfile(shim, folder / "1" / "model.py")
+        if batching is not None:
+            record = replace(record, batching=batching)
         text = render_config(record, "embedded", onnx_file=onnx.resolve(), intra_op_threads=intra_op_threads)
         (folder / "config.pbtxt").write_text(text)
         served.append(record.triton_name)
+    if served:
+        write_corrrise_model(tmp / CORRRISE_MODEL)
+        served.append(CORRRISE_MODEL)
     if dest.exists():
         shutil.rmtree(dest)
     os.replace(tmp, dest)

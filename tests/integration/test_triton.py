@@ -155,3 +155,36 @@ def test_committed_gpu_configs_are_generated_from_the_records():
     for slot in SLOTS:
         assert (repo / slot.name / "config.pbtxt").read_text() == render_config(slot, "gpu")
     assert (repo / "dlib_resnet_v1" / "config.pbtxt").read_text() == render_config(read_record("dlib-resnet-v1"), "gpu")
+
+
+def test_server_side_masks_give_the_same_maps(server):
+    from explainer_service.masks import MaskConfig
+    from explainer_service.methods.corrrise import CorrRISE, CorrRISEConfig
+
+    rng = np.random.default_rng(5)
+    a, b = (rng.integers(0, 255, (150, 150, 3)).astype(np.uint8) for _ in range(2))
+    cfg = CorrRISEConfig(masks=MaskConfig(n_masks=70, seed=9, patches=4), perturbations_per_eval=30)
+    ref = CorrRISE(load_face_model(), cfg).attribute(a, b)
+    with TritonFaceModel(server.url, SPEC, batch_size=8, server_masks=True) as m:
+        assert m.server_masks
+        ex = CorrRISE(m, cfg).attribute(a, b)
+    np.testing.assert_allclose(ex.scores_a, ref.scores_a, atol=1e-6)
+    np.testing.assert_allclose(ex.s_a, ref.s_a, atol=1e-5)
+    np.testing.assert_allclose(ex.s_b, ref.s_b, atol=1e-5)
+    with TritonFaceModel(server.url, SPEC, server_masks=False) as m:
+        assert not m.server_masks
+
+
+def test_a_bad_server_side_request_is_an_error_not_a_crash(server):
+    from explainer_service.masks import MaskConfig
+
+    chip = np.zeros((3, 150, 150), np.float32)
+    ref = np.ones(128, np.float32)
+    with TritonFaceModel(server.url, SPEC, server_masks=True, retries=0) as m:
+        with pytest.raises(BackendError, match="bad corrrise request"):
+            m._score_one(
+                chip, ref, {"model": "dlib_resnet_v1", "start": 0, "stop": 5, "masks": {"n_masks": -3}}
+            )
+        # the model still works afterwards
+        sa, sb = m.score_masks(chip, ref, chip, ref, MaskConfig(n_masks=10), 0, 10)
+        assert sa.shape == (10,) and np.isfinite(sa).all()
