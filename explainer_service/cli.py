@@ -91,6 +91,18 @@ def build_parser() -> argparse.ArgumentParser:
     md = sub.add_parser("models", help="list, import and calibrate face models")
     msub = md.add_subparsers(dest="models_command", required=True)
     msub.add_parser("list", help="every model, its threshold and whether it is ready")
+    im = msub.add_parser("import", help="check, convert and place a face model in the repository")
+    im.add_argument("file", help="official checkpoint (.pth/.ckpt) or an ONNX face model")
+    im.add_argument("--name", required=True, help="model name (e.g. arcface_r50)")
+    im.add_argument("--family", required=True, choices=["arcface", "magface", "adaface", "onnx"])
+    im.add_argument("--arch", default=None, help="expected architecture (default: read from the file)")
+    im.add_argument("--preset", default=None,
+                    help="input convention: arcface, adaface, magface, paddle-bgr128, imagenet (default: the family's)")
+    im.add_argument("--channels", choices=["rgb", "bgr"], default=None, help="channel order the network expects")
+    im.add_argument("--mean", default=None, help="mean on the 0..255 scale (one value or three, network order)")
+    im.add_argument("--std", default=None, help="std on the 0..255 scale (one value or three)")
+    im.add_argument("--threshold", type=float, default=None, help="cosine verification threshold")
+    im.add_argument("--force", action="store_true", help="replace a model of that name holding another file")
     ca = msub.add_parser("calibrate", help="set a model's threshold by the 10-fold LFW protocol")
     ca.add_argument("name")
     ca.add_argument("--dataset", required=True, help="lfw:PATH (pairs.txt + images/ or aligned112/)")
@@ -247,6 +259,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
         return _models_list()
     if args.models_command == "calibrate":
         return _models_calibrate(args)
+    if args.models_command == "import":
+        return _models_import(args)
     raise InputError(f"unknown models command {args.models_command!r}")
 
 
@@ -269,6 +283,23 @@ def _models_list() -> int:
     print(f"{'model':<{width}}  {'family':<8}  {'threshold':<9}  status")
     for name, family, thr, status in rows:
         print(f"{name:<{width}}  {family:<8}  {thr:<9}  {status}")
+    return 0
+
+
+def _models_import(args: argparse.Namespace) -> int:
+    from .models.importer import import_model
+    from .serving.repository import write_gpu_configs
+
+    result = import_model(
+        args.file, name=args.name, family=args.family, arch=args.arch, preset=args.preset,
+        channels=args.channels, mean=args.mean, std=args.std, threshold=args.threshold, force=args.force,
+    )
+    if result.unchanged:
+        print(f"{args.name}: already imported from this file (sha256 {result.sha256[:16]}...)")
+        return 0
+    write_gpu_configs()
+    print(f"{args.name}: imported {args.file} -> {result.path} ({result.chip}x{result.chip} in, "
+          f"{result.embedding_dim}-d out; min cosine vs source {result.min_cosine:.6f}; sha256 {result.sha256[:16]}...)")
     return 0
 
 
