@@ -92,8 +92,8 @@ def main() -> None:
 
     # 1 + 2 with the default batching config
     with EmbeddedTriton() as srv:
-        tri = TritonFaceModel(srv.url, SPEC, batch_size=256, max_in_flight=1)
-        shm = TritonFaceModel(srv.url, SPEC, batch_size=256, max_in_flight=1, shared_memory=True)
+        tri = TritonFaceModel(srv.url, SPEC, batch_size=256, max_in_flight=1, server_masks=False)
+        shm = TritonFaceModel(srv.url, SPEC, batch_size=256, max_in_flight=1, shared_memory=True, server_masks=False)
         rows = []
         for b in batches:
             x = pool[:b]
@@ -105,6 +105,8 @@ def main() -> None:
                          "triton_shm/local": round(r_shm / r_local, 3)})
             print(rows[-1], flush=True)
         result["batch_sweep"] = rows
+        tri.close()
+        shm.close()
 
         conc = []
         b = 32
@@ -112,11 +114,16 @@ def main() -> None:
         for clients in ([1, 2, 4, 8] if not args.quick else [1, 4]):
             r_local = concurrent_rate(lambda: (lambda: local.embed(x)), clients, b, min_s)
 
+            opened: list = []
+
             def make_tri():
                 m = TritonFaceModel(srv.url, SPEC, batch_size=256, max_in_flight=1, shared_memory=True)
+                opened.append(m)
                 return lambda: m.embed(x)
 
             r_tri = concurrent_rate(make_tri, clients, b, min_s)
+            for m in opened:
+                m.close()
             conc.append({"clients": clients, "batch": b, "local": round(r_local, 1),
                          "triton_shm": round(r_tri, 1), "triton_shm/local": round(r_tri / r_local, 3)})
             print(conc[-1], flush=True)
@@ -128,14 +135,16 @@ def main() -> None:
         a = al.align_file(lfw / "Abel_Pacheco_0001.jpg", SPEC.chip).chip
         bchip = al.align_file(lfw / "Abel_Pacheco_0004.jpg", SPEC.chip).chip
         lat = {}
-        variants = {
-            "local": (load_face_model(batch_size=32), 32),
-            "triton_client_masks_grpc": (TritonFaceModel(srv.url, SPEC, batch_size=16), 32),
-            "triton_client_masks_shm": (TritonFaceModel(srv.url, SPEC, batch_size=16, shared_memory=True), 32),
-            "triton_server_masks": (TritonFaceModel(srv.url, SPEC, batch_size=16, server_masks=True), 64),
+        variants = {  # the shipped defaults: masks per call chosen by each model (16 / 16 / 16 / 64)
+            "local": load_face_model(batch_size=32),
+            "triton_client_masks_grpc": TritonFaceModel(srv.url, SPEC, batch_size=16, server_masks=False),
+            "triton_client_masks_shm": TritonFaceModel(
+                srv.url, SPEC, batch_size=16, shared_memory=True, server_masks=False
+            ),
+            "triton_server_masks": TritonFaceModel(srv.url, SPEC, batch_size=16, server_masks=True),
         }
-        for name, (model, ppe) in variants.items():
-            engine = CorrRISE(model, CorrRISEConfig(perturbations_per_eval=ppe))
+        for name, model in variants.items():
+            engine = CorrRISE(model, CorrRISEConfig())
             engine.attribute(a, bchip)
             times = []
             for _ in range(1 if args.quick else 3):
@@ -144,6 +153,8 @@ def main() -> None:
                 times.append(time.perf_counter() - t0)
             lat[name] = round(float(np.median(times)), 3)
             print(name, lat[name], flush=True)
+            if hasattr(model, "close"):
+                model.close()
         result["corrrise_n500_latency_s"] = lat
         result["wire_bytes_per_pair"] = {
             "client_masks": int(2 * 500 * 3 * 150 * 150 * 4),
@@ -153,16 +164,22 @@ def main() -> None:
     # 3. dynamic batching: 8 clients sending batch-1 requests
     dyn = []
     settings = [("off", BatchingConfig(dynamic=False))] + [
-        (f"on, delay {d} us", BatchingConfig(max_queue_delay_us=d)) for d in ([0, 500, 2000] if not args.quick else [500])
+        (f"on, delay {d} us", BatchingConfig(max_queue_delay_us=d))
+        for d in ([0, 500, 1000, 2000, 4000] if not args.quick else [2000])
     ]
     x1 = pool[:1]
     for label, cfg in settings:
         with EmbeddedTriton(batching=cfg) as srv:
+            opened = []
+
             def make():
                 m = TritonFaceModel(srv.url, SPEC, batch_size=1, max_in_flight=1, shared_memory=True)
+                opened.append(m)
                 return lambda: m.embed(x1)
 
             r = concurrent_rate(make, 8, 1, min_s)
+            for m in opened:
+                m.close()
             dyn.append({"dynamic_batching": label, "clients": 8, "request_batch": 1, "images_per_s": round(r, 1)})
             print(dyn[-1], flush=True)
     off = dyn[0]["images_per_s"]

@@ -26,6 +26,7 @@ from ..models.base import FaceModel, cosine_to, to_model_input
 __all__ = ["CorrRISE", "CorrRISEConfig", "ShardResult", "CORRELATIONS"]
 
 CORRELATIONS = ("pearson", "spearman")
+DEFAULT_MASKS_PER_CALL = 16
 Progress = Callable[[int, int], None]
 
 
@@ -35,17 +36,18 @@ class CorrRISEConfig:
     30 px on 112 px scaled to the chip, values U[0,1], Pearson).
 
     ``perturbations_per_eval``: masks per model call (each call embeds 2x that many chips); it
-    changes speed and memory only, never the maps.
+    changes speed and memory only, never the maps. None: the model's ``masks_per_call`` hint
+    (16 in-process, 64 with Triton's server-side masks; measured in docs/benchmarks.md), else 16.
     """
 
     masks: MaskConfig = field(default_factory=MaskConfig)
     correlation: str = "pearson"
-    perturbations_per_eval: int = 64
+    perturbations_per_eval: int | None = None
 
     def __post_init__(self) -> None:
         if self.correlation not in CORRELATIONS:
             raise InputError(f"correlation must be one of {', '.join(CORRELATIONS)}, got {self.correlation!r}")
-        if self.perturbations_per_eval < 1:
+        if self.perturbations_per_eval is not None and self.perturbations_per_eval < 1:
             raise InputError(f"perturbations_per_eval must be >= 1, got {self.perturbations_per_eval}")
         if self.masks.n_masks < 2:
             raise InputError(f"CorrRISE needs at least 2 masks, got {self.masks.n_masks}")
@@ -120,8 +122,9 @@ class CorrRISE:
         xa = to_model_input(a)[0]
         xb = to_model_input(b)[0]
         server_side = bool(getattr(self.model, "server_masks", False))
-        for lo in range(start, stop, cfg.perturbations_per_eval):
-            hi = min(lo + cfg.perturbations_per_eval, stop)
+        step = cfg.perturbations_per_eval or int(getattr(self.model, "masks_per_call", DEFAULT_MASKS_PER_CALL))
+        for lo in range(start, stop, step):
+            hi = min(lo + step, stop)
             m = generate_masks(cfg.masks, size, lo, hi)
             if server_side:
                 # the server regenerates the same masks and returns only the scores

@@ -93,6 +93,8 @@ class TritonFaceModel:
         if server_masks and not has_scorer:
             raise ModelNotReadyError(f"Triton at {url} does not serve {CORRRISE_MODEL!r} (server-side masks)")
         self.server_masks = has_scorer
+        #: CorrRISE masks per call (docs/benchmarks.md): larger with server-side masks
+        self.masks_per_call = 64 if has_scorer else 16
 
     # -- connection -------------------------------------------------------------------------------
 

@@ -84,7 +84,7 @@ class BatchingConfig:
 
     max_batch_size: int = 256
     preferred_batch_sizes: tuple[int, ...] = (16, 32)
-    max_queue_delay_us: int = 500
+    max_queue_delay_us: int = 2000
     instances: int = 1
     dynamic: bool = True
 
@@ -116,16 +116,14 @@ class ModelRecord:
         )
 
     def to_json(self) -> dict[str, Any]:
+        """The persisted record; batching is not stored (the measured project default applies)."""
         d = asdict(self)
         d["chip"] = {"kind": self.chip.kind, "size": self.chip.size}
-        d["batching"]["preferred_batch_sizes"] = list(self.batching.preferred_batch_sizes)
+        del d["batching"]
         return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "ModelRecord":
-        b = dict(d.get("batching") or {})
-        if "preferred_batch_sizes" in b:
-            b["preferred_batch_sizes"] = tuple(b["preferred_batch_sizes"])
         return cls(
             name=d["name"],
             family=d["family"],
@@ -134,7 +132,6 @@ class ModelRecord:
             threshold=None if d.get("threshold") is None else float(d["threshold"]),
             description=d.get("description", ""),
             source=dict(d.get("source") or {}),
-            batching=BatchingConfig(**b),
         )
 
 

@@ -4,7 +4,6 @@ the embedded Triton and checked against their torch / onnxruntime references."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
