@@ -32,7 +32,8 @@ def _positive_int(text: str) -> int:
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     from .models.registry import DEFAULT_MODEL
 
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"face model (default {DEFAULT_MODEL})")
+    default = os.environ.get("FACEXPLAIN_MODEL", DEFAULT_MODEL)
+    p.add_argument("--model", default=default, help=f"face model (default: FACEXPLAIN_MODEL, else {DEFAULT_MODEL})")
     p.add_argument(
         "--engine", default="auto", choices=["auto", "triton", "local"],
         help="auto: the Triton server given by --triton/FACEXPLAIN_TRITON_URL, else an embedded one "
@@ -73,15 +74,21 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--inside", action="store_true", help="keep patches fully inside the chip")
     ex.add_argument("--correlation", default="pearson", choices=["pearson", "spearman"])
     ex.add_argument("--no-progress", action="store_true", help="no progress bar")
-    ex.add_argument("--client-masks", action="store_true",
-                    help="through Triton: send masked chips instead of letting the server make the masks")
+    where = ex.add_mutually_exclusive_group()
+    where.add_argument("--client-masks", action="store_true",
+                       help="through Triton: send masked chips (default with the embedded server)")
+    where.add_argument("--server-masks", action="store_true",
+                       help="through Triton: the server makes the masks (default with --triton)")
 
     em = sub.add_parser("embed", help="print one JSON line per image with its embedding")
     em.add_argument("images", nargs="+", help="image files")
     _add_model_args(em)
 
-    st = sub.add_parser("setup", help="convert the default model (cached; --force to redo)")
+    st = sub.add_parser("setup", help="convert the default model (cached; --force to redo), write the Triton configs")
     st.add_argument("--force", action="store_true")
+    st.add_argument("--gpu-tensorrt", choices=["none", "fp32", "fp16"], default="none",
+                    help="GPU configs: add TensorRT as onnxruntime's accelerator (fp16 only where bench/gpu.py "
+                    "shows it keeps fidelity)")
 
     sv = sub.add_parser("serve", help="run the embedded Triton server in the foreground until Ctrl-C")
     sv.add_argument("--grpc-port", type=int, default=8001)
@@ -157,7 +164,7 @@ def _open_model(args: argparse.Namespace) -> Any:
 
     engine = _engine(args)
     batch = args.batch or (32 if engine == "local" else 16)
-    server_masks = False if getattr(args, "client_masks", False) else None
+    server_masks = False if getattr(args, "client_masks", False) else (True if getattr(args, "server_masks", False) else None)
     return open_face_model(
         args.model, engine=engine, triton_url=args.triton, batch_size=batch, server_masks=server_masks
     )
@@ -221,7 +228,7 @@ def _cmd_setup(args: argparse.Namespace) -> int:
     from .serving.repository import read_record, write_gpu_configs
 
     path = ensure_default_model(force=args.force)
-    write_gpu_configs()
+    write_gpu_configs(tensorrt=None if args.gpu_tensorrt == "none" else args.gpu_tensorrt)
     source = read_record(DEFAULT_MODEL).source  # type: ignore[union-attr]
     print(f"{path} (source sha256 {source['sha256'][:16]}..., built {source['created']})")
     return 0

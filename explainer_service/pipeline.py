@@ -53,7 +53,8 @@ def open_face_model(
 
     With ``auto`` and no server URL (argument or FACEXPLAIN_TRITON_URL), an embedded tritonserver
     is started for the block and stopped after it (tensors then travel through shared memory).
-    ``server_masks``: CorrRISE masks generated inside Triton (None: when the server can).
+    ``server_masks``: CorrRISE masks generated inside Triton (None: for a server reached without
+    shared memory, when it has the model; see TritonFaceModel).
     """
     if engine not in ENGINES:
         raise InputError(f"unknown engine {engine!r} (available: {', '.join(ENGINES)})")

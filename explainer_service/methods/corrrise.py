@@ -37,7 +37,8 @@ class CorrRISEConfig:
 
     ``perturbations_per_eval``: masks per model call (each call embeds 2x that many chips); it
     changes speed and memory only, never the maps. None: the model's ``masks_per_call`` hint
-    (16 in-process, 64 with Triton's server-side masks; measured in docs/benchmarks.md), else 16.
+    (16 in-process and with client-side masks, 128 with Triton's server-side masks;
+    docs/benchmarks.md), else 16.
     """
 
     masks: MaskConfig = field(default_factory=MaskConfig)

@@ -188,3 +188,18 @@ def test_a_bad_server_side_request_is_an_error_not_a_crash(server):
         # the model still works afterwards
         sa, sb = m.score_masks(chip, ref, chip, ref, MaskConfig(n_masks=10), 0, 10)
         assert sa.shape == (10,) and np.isfinite(sa).all()
+
+
+def test_triton_serves_what_the_torch_twin_computes(server):
+    torch = pytest.importorskip("torch", reason="the torch extra is part of `make test` setup")
+    from explainer_service.models.convert import dlib_source_path
+    from explainer_service.models.dlib_format import read_dlib_resnet
+    from explainer_service.models.torch_dlib import build_torch
+
+    x = np.random.default_rng(3).uniform(0, 255, (5, 3, 150, 150)).astype(np.float32)
+    with torch.no_grad():
+        ref = build_torch(read_dlib_resnet(dlib_source_path()))(torch.from_numpy(x)).numpy().astype(np.float64)
+    with TritonFaceModel(server.url, SPEC) as m:
+        out = m.embed(x).astype(np.float64)
+    cos = np.sum(out * ref, 1) / np.linalg.norm(out, axis=1) / np.linalg.norm(ref, axis=1)
+    assert cos.min() >= 0.9999
