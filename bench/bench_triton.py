@@ -158,7 +158,7 @@ def main() -> None:
         result["corrrise_n500_latency_s"] = lat
         result["wire_bytes_per_pair"] = {
             "client_masks": int(2 * 500 * 3 * 150 * 150 * 4),
-            "server_masks": int(2 * (500 // 64 + 1) * (3 * 150 * 150 * 4 + 128 * 4 + 300) + 2 * 500 * 8),
+            "server_masks": int(2 * -(-500 // 128) * (3 * 150 * 150 * 4 + 128 * 4 + 300) + 2 * 500 * 8),
         }
 
     # 3. dynamic batching: 8 clients sending batch-1 requests
