@@ -362,6 +362,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FacexplainError as e:
         print(f"facexplain: error: {e}", file=sys.stderr)
         return 1
+    except OSError as e:  # a file or folder that cannot be read or written
+        where = f"{e.filename}: " if getattr(e, "filename", None) else ""
+        print(f"facexplain: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("facexplain: interrupted", file=sys.stderr)
         return 130

@@ -104,6 +104,7 @@ def _backend_dir(install: TritonInstall) -> Path:
     marker = dest / ".complete"
     if marker.exists():
         return dest
+    home_dir().mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="backends.", dir=home_dir()))
     shutil.copytree(install.backends, tmp / "backends")
     shutil.copy2(install.stub, tmp / "backends" / "python" / "triton_python_backend_stub")

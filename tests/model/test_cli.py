@@ -63,3 +63,13 @@ def test_embed_reports_good_images_before_a_bad_one(tmp_path):
     assert p.returncode == 2
     assert len(p.stdout.strip().splitlines()) == 1 and "good.png" in p.stdout
     assert "missing.png" in p.stderr
+
+
+def test_unwritable_output_is_one_line_not_a_traceback(tmp_path):
+    img = tmp_path / "x.png"
+    Image.fromarray(np.full((112, 112, 3), 90, np.uint8)).save(img)
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    p = run("explain", str(img), str(img), "--out", str(blocker / "out"), "--masks", "4", "--engine", "local")
+    assert p.returncode == 1 and "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1 and "file" in p.stderr
