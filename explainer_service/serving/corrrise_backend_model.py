@@ -2,7 +2,7 @@
 
 A request carries one chip, the other face's clean embedding and the mask set's parameters (a few
 KB) instead of N masked chips; the model regenerates masks [start, stop) exactly as the client's
-``explainer_service.masks`` does (a copy of that module sits beside this file), multiplies, embeds
+``explainer_service.masks`` does (a copy of that module, ``facexplain_masks``, sits beside this file), multiplies, embeds
 the masked chips through the face model with BLS calls, and returns the N cosine scores.
 
 Inputs: ``image`` FP32 (3, S, S) RGB 0..255; ``reference`` FP32 (D,); ``request`` BYTES (1,): JSON
@@ -15,7 +15,7 @@ import json
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from explainer_service.masks import MaskConfig, generate_masks
+from facexplain_masks.masks import MaskConfig, generate_masks
 
 
 class TritonPythonModel:

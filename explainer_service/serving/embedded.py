@@ -177,11 +177,14 @@ class EmbeddedTriton:
     def log_path(self) -> Path | None:
         return None if self._workdir is None else self._workdir / "tritonserver.log"
 
-    def log_tail(self, lines: int = 15) -> str:
+    def log_tail(self, lines: int = 8) -> str:
+        """The server's error lines (first 5, shortened) and the last ``lines`` lines of its log."""
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])  # type: ignore[union-attr]
+            text = self.log_path.read_text(errors="replace").splitlines()  # type: ignore[union-attr]
         except (OSError, AttributeError):
             return ""
+        errors = [ln[:400] for ln in text if ln.startswith("E")][:5]
+        return "\n".join(errors + ["..."] + text[-lines:] if errors else text[-lines:])
 
     def start(self) -> "EmbeddedTriton":
         install = find_triton(self._env)
@@ -217,7 +220,12 @@ class EmbeddedTriton:
         log = open(self._workdir / "tritonserver.log", "wb")  # noqa: SIM115 - owned by the process
         try:
             self._proc = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=_die_with_parent  # noqa: PLW1509
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=self._workdir,  # not the caller's folder: its modules must not shadow the models'
+                preexec_fn=_die_with_parent,  # noqa: PLW1509
             )
         finally:
             log.close()

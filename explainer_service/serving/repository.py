@@ -275,12 +275,13 @@ def write_corrrise_model(folder: Path) -> None:
     of the mask generator it shares with the client (the same code, so the same masks)."""
     pkg = Path(__file__).resolve().parents[1]
     version = folder / "1"
-    (version / "explainer_service").mkdir(parents=True, exist_ok=True)
+    copy = version / "facexplain_masks"  # its own name: the server's path may also hold the package
+    copy.mkdir(parents=True, exist_ok=True)
     _atomic_text(folder / "config.pbtxt", _CORRRISE_CONFIG)
     shutil.copyfile(Path(__file__).with_name("corrrise_backend_model.py"), version / "model.py")
-    (version / "explainer_service" / "__init__.py").write_text('"""Copy of facexplain\'s mask generator."""\n')
+    (copy / "__init__.py").write_text('"""A copy of facexplain\'s mask generator (explainer_service/masks.py)."""\n')
     for module in ("masks.py", "errors.py"):
-        shutil.copyfile(pkg / module, version / "explainer_service" / module)
+        shutil.copyfile(pkg / module, copy / module)
 
 
 def write_gpu_configs(repository: Path | None = None, tensorrt: str | None = None) -> list[Path]:
