@@ -24,7 +24,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
-from scipy.stats import rankdata
 
 from .errors import InputError
 
@@ -323,6 +322,8 @@ def spearman_map(masks: np.ndarray, scores: np.ndarray) -> np.ndarray:
     # Rank along N with each pixel's N values contiguous: same ranks as rankdata(masks, axis=0),
     # about twice as fast.
     by_pixel = np.ascontiguousarray(masks.reshape(n, -1).T)
+    from scipy.stats import rankdata  # SciPy only for the Spearman option
+
     ranks = rankdata(by_pixel, axis=-1).T.reshape(masks.shape)
     return pearson_map(ranks, rankdata(scores))
 
