@@ -82,6 +82,8 @@ class ShardResult:
 class CorrRISE:
     """CorrRISE over a FaceModel; one ``attribute`` call explains one pair."""
 
+    name = "corrrise"
+
     def __init__(self, model: FaceModel, config: CorrRISEConfig | None = None) -> None:
         self.model = model
         self.config = config or CorrRISEConfig()
