@@ -90,3 +90,62 @@ def write_outputs(
     _atomic_write(paths["figure"], lambda tmp: render_figure(chip_a, chip_b, expl, tmp))
     _atomic_write(paths["summary"], lambda tmp: Path(tmp).write_text(json.dumps(summary, indent=2) + "\n"))
     return paths
+
+
+def write_evaluation(out_dir: str | Path, results: list[Any], meta: dict[str, Any]) -> dict[str, Path]:
+    """Write a Table-1-style ``table.md`` and ``table.csv`` (method, deletion, insertion, pairs, ...)
+    and the accuracy curves ``curves.png`` of an evaluation (``evaluation.MethodResult`` list)."""
+    import csv
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [r.row() for r in results]
+    paths = {"md": out / "table.md", "csv": out / "table.csv", "curves": out / "curves.png", "json": out / "evaluation.json"}
+
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["method", "deletion", "insertion", "pairs", "deletion_ci95_low", "deletion_ci95_high",
+                     "insertion_ci95_low", "insertion_ci95_high", "explain_pairs_per_s"])
+    for r in rows:
+        writer.writerow([r["method"], r["deletion"], r["insertion"], r["pairs"], *r["deletion_ci95"],
+                         *r["insertion_ci95"], r["explain_pairs_per_s"]])
+    _atomic_write(paths["csv"], lambda tmp: Path(tmp).write_text(buf.getvalue()))
+
+    head = " | ".join(f"{k}: {v}" for k, v in meta.items() if not isinstance(v, (list, dict)))
+    lines = [f"# Deletion and Insertion ({head})", "",
+             "| method | Deletion (lower is better) | Insertion (higher is better) | pairs | explain pairs/s |",
+             "|---|---|---|---|---|"]
+    best_d = min(r["deletion"] for r in rows)
+    best_i = max(r["insertion"] for r in rows)
+    for r in rows:
+        d = f"{r['deletion']:.2f} [{r['deletion_ci95'][0]:.2f}, {r['deletion_ci95'][1]:.2f}]"
+        i = f"{r['insertion']:.2f} [{r['insertion_ci95'][0]:.2f}, {r['insertion_ci95'][1]:.2f}]"
+        if r["deletion"] == best_d:
+            d = f"**{d}**"
+        if r["insertion"] == best_i:
+            i = f"**{i}**"
+        lines.append(f"| {r['method']} | {d} | {i} | {r['pairs']} | {r['explain_pairs_per_s']} |")
+    lines += ["", "AUC of the verification accuracy of matched pairs (x100), 95 % interval over pairs in brackets."]
+    _atomic_write(paths["md"], lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
+    _atomic_write(paths["json"], lambda tmp: Path(tmp).write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n"))
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    for res in results:
+        for ax, curve in zip(axes, (res.deletion, res.insertion)):
+            ax.plot(curve.steps * 100, curve.accuracy * 100, marker="o", ms=3, label=f"{res.method} ({curve.auc:.1f})")
+    for ax, title in zip(axes, ("Deletion", "Insertion")):
+        ax.set_title(title)
+        ax.set_xlabel("salient pixels removed (%)" if title == "Deletion" else "salient pixels inserted (%)")
+        ax.set_ylabel("verification accuracy (%)")
+        ax.set_ylim(-2, 102)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    _atomic_write(paths["curves"], lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+    return paths

@@ -1,0 +1,346 @@
+"""RISE (Petsiuk, Das, Saenko, "RISE: Randomized Input Sampling for Explanation of Black-box
+Models", BMVC 2018) adapted to face verification.
+
+RISE explains a scalar output by averaging random masks weighted by the output they produce. Here
+the output is the pair's similarity: for masks M_1..M_N (the same set for both faces)
+
+    s^A_k = cos(f(A * M_k), f(B))        S_A = sum_k s^A_k M_k / (N p)
+    s^B_k = cos(f(B * M_k), f(A))        S_B = sum_k s^B_k M_k / (N p)
+
+so S_A(x) estimates E[s^A | pixel x kept] (the paper's Monte-Carlo estimate of the importance).
+
+Masks as in the paper and its code (github.com/eclique/RISE): a binary s x s grid whose cells are 1
+with probability p, bilinearly upsampled (skimage ``resize``, ``order=1``, ``mode="reflect"``, no
+anti-aliasing) to (s + 1) * C pixels, C = ceil(S / s), then cropped to S x S at a random shift
+(dy, dx) in [0, C)^2. The upsampling is done here with a fixed (up, s) interpolation matrix that
+reproduces that ``resize`` call exactly (tests check it against skimage), so nothing heavier than
+NumPy is imported. Masked pixels become 0 (black), as in the paper.
+
+Randomness comes from ``np.random.default_rng(seed)``: all grids, then all shifts, drawn once per
+explanation; masks are rebuilt from them chunk by chunk, so memory stays O(chunk * S^2) and the
+chunking (``perturbations_per_eval``) never changes a mask, a score or the maps.
+
+Cost per pair: 2 + 2N forward passes (two clean embeddings, N masked A, N masked B).
+
+This module also holds the small helpers the other perturbation baselines share (chip checks,
+cosine scores, a batched evaluator of perturbed images).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from ..errors import InputError
+from ..explanation import Explanation
+from ..models.base import FaceModel, to_model_input
+
+__all__ = [
+    "RISE",
+    "RISEConfig",
+    "rise_cell_size",
+    "rise_grids",
+    "rise_masks",
+    "upsample_matrix",
+    "DEFAULT_PERTURBATIONS_PER_EVAL",
+]
+
+Progress = Callable[[int, int], None]
+
+#: Perturbed images per model call when a config does not say otherwise.
+DEFAULT_PERTURBATIONS_PER_EVAL = 32
+#: Masks per block when the map is accumulated (fixed, so the sum order never depends on batching).
+_MAP_BLOCK = 64
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers shared by the perturbation baselines (rise, lime, xface, minplus)
+# --------------------------------------------------------------------------------------------------
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_)
+    )
+
+
+def _require_int(name: str, value: object, minimum: int) -> None:
+    if not _is_int(value) or value < minimum:
+        raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _require_positive(name: str, value: object) -> None:
+    if not _is_number(value) or not math.isfinite(float(value)) or float(value) <= 0:
+        raise InputError(f"{name} must be a finite number > 0, got {value!r}")
+
+
+def _require_choice(name: str, value: object, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise InputError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def _check_chip(model: FaceModel, chip: np.ndarray, which: str) -> np.ndarray:
+    """The chip as float32 (S, S, 3) after checking shape, type and values; InputError otherwise."""
+    s = model.spec.chip.size
+    c = np.asarray(chip)
+    if c.shape != (s, s, 3):
+        raise InputError(f"chip {which} must be ({s}, {s}, 3) for {model.spec.name}, got {c.shape}")
+    if not (np.issubdtype(c.dtype, np.integer) or np.issubdtype(c.dtype, np.floating)):
+        raise InputError(f"chip {which} must hold numbers (uint8 RGB), got dtype {c.dtype}")
+    c = c.astype(np.float32)
+    if not np.all(np.isfinite(c)):
+        raise InputError(f"chip {which} has non-finite pixel values")
+    return c
+
+
+def _cosines(embeddings: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Cosine of each row of (N, D) ``embeddings`` with (D,) ``reference``, float64.
+
+    Row by row (no matrix product), so a row's value does not depend on how many rows come with it.
+    """
+    e = np.asarray(embeddings, np.float64)
+    r = np.asarray(reference, np.float64)
+    dots = (e * r).sum(axis=1)
+    norms = np.sqrt((e * e).sum(axis=1)) * math.sqrt(float((r * r).sum()))
+    return dots / np.maximum(norms, 1e-12)
+
+
+def _clean(model: FaceModel, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Embeddings of the clean chips (one call, 2 passes) and their cosine."""
+    emb = np.asarray(model.embed(to_model_input(np.stack([a, b]))))
+    emb_a, emb_b = emb[0], emb[1]
+    return emb_a, emb_b, float(_cosines(emb_a[None], emb_b)[0])
+
+
+@dataclass
+class _Group:
+    """``count`` perturbed images made by ``render(lo, hi)`` ((hi-lo, S, S, 3) float32), each scored
+    by its cosine with ``reference`` (the clean embedding of the other face)."""
+
+    count: int
+    render: Callable[[int, int], np.ndarray]
+    reference: np.ndarray
+
+
+def _evaluate(
+    model: FaceModel, groups: Sequence[_Group], per_eval: int, on_call: Callable[[int], None] | None = None
+) -> list[np.ndarray]:
+    """Scores of every image of every group, ``per_eval`` images per model call at most.
+
+    The groups are laid end to end and cut into consecutive chunks, so a call may mix groups
+    (e.g. A's and B's perturbations). ``on_call(n)`` is told after each call how many images it
+    embedded. Returns one float64 (count,) array per group.
+    """
+    total = sum(g.count for g in groups)
+    starts = np.cumsum([0] + [g.count for g in groups])
+    out = [np.empty(g.count, np.float64) for g in groups]
+    for lo in range(0, total, per_eval):
+        hi = min(lo + per_eval, total)
+        parts: list[tuple[int, int, int]] = []  # (group, local lo, local hi)
+        for gi, g in enumerate(groups):
+            glo, ghi = max(lo, starts[gi]), min(hi, starts[gi + 1])
+            if glo < ghi:
+                parts.append((gi, int(glo - starts[gi]), int(ghi - starts[gi])))
+        images = np.concatenate([groups[gi].render(a, b) for gi, a, b in parts])
+        emb = np.asarray(model.embed(to_model_input(images)))
+        at = 0
+        for gi, a, b in parts:
+            n = b - a
+            out[gi][a:b] = _cosines(emb[at : at + n], groups[gi].reference)
+            at += n
+        if on_call is not None:
+            on_call(hi - lo)
+    return out
+
+
+def _progress_counter(progress: Progress | None, total: int) -> Callable[[int], None] | None:
+    if progress is None:
+        return None
+    done = [0]
+
+    def tick(n: int) -> None:
+        done[0] += n
+        progress(done[0], total)
+
+    return tick
+
+
+# --------------------------------------------------------------------------------------------------
+# RISE
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RISEConfig:
+    """RISE's options; the defaults are the paper's (s = 8, p = 0.5) with N = 500 masks, CorrRISE's
+    budget (the paper uses N = 4000 on ImageNet).
+
+    Attributes:
+        n_masks: number of masks N (>= 1).
+        grid: side s of the random binary grid (>= 1).
+        p: probability that a grid cell is kept (0 < p <= 1).
+        seed: seed of the mask set (non-negative integer).
+        perturbations_per_eval: perturbed images per model call (>= 1); speed and memory only.
+    """
+
+    n_masks: int = 500
+    grid: int = 8
+    p: float = 0.5
+    seed: int = 0
+    perturbations_per_eval: int = DEFAULT_PERTURBATIONS_PER_EVAL
+
+    def __post_init__(self) -> None:
+        _require_int("n_masks", self.n_masks, 1)
+        _require_int("grid", self.grid, 1)
+        if not _is_number(self.p) or not 0.0 < float(self.p) <= 1.0:
+            raise InputError(f"p must be a number in (0, 1], got {self.p!r}")
+        _require_int("seed", self.seed, 0)
+        _require_int("perturbations_per_eval", self.perturbations_per_eval, 1)
+
+
+def rise_cell_size(chip_size: int, grid: int) -> int:
+    """C = ceil(S / s): the side of one upsampled grid cell in pixels."""
+    _require_int("chip_size", chip_size, 1)
+    _require_int("grid", grid, 1)
+    return -(-int(chip_size) // int(grid))
+
+
+def upsample_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) float64 matrix W with ``W @ v`` = skimage ``resize(v, n_out, order=1,
+    mode="reflect", anti_aliasing=False)`` for a 1-D ``v`` of length ``n_in``.
+
+    ``resize`` maps output pixel o to input coordinate c = (o + 0.5) * n_in / n_out - 0.5 and
+    interpolates linearly, mirroring indices about the edge pixels (scipy's ``mirror`` mode).
+    Applied on both axes, ``W @ G @ W.T`` is the 2-D bilinear resize of a grid G.
+    """
+    _require_int("n_in", n_in, 1)
+    _require_int("n_out", n_out, 1)
+    w = np.zeros((n_out, n_in), np.float64)
+    last = n_in - 1
+
+    def mirror(i: int) -> int:
+        if last == 0:
+            return 0
+        period = 2 * last
+        i = abs(i) % period
+        return period - i if i > last else i
+
+    for o in range(n_out):
+        c = (o + 0.5) * n_in / n_out - 0.5
+        i0 = math.floor(c)
+        t = c - i0
+        w[o, mirror(i0)] += 1.0 - t
+        w[o, mirror(i0 + 1)] += t
+    return w
+
+
+def rise_grids(config: RISEConfig, chip_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The random part of a mask set: bool grids (N, s, s) (True = kept cell) and int shifts (N, 2)
+    ``(dy, dx)`` in [0, C). Drawn from ``default_rng(seed)``: the grids first, then the shifts."""
+    cell = rise_cell_size(chip_size, config.grid)
+    rng = np.random.default_rng(config.seed)
+    grids = rng.random((config.n_masks, config.grid, config.grid)) < config.p
+    shifts = rng.integers(0, cell, size=(config.n_masks, 2))
+    return grids, shifts
+
+
+class _MaskSet:
+    """Grids and shifts of one explanation; builds masks [lo, hi) on demand."""
+
+    def __init__(self, config: RISEConfig, chip_size: int) -> None:
+        self.size = int(chip_size)
+        cell = rise_cell_size(chip_size, config.grid)
+        self.grids, self.shifts = rise_grids(config, chip_size)
+        self.up = upsample_matrix(config.grid, (config.grid + 1) * cell)
+
+    def masks(self, lo: int, hi: int) -> np.ndarray:
+        s = self.size
+        out = np.empty((hi - lo, s, s), np.float32)
+        for i, k in enumerate(range(lo, hi)):
+            dy, dx = int(self.shifts[k, 0]), int(self.shifts[k, 1])
+            g = self.grids[k].astype(np.float64)
+            out[i] = self.up[dy : dy + s] @ g @ self.up[dx : dx + s].T
+        return out
+
+
+def rise_masks(config: RISEConfig, chip_size: int, start: int = 0, stop: int | None = None) -> np.ndarray:
+    """Masks ``start`` .. ``stop - 1`` of the set: float32 (stop - start, S, S) with values in [0, 1].
+
+    Mask k is the bilinear upsampling of grid k to (s + 1) * C pixels cropped at shift k:
+    ``up[dy:dy+S, dx:dx+S]``. Identical whatever range is asked for.
+    """
+    stop = config.n_masks if stop is None else stop
+    if not _is_int(start) or not _is_int(stop) or not 0 <= start <= stop <= config.n_masks:
+        raise InputError(
+            f"start/stop must satisfy 0 <= start <= stop <= n_masks ({config.n_masks}), "
+            f"got start={start!r}, stop={stop!r}"
+        )
+    return _MaskSet(config, chip_size).masks(int(start), int(stop))
+
+
+class RISE:
+    """RISE over a FaceModel; ``attribute`` explains one pair (both faces)."""
+
+    name = "rise"
+
+    def __init__(self, model: FaceModel, config: RISEConfig | None = None) -> None:
+        self.model = model
+        self.config = config or RISEConfig()
+
+    def params(self) -> dict:
+        cfg = self.config
+        size = self.model.spec.chip.size
+        cell = rise_cell_size(size, cfg.grid)
+        return {**asdict(cfg), "cell_size": cell, "upsampled_size": (cfg.grid + 1) * cell}
+
+    def attribute(
+        self, chip_a: np.ndarray, chip_b: np.ndarray, *, progress: Progress | None = None
+    ) -> Explanation:
+        """Explain the pair: chips (S, S, 3) uint8 RGB aligned for the model. 2N + 2 forward passes.
+
+        Returns maps (S, S) float32; ``scores_a``/``scores_b`` (N,) hold s^A_k and s^B_k.
+        """
+        cfg = self.config
+        model = self.model
+        a = _check_chip(model, chip_a, "A")
+        b = _check_chip(model, chip_b, "B")
+        size = model.spec.chip.size
+        emb_a, emb_b, score = _clean(model, a, b)
+        masks = _MaskSet(cfg, size)
+        n = cfg.n_masks
+
+        def render(chip: np.ndarray) -> Callable[[int, int], np.ndarray]:
+            return lambda lo, hi: chip[None] * masks.masks(lo, hi)[..., None]
+
+        groups = [_Group(n, render(a), emb_b), _Group(n, render(b), emb_a)]
+        scores_a, scores_b = _evaluate(
+            model, groups, cfg.perturbations_per_eval, _progress_counter(progress, 2 * n)
+        )
+        sal_a = np.zeros((size, size), np.float64)
+        sal_b = np.zeros((size, size), np.float64)
+        for lo in range(0, n, _MAP_BLOCK):
+            hi = min(lo + _MAP_BLOCK, n)
+            m = masks.masks(lo, hi).astype(np.float64)
+            sal_a += np.tensordot(scores_a[lo:hi], m, axes=1)
+            sal_b += np.tensordot(scores_b[lo:hi], m, axes=1)
+        norm = n * float(cfg.p)
+        spec = model.spec
+        return Explanation(
+            s_a=(sal_a / norm).astype(np.float32),
+            s_b=(sal_b / norm).astype(np.float32),
+            score=score,
+            threshold=spec.threshold,
+            model=spec.name,
+            masks=n,
+            method=self.name,
+            params=self.params(),
+            scores_a=scores_a.astype(np.float32),
+            scores_b=scores_b.astype(np.float32),
+        )
