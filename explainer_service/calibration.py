@@ -9,7 +9,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from .alignment import Aligner
-from .datasets import Pair
+from .datasets import Pair, load_pair_image
 from .errors import InputError
 from .models.base import FaceModel, cosine_to, to_model_input
 from .verification import KFoldResult, kfold_accuracy
@@ -28,6 +28,11 @@ class PairScores:
     skipped_pairs: int = 0
 
 
+def _name(ref: object) -> str:
+    """A file path as is; an in-memory image (.bin entry, occluded copy) by its name."""
+    return str(ref) if isinstance(ref, Path) else str(getattr(ref, "name", ref))
+
+
 def score_pairs(
     pairs: Iterable[Pair],
     model: FaceModel,
@@ -39,11 +44,11 @@ def score_pairs(
     """Align and embed every distinct image once, then score each pair; failures are counted."""
     pairs = list(pairs)
     aligner = aligner or Aligner()
-    paths = sorted({p for pair in pairs for p in (pair.a, pair.b)}, key=str)
-    emb: dict[Path, np.ndarray] = {}
+    paths = sorted({p for pair in pairs for p in (pair.a, pair.b)}, key=_name)
+    emb: dict[object, np.ndarray] = {}
     failures: dict[str, str] = {}
     chips: list[np.ndarray] = []
-    pending: list[Path] = []
+    pending: list[object] = []
 
     def flush() -> None:
         if pending:
@@ -54,10 +59,11 @@ def score_pairs(
 
     for i, path in enumerate(paths):
         try:
-            chips.append(aligner.align_file(path, model.spec.chip).chip)
+            image = load_pair_image(path)
+            chips.append(aligner.align(image, model.spec.chip, _name(path)).chip)
             pending.append(path)
         except InputError as e:
-            failures[str(path)] = str(e)
+            failures[_name(path)] = str(e)
         if len(chips) >= batch:
             flush()
         if progress is not None:

@@ -95,6 +95,23 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--http-port", type=int, default=8000)
     sv.add_argument("--threads", type=int, default=0, help="onnxruntime threads per model (0: default)")
 
+    ev = sub.add_parser("evaluate", help="Deletion/Insertion of explanation methods on a dataset (Table 1)")
+    ev.add_argument("--dataset", required=True,
+                    help="lfw:PATH, lfw-aligned:PATH, cfp-fp:PATH, cfp-ff:PATH, cplfw:PATH, calfw:PATH, bin:FILE, csv:FILE")
+    ev.add_argument("--occlude", action="store_true", help="occlude image B of each pair (seeded synthetic occluders)")
+    ev.add_argument("--methods", default="corrrise,rise,lime,xface,minplus,gradcam,gradcampp",
+                    help="comma-separated: corrrise,rise,lime,xface,minplus,gradcam,gradcampp")
+    ev.add_argument("--pairs", type=_positive_int, default=100, help="matched pairs to evaluate (default 100)")
+    ev.add_argument("--out", required=True, help="output folder (table.md, table.csv, curves.png)")
+    ev.add_argument("--steps", type=_positive_int, default=11, help="curve points from 0 to 100 %% (default 11)")
+    ev.add_argument("--substrate", default="zeros", choices=["zeros", "mean", "blur"])
+    ev.add_argument("--perturb", default="probe", choices=["probe", "both"], help="perturb B only, or both faces")
+    ev.add_argument("--budget", type=_positive_int, default=None,
+                    help="perturbations per face for CorrRISE/RISE/LIME (default: each method's own, 500)")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--no-progress", action="store_true")
+    _add_model_args(ev)
+
     md = sub.add_parser("models", help="list, import and calibrate face models")
     msub = md.add_subparsers(dest="models_command", required=True)
     msub.add_parser("list", help="every model, its threshold and whether it is ready")
@@ -112,8 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--force", action="store_true", help="replace a model of that name holding another file")
     ca = msub.add_parser("calibrate", help="set a model's threshold by the 10-fold LFW protocol")
     ca.add_argument("name")
-    ca.add_argument("--dataset", required=True, help="lfw:PATH (pairs.txt + images/ or aligned112/)")
-    ca.add_argument("--images", default=None, help="image folder under PATH (default: images, else aligned112)")
+    ca.add_argument("--dataset", required=True,
+                    help="lfw:PATH (pairs.txt + images/ or aligned112/), lfw-aligned:PATH, cfp-fp:PATH, bin:FILE, csv:FILE, ...")
+    ca.add_argument("--images", default=None, choices=["images", "aligned112"],
+                    help="for lfw: the raw photos (images) or the aligned crops (aligned112)")
     ca.add_argument("--engine", default="local", choices=["auto", "triton", "local"])
     ca.add_argument("--triton", metavar="HOST:PORT", default=None)
     ca.add_argument("--dry-run", action="store_true", help="print the result, keep the threshold")
@@ -234,6 +253,57 @@ def _cmd_setup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .datasets import read_dataset
+    from .evaluation import METHODS, evaluate_methods, prepare_pairs
+    from .metrics import default_steps
+    from .report import write_evaluation
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise InputError(f"--methods: unknown {', '.join(unknown) or '(none given)'} (known: {', '.join(METHODS)})")
+    steps = default_steps(args.steps)
+    dataset = read_dataset(args.dataset)
+    bar = None
+    with _open_model(args) as model:
+        prepared = prepare_pairs(dataset, model, pairs=args.pairs, occlude=args.occlude, seed=args.seed)
+        print(f"{dataset.name}: {prepared.summary()}", flush=True)
+        if not args.no_progress and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(methods) * len(prepared.chips_a), unit="pair", file=sys.stderr)
+
+        def progress(method: str, done: int, total: int) -> None:
+            if bar is not None:
+                bar.set_description(method)
+                bar.update(1)
+
+        try:
+            results = evaluate_methods(
+                prepared.chips_a, prepared.chips_b, model, methods, steps=steps, substrate=args.substrate,
+                perturb=args.perturb, seed=args.seed, budget=args.budget, progress=progress,
+            )
+        finally:
+            if bar is not None:
+                bar.close()
+        meta = {
+            "dataset": args.dataset + (" (occluded)" if args.occlude else ""),
+            "model": model.spec.name,
+            "pairs": len(prepared.chips_a),
+            "substrate": args.substrate,
+            "perturb": args.perturb,
+            "steps": args.steps,
+            "threshold": model.spec.threshold,
+            "engine": _engine_label(args),
+            "skipped": prepared.skipped,
+        }
+    paths = write_evaluation(args.out, results, meta)
+    print(paths["md"].read_text())
+    print(f"wrote {paths['md']}, {paths['csv']}, {paths['curves']}")
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     import signal
 
@@ -313,22 +383,23 @@ def _models_import(args: argparse.Namespace) -> int:
 def _models_calibrate(args: argparse.Namespace) -> int:
     from .alignment import Aligner
     from .calibration import calibrate, score_pairs
-    from .datasets import read_lfw_pairs
     from .pipeline import open_face_model
     from .serving.repository import read_record, write_record
 
-    kind, _, path = args.dataset.partition(":")
-    if kind != "lfw" or not path:
-        raise InputError(f"--dataset must be lfw:PATH, got {args.dataset!r}")
-    root = Path(path)
-    images = args.images or ("images" if (root / "images").is_dir() else "aligned112")
-    pairs = read_lfw_pairs(root, images=images)
+    from .datasets import read_dataset
+
+    spec = args.dataset
+    if args.images == "aligned112" and spec.startswith("lfw:"):
+        spec = "lfw-aligned:" + spec[4:]
+    dataset = read_dataset(spec)
+    pairs = list(dataset.pairs)
+    root, images = spec, ("aligned" if dataset.aligned else "raw")
     record = read_record(args.name)
     if record is None:
         raise InputError(f"model {args.name!r} is not in the repository (see `facexplain models list`)")
     engine = "triton" if args.triton and args.engine == "auto" else args.engine
     with open_face_model(args.name, engine=engine, triton_url=args.triton) as model:
-        scored = score_pairs(pairs, model, aligner=Aligner())
+        scored = score_pairs(pairs, model, aligner=Aligner(pre_aligned="arcface" if dataset.aligned else "auto"))
     result = calibrate(scored)
     print(f"{args.name} on {root} ({images}): {len(scored.scores)} pairs scored, "
           f"{scored.skipped_pairs} skipped ({len(scored.failures)} images failed)")
@@ -348,6 +419,7 @@ _COMMANDS = {
     "embed": _cmd_embed,
     "setup": _cmd_setup,
     "serve": _cmd_serve,
+    "evaluate": _cmd_evaluate,
     "models": _cmd_models,
 }
 

@@ -17,7 +17,7 @@ from .errors import InputError
 from .metrics import CausalCurve, CausalMetric
 from .models.base import FaceModel
 
-__all__ = ["METHODS", "build_method", "MethodResult", "evaluate_methods"]
+__all__ = ["METHODS", "build_method", "MethodResult", "evaluate_methods", "PreparedPairs", "prepare_pairs"]
 
 #: The methods ``facexplain evaluate --methods`` knows, in the paper's order.
 METHODS = ("corrrise", "rise", "lime", "xface", "minplus", "gradcam", "gradcampp")
@@ -124,3 +124,79 @@ def evaluate_methods(
         t2 = time.perf_counter()
         results.append(MethodResult(name, d, ins, len(chips_a), t1 - t0, t2 - t1, dict(getattr(ex, "params", {}))))
     return results
+
+
+@dataclass(frozen=True)
+class PreparedPairs:
+    """Aligned chips of the matched pairs chosen for an evaluation, and what was left out."""
+
+    chips_a: np.ndarray
+    chips_b: np.ndarray
+    names: list[tuple[str, str]]
+    matched_available: int
+    skipped: dict[str, str]
+
+    def summary(self) -> str:
+        text = f"{len(self.chips_a)} matched pairs of {self.matched_available}"
+        if self.skipped:
+            text += f"; {len(self.skipped)} skipped (unreadable image or no face)"
+        return text
+
+
+def _ref_name(ref: Any) -> str:
+    from pathlib import Path
+
+    return str(ref) if isinstance(ref, Path) else str(getattr(ref, "name", ref))
+
+
+def prepare_pairs(
+    dataset: Any,
+    model: FaceModel,
+    *,
+    pairs: int,
+    occlude: bool = False,
+    seed: int = 0,
+) -> PreparedPairs:
+    """Choose ``pairs`` matched pairs spread evenly over the dataset (so over all its folds), load
+    and align them for ``model``; with ``occlude`` B gets a seeded synthetic occluder (the
+    occluded-set scenario; needs ArcFace-aligned crops). Skipped pairs are counted, never hidden."""
+    from .alignment import Aligner
+    from .datasets import load_pairs_checked
+    from .errors import FacexplainError
+
+    if pairs < 1:
+        raise InputError(f"--pairs must be >= 1, got {pairs}")
+    if occlude:
+        from .occlusion import Occluder, occluded_dataset
+
+        if not dataset.aligned:
+            raise InputError(
+                f"{dataset.name}: --occlude draws occluders on ArcFace-aligned crops; use the dataset's "
+                "aligned variant (e.g. lfw-aligned:PATH)"
+            )
+        dataset = occluded_dataset(dataset, Occluder(seed=seed), which="b")
+    matched = [p for p in dataset.pairs if p.same]
+    if not matched:
+        raise InputError(f"{dataset.name}: no matched pairs to evaluate")
+    # a few spare pairs stand in for ones that cannot be read or aligned
+    want = min(len(matched), pairs + max(2, pairs // 10))
+    idx = np.unique(np.linspace(0, len(matched) - 1, want).round().astype(int))
+    loaded, report = load_pairs_checked([matched[i] for i in idx])
+    skipped = dict(report.failures)
+    aligner = Aligner(pre_aligned="arcface" if dataset.aligned else "auto")
+    chips_a, chips_b, names = [], [], []
+    for lp in loaded:
+        if len(chips_a) == pairs:
+            break
+        try:
+            fa = aligner.align(lp.a, model.spec.chip, _ref_name(lp.pair.a))
+            fb = aligner.align(lp.b, model.spec.chip, _ref_name(lp.pair.b))
+        except FacexplainError as e:
+            skipped[_ref_name(lp.pair.a)] = str(e)
+            continue
+        chips_a.append(fa.chip)
+        chips_b.append(fb.chip)
+        names.append((_ref_name(lp.pair.a), _ref_name(lp.pair.b)))
+    if not chips_a:
+        raise InputError(f"{dataset.name}: none of the chosen pairs could be loaded and aligned")
+    return PreparedPairs(np.stack(chips_a), np.stack(chips_b), names, len(matched), skipped)
