@@ -112,6 +112,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--no-progress", action="store_true")
     _add_model_args(ev)
 
+    sa = sub.add_parser("sanity", help="model-randomisation sanity check of explanation methods")
+    sa.add_argument("--dataset", required=True, help="a dataset spec, as for evaluate")
+    sa.add_argument("--methods", default="corrrise,rise,lime,xface,minplus,gradcam,gradcampp")
+    sa.add_argument("--pairs", type=_positive_int, default=5)
+    sa.add_argument("--budget", type=_positive_int, default=None, help="perturbations for CorrRISE/RISE/LIME")
+    sa.add_argument("--measure", default="1,2,4,8,16",
+                    help="measure after randomising this many top layer groups (comma-separated)")
+    sa.add_argument("--seed", type=int, default=0)
+    sa.add_argument("--out", required=True)
+
     md = sub.add_parser("models", help="list, import and calibrate face models")
     msub = md.add_subparsers(dest="models_command", required=True)
     msub.add_parser("list", help="every model, its threshold and whether it is ready")
@@ -304,6 +314,49 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sanity(args: argparse.Namespace) -> int:
+    from .datasets import read_dataset
+    from .evaluation import METHODS, build_method, prepare_pairs
+    from .methods.gradcam import DLIB_DEFAULT_LAYER, GradCAM, GradCAMPlusPlus, GradTarget
+    from .models.convert import dlib_source_path
+    from .models.dlib_format import read_dlib_resnet
+    from .models.registry import DEFAULT_MODEL, get_spec
+    from .models.torch_dlib import build_torch
+    from .models.torch_model import TorchFaceModel
+    from .report import write_sanity
+    from .sanity import cascading_randomization, dlib_stages
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or not methods:
+        raise InputError(f"--methods: unknown {', '.join(unknown) or '(none given)'} (known: {', '.join(METHODS)})")
+    try:
+        measure = [int(v) for v in args.measure.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"--measure must be comma-separated integers, got {args.measure!r}") from None
+    spec = get_spec(DEFAULT_MODEL)
+    twin = build_torch(read_dlib_resnet(dlib_source_path()))
+    stages = dlib_stages(twin)
+    measure = [k for k in measure if k <= len(stages)] or [len(stages)]
+
+    def make(name: str, module: Any) -> Any:
+        if name in ("gradcam", "gradcampp"):
+            target = GradTarget.for_module(module, DLIB_DEFAULT_LAYER, spec=spec)
+            return (GradCAM if name == "gradcam" else GradCAMPlusPlus)(target)
+        return build_method(name, TorchFaceModel(module, spec, batch_size=64), seed=args.seed, budget=args.budget)
+
+    dataset = read_dataset(args.dataset)
+    prepared = prepare_pairs(dataset, TorchFaceModel(twin, spec), pairs=args.pairs, seed=args.seed)
+    print(f"{dataset.name}: {prepared.summary()}; randomising {', '.join(stages[: max(measure)])}", flush=True)
+    rows = cascading_randomization(
+        twin, stages, methods, prepared.chips_a, prepared.chips_b, make, seed=args.seed, measure_at=measure,
+        progress=lambda m, st: print(f"  {m}: randomised down to {st}", file=sys.stderr, flush=True),
+    )
+    paths = write_sanity(args.out, rows, {"dataset": args.dataset, "model": DEFAULT_MODEL, "pairs": len(prepared.chips_a)})
+    print(paths["md"].read_text())
+    return 0
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     import signal
 
@@ -420,6 +473,7 @@ _COMMANDS = {
     "setup": _cmd_setup,
     "serve": _cmd_serve,
     "evaluate": _cmd_evaluate,
+    "sanity": _cmd_sanity,
     "models": _cmd_models,
 }
 

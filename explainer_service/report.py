@@ -149,3 +149,48 @@ def write_evaluation(out_dir: str | Path, results: list[Any], meta: dict[str, An
     _atomic_write(paths["curves"], lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
     return paths
+
+
+def write_sanity(out_dir: str | Path, rows: list[Any], meta: dict[str, Any]) -> dict[str, Path]:
+    """Write the sanity check: ``sanity.md``, ``sanity.csv`` and ``sanity.png`` (similarity to the
+    trained model's maps as layers are randomised, per method)."""
+    import csv
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"md": out / "sanity.md", "csv": out / "sanity.csv", "png": out / "sanity.png"}
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["method", "stage", "layers_randomized", "spearman", "ssim"])
+    for r in rows:
+        w.writerow([r.method, r.stage, r.layers_randomized, round(r.spearman, 4), round(r.ssim, 4)])
+    _atomic_write(paths["csv"], lambda tmp: Path(tmp).write_text(buf.getvalue()))
+    methods = list(dict.fromkeys(r.method for r in rows))
+    stages = list(dict.fromkeys(r.stage for r in rows))
+    head = " | ".join(f"{k}: {v}" for k, v in meta.items())
+    lines = [f"# Cascading model-randomisation sanity check ({head})", "",
+             "Spearman rank correlation / SSIM of each method's maps with the trained model's "
+             "(1 = unchanged; a faithful method falls as layers are randomised, top first).", "",
+             "| method | " + " | ".join(stages) + " |", "|---|" + "---|" * len(stages)]
+    for m in methods:
+        cells = {r.stage: f"{r.spearman:.2f} / {r.ssim:.2f}" for r in rows if r.method == m}
+        lines.append(f"| {m} | " + " | ".join(cells.get(s, "") for s in stages) + " |")
+    _atomic_write(paths["md"], lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
+    fig, ax = plt.subplots(figsize=(8, 4), constrained_layout=True)
+    for m in methods:
+        rs = [r for r in rows if r.method == m]
+        ax.plot([r.stage for r in rs], [r.spearman for r in rs], marker="o", label=m)
+    ax.set_ylabel("Spearman with trained maps")
+    ax.set_xlabel("randomised down to")
+    ax.set_ylim(-0.5, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _atomic_write(paths["png"], lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    plt.close(fig)
+    return paths
