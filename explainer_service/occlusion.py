@@ -29,6 +29,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .alignment import ARCFACE_TEMPLATE_112
 from .datasets import Dataset, ImageRef, Pair, load_pair_image
 from .errors import InputError
 from .images import image_from_array
@@ -45,16 +46,6 @@ __all__ = [
 #: The concrete occluder kinds; ``"random"`` picks one of them per image.
 OCCLUDER_KINDS = ("mask", "glasses", "hand", "object")
 
-#: The ArcFace five-point template of a 112x112 crop: left eye, right eye, nose, mouth corners.
-ARCFACE_TEMPLATE_112 = np.array(
-    [
-        [38.2946, 51.6963],
-        [73.5318, 51.5014],
-        [56.0252, 71.7366],
-        [41.5493, 92.3655],
-        [70.7299, 92.2041],
-    ]
-)
 
 _JITTER_PX = 3.0  # template pixels of seeded shift
 _JITTER_SCALE = 0.08  # relative seeded size change
