@@ -50,7 +50,7 @@ import numpy as np
 from ..errors import InputError
 from ..explanation import Explanation
 from ..models.base import FaceModel
-from .rise import (
+from .perturbation import (
     DEFAULT_PERTURBATIONS_PER_EVAL,
     _check_chip,
     _clean,
