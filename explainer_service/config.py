@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .errors import ModelNotReadyError
 
-__all__ = ["home_dir", "models_dir", "model_repository_dir", "package_model_file"]
+__all__ = ["home_dir", "model_repository_dir", "package_model_file"]
 
 
 def home_dir() -> Path:
@@ -18,11 +18,6 @@ def home_dir() -> Path:
         return Path(env).expanduser()
     cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(cache) / "facexplain"
-
-
-def models_dir() -> Path:
-    """Folder of facexplain's own caches of models (not the Triton repository)."""
-    return home_dir() / "models"
 
 
 def model_repository_dir() -> Path:

@@ -263,9 +263,6 @@ class EmbeddedTriton:
             f"tritonserver not ready after {self.startup_timeout:.0f} s; end of its log:\n{self.log_tail()}"
         )
 
-    def is_running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
-
     def wait(self) -> int:
         """Block until the server exits; its exit code."""
         if self._proc is None:
