@@ -17,37 +17,50 @@ from .errors import InputError
 from .metrics import CausalCurve, CausalMetric
 from .models.base import FaceModel
 
-__all__ = ["METHODS", "build_method", "MethodResult", "evaluate_methods", "PreparedPairs", "prepare_pairs"]
+__all__ = [
+    "METHODS", "build_method", "MethodResult", "evaluate_methods", "explain_pairs", "score_maps", "PreparedPairs",
+    "prepare_pairs",
+]
 
 #: The methods ``facexplain evaluate --methods`` knows, in the paper's order.
 METHODS = ("corrrise", "rise", "lime", "xface", "minplus", "gradcam", "gradcampp")
 
 
-def build_method(name: str, model: FaceModel, *, seed: int = 0, budget: int | None = None) -> Any:
+def build_method(
+    name: str,
+    model: FaceModel,
+    *,
+    seed: int = 0,
+    budget: int | None = None,
+    perturbations_per_eval: int | None = None,
+) -> Any:
     """An explanation method by name over ``model``; ``budget`` sets the number of perturbations
-    of the sampling methods (CorrRISE, RISE, LIME) for an equal-cost comparison."""
+    of the sampling methods (CorrRISE, RISE, LIME) for an equal-cost comparison;
+    ``perturbations_per_eval`` the perturbed images per model call of the perturbation methods
+    (speed and memory only, never the maps; None: each method's default)."""
+    batch = {} if perturbations_per_eval is None else {"perturbations_per_eval": perturbations_per_eval}
     if name == "corrrise":
         from .masks import MaskConfig
         from .methods.corrrise import CorrRISE, CorrRISEConfig
 
         masks = MaskConfig(seed=seed) if budget is None else MaskConfig(seed=seed, n_masks=budget)
-        return CorrRISE(model, CorrRISEConfig(masks=masks))
+        return CorrRISE(model, CorrRISEConfig(masks=masks, **batch))
     if name == "rise":
         from .methods.rise import RISE, RISEConfig
 
-        return RISE(model, RISEConfig(seed=seed, **({} if budget is None else {"n_masks": budget})))
+        return RISE(model, RISEConfig(seed=seed, **({} if budget is None else {"n_masks": budget}), **batch))
     if name == "lime":
         from .methods.lime import LIME, LIMEConfig
 
-        return LIME(model, LIMEConfig(seed=seed, **({} if budget is None else {"n_samples": budget})))
+        return LIME(model, LIMEConfig(seed=seed, **({} if budget is None else {"n_samples": budget}), **batch))
     if name == "xface":
-        from .methods.xface import XFace
+        from .methods.xface import XFace, XFaceConfig
 
-        return XFace(model)
+        return XFace(model, XFaceConfig(**batch))
     if name == "minplus":
-        from .methods.minplus import MinPlus
+        from .methods.minplus import MinPlus, MinPlusConfig
 
-        return MinPlus(model)
+        return MinPlus(model, MinPlusConfig(**batch))
     if name in ("gradcam", "gradcampp"):
         from .methods.gradcam import GradCAM, GradCAMPlusPlus, GradTarget
 
@@ -104,26 +117,60 @@ def evaluate_methods(
         raise InputError(f"unknown method(s) {', '.join(unknown)} (known: {', '.join(METHODS)})")
     if len(chips_a) != len(chips_b) or len(chips_a) == 0:
         raise InputError("evaluation needs the same, non-zero number of A and B chips")
-    deletion = CausalMetric(model, "deletion", steps=steps, substrate=substrate, perturb=perturb)
-    insertion = CausalMetric(model, "insertion", steps=steps, substrate=substrate, perturb=perturb)
     results = []
     for name in methods:
         method = build(name, model, seed=seed, budget=budget)
-        maps_a, maps_b = [], []
         t0 = time.perf_counter()
-        for i, (a, b) in enumerate(zip(chips_a, chips_b)):
-            ex = method.attribute(a, b)
-            maps_a.append(ex.s_a)
-            maps_b.append(ex.s_b)
-            if progress is not None:
-                progress(name, i + 1, len(chips_a))
+        ma, mb, params = explain_pairs(
+            method, chips_a, chips_b, progress=None if progress is None else (lambda i, n, m=name: progress(m, i, n))
+        )
         t1 = time.perf_counter()
-        ma, mb = np.stack(maps_a), np.stack(maps_b)
-        d = deletion.curve(chips_a, chips_b, ma, mb, threshold=threshold)
-        ins = insertion.curve(chips_a, chips_b, ma, mb, threshold=threshold)
+        d, ins = score_maps(chips_a, chips_b, ma, mb, model, steps=steps, substrate=substrate, perturb=perturb,
+                            threshold=threshold)
         t2 = time.perf_counter()
-        results.append(MethodResult(name, d, ins, len(chips_a), t1 - t0, t2 - t1, dict(getattr(ex, "params", {}))))
+        results.append(MethodResult(name, d, ins, len(chips_a), t1 - t0, t2 - t1, params))
     return results
+
+
+def explain_pairs(
+    method: Any,
+    chips_a: np.ndarray,
+    chips_b: np.ndarray,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Maps (P, S, S) of A and of B of each pair by ``method``, and the method's parameters."""
+    maps_a, maps_b, params = [], [], {}
+    for i, (a, b) in enumerate(zip(chips_a, chips_b)):
+        ex = method.attribute(a, b)
+        maps_a.append(ex.s_a)
+        maps_b.append(ex.s_b)
+        params = dict(getattr(ex, "params", {}))
+        if progress is not None:
+            progress(i + 1, len(chips_a))
+    return np.stack(maps_a), np.stack(maps_b), params
+
+
+def score_maps(
+    chips_a: np.ndarray,
+    chips_b: np.ndarray,
+    maps_a: np.ndarray,
+    maps_b: np.ndarray,
+    model: FaceModel,
+    *,
+    steps: np.ndarray | None = None,
+    substrate: str = "zeros",
+    perturb: str = "probe",
+    threshold: float | None = None,
+) -> tuple[CausalCurve, CausalCurve]:
+    """The Deletion and Insertion curves of given maps over the pairs (maps computed once can be
+    scored with several step sets or substrates)."""
+    deletion = CausalMetric(model, "deletion", steps=steps, substrate=substrate, perturb=perturb)
+    insertion = CausalMetric(model, "insertion", steps=steps, substrate=substrate, perturb=perturb)
+    return (
+        deletion.curve(chips_a, chips_b, maps_a, maps_b, threshold=threshold),
+        insertion.curve(chips_a, chips_b, maps_a, maps_b, threshold=threshold),
+    )
 
 
 @dataclass(frozen=True)
