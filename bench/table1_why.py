@@ -26,10 +26,12 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from explainer_service.datasets import read_dataset  # noqa: E402
 from explainer_service.evaluation import build_method, explain_pairs, prepare_pairs, score_maps  # noqa: E402
 from explainer_service.pipeline import load_face_model  # noqa: E402
+from table1_report import paired as paired_difference  # noqa: E402
 
 
 def blurred(maps: np.ndarray, sigma: float) -> np.ndarray:
@@ -39,9 +41,8 @@ def blurred(maps: np.ndarray, sigma: float) -> np.ndarray:
 
 
 def paired(x: np.ndarray, y: np.ndarray) -> list[float]:
-    d = np.asarray(x) - np.asarray(y)
-    half = 1.96 * d.std(ddof=1) / np.sqrt(len(d))
-    return [round(float(d.mean()), 2), round(float(half), 2)]
+    mean, half = paired_difference(x, y)
+    return [round(mean, 2), round(half, 2)]
 
 
 def main() -> None:
