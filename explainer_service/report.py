@@ -167,19 +167,21 @@ def write_sanity(out_dir: str | Path, rows: list[Any], meta: dict[str, Any]) -> 
     paths = {"md": out / "sanity.md", "csv": out / "sanity.csv", "png": out / "sanity.png"}
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["method", "stage", "layers_randomized", "spearman", "ssim"])
+    w.writerow(["method", "stage", "layers_randomized", "spearman", "ssim", "spearman_ci95", "maps"])
     for r in rows:
-        w.writerow([r.method, r.stage, r.layers_randomized, round(r.spearman, 4), round(r.ssim, 4)])
+        w.writerow([r.method, r.stage, r.layers_randomized, round(r.spearman, 4), round(r.ssim, 4),
+                    round(r.spearman_ci95, 4), r.maps])
     _atomic_write(paths["csv"], lambda tmp: Path(tmp).write_text(buf.getvalue()))
     methods = list(dict.fromkeys(r.method for r in rows))
     stages = list(dict.fromkeys(r.stage for r in rows))
     head = " | ".join(f"{k}: {v}" for k, v in meta.items())
     lines = [f"# Cascading model-randomisation sanity check ({head})", "",
-             "Spearman rank correlation / SSIM of each method's maps with the trained model's "
-             "(1 = unchanged; a faithful method falls as layers are randomised, top first).", "",
+             "Spearman rank correlation (+- 95 % half-width over maps) / SSIM of each method's maps with "
+             "the trained model's (1 = unchanged; a faithful method falls as layers are randomised, top first).", "",
              "| method | " + " | ".join(stages) + " |", "|---|" + "---|" * len(stages)]
     for m in methods:
-        cells = {r.stage: f"{r.spearman:.2f} / {r.ssim:.2f}" for r in rows if r.method == m}
+        cells = {r.stage: (f"{r.spearman:.2f} / {r.ssim:.2f}" if r.layers_randomized == 0 else
+                           f"{r.spearman:.2f} +- {r.spearman_ci95:.2f} / {r.ssim:.2f}") for r in rows if r.method == m}
         lines.append(f"| {m} | " + " | ".join(cells.get(s, "") for s in stages) + " |")
     _atomic_write(paths["md"], lambda tmp: Path(tmp).write_text("\n".join(lines) + "\n"))
     fig, ax = plt.subplots(figsize=(8, 4), constrained_layout=True)

@@ -75,6 +75,10 @@ class SanityRow:
     layers_randomized: int
     spearman: float
     ssim: float
+    #: 95 % half-width of the Spearman mean over the compared maps (two per pair); 0 when trained
+    spearman_ci95: float = 0.0
+    #: how many maps were compared
+    maps: int = 0
 
 
 def cascading_randomization(
@@ -109,7 +113,7 @@ def cascading_randomization(
     rows = []
     reference = {name: maps(name, module) for name in methods}
     for name in methods:
-        rows.append(SanityRow(name, "trained", 0, 1.0, 1.0))
+        rows.append(SanityRow(name, "trained", 0, 1.0, 1.0, 0.0, len(reference[name])))
     ks = list(range(1, len(stages) + 1)) if measure_at is None else sorted(set(measure_at))
     if any(k < 1 or k > len(stages) for k in ks):
         raise InputError(f"stages to measure must be within 1..{len(stages)}")
@@ -118,8 +122,9 @@ def cascading_randomization(
         for name in methods:
             if progress is not None:
                 progress(name, stages[k - 1])
-            sims = [map_similarity(r, m) for r, m in zip(reference[name], maps(name, randomized))]
+            sims = np.array([map_similarity(r, m) for r, m in zip(reference[name], maps(name, randomized))])
+            half = 1.96 * float(sims[:, 0].std(ddof=1)) / np.sqrt(len(sims)) if len(sims) > 1 else float("nan")
             rows.append(
-                SanityRow(name, stages[k - 1], k, float(np.mean([s[0] for s in sims])), float(np.mean([s[1] for s in sims])))
+                SanityRow(name, stages[k - 1], k, float(sims[:, 0].mean()), float(sims[:, 1].mean()), half, len(sims))
             )
     return rows

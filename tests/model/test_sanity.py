@@ -62,3 +62,5 @@ def test_gradcam_maps_drift_away_as_the_model_is_randomised(twin):
     rows = cascading_randomization(twin, stages, ["gradcam"], base[None], other[None], make, measure_at=[len(stages)])
     assert rows[0].stage == "trained" and rows[0].spearman == 1.0
     assert rows[-1].layers_randomized == len(stages) and rows[-1].spearman < 0.6
+    # one pair = two maps compared; the interval is over them
+    assert rows[-1].maps == 2 and rows[-1].spearman_ci95 > 0
