@@ -72,7 +72,9 @@ def _init(carry: str, device: str, methods: tuple[str, ...], per_eval: int) -> N
             target = GradTarget.for_module(twin, DLIB_DEFAULT_LAYER, spec=DLIB_RESNET_V1)
             built[name] = (GradCAM if name == "gradcam" else GradCAMPlusPlus)(target)
         else:
-            built[name] = build_method(name, model, seed=0, perturbations_per_eval=per_eval)
+            base, _, n = name.partition("/n=")  # "corrrise/n=2000": a method at another budget
+            built[name] = build_method(base, model, seed=0, budget=int(n) if n else None,
+                                       perturbations_per_eval=per_eval)
     _W["methods"] = built
     _W["chips"] = {k: load_chips(Path(carry), k) for _, a, b in SCENARIOS for k in (a, b)}
 
@@ -100,7 +102,11 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=None, help="at most this many pairs per scenario")
     ap.add_argument("--explain-seconds", type=float, default=270.0)
     ap.add_argument("--per-eval", type=int, default=128, help="perturbations per model call")
-    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--methods", default=",".join(METHODS),
+                    help="comma-separated; NAME/n=K runs a sampling method at K perturbations per face")
+    ap.add_argument("--blur", default="", help="also score the CorrRISE maps blurred by these sigmas (px)")
+    ap.add_argument("--step-sets", default="11,51", help="curve step counts to score")
+    ap.add_argument("--no-metric-bench", action="store_true")
     args = ap.parse_args()
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = "1"  # inherited by the spawned workers: one core each
@@ -155,13 +161,24 @@ def main() -> None:
     }
     print(json.dumps(result["explain"]), flush=True)
     main_model = _model(_twin(carry, args.device), args.device, batch=1024)
+    sigmas = [float(v) for v in args.blur.split(",") if v]
+    if sigmas and "corrrise" in methods:
+        from scipy.ndimage import gaussian_filter
+
+        for per_pair in maps.values():
+            for m in per_pair.values():
+                for sg in sigmas:
+                    m[f"corrrise_blur{sg:g}"] = tuple(gaussian_filter(x.astype(np.float64), sg).astype(np.float32)
+                                                     for x in m["corrrise"])
+        methods = methods + tuple(f"corrrise_blur{sg:g}" for sg in sigmas)
+        result["methods"] = methods
     for s, ka, kb in SCENARIOS:
         idx = sorted(maps[s])
         if not idx:
             continue
         ca, cb = chips[ka][idx], chips[kb][idx]
         entry: dict[str, Any] = {"pair_indices": idx, "pairs": len(idx), "steps": {}}
-        for n_steps in (11, 51):
+        for n_steps in (int(v) for v in args.step_sets.split(",")):
             rows = {}
             for name in methods:
                 ma = np.stack([maps[s][i][name][0] for i in idx])
@@ -184,7 +201,7 @@ def main() -> None:
     # Deletion+Insertion batched vs one image per call, same maps (CorrRISE's), on this device
     s = "lfw"
     idx = sorted(maps[s])[:50]
-    if idx and "corrrise" in methods:
+    if idx and "corrrise" in methods and not args.no_metric_bench:
         ca, cb = chips["lfw_a"][idx], chips["lfw_b"][idx]
         ma = np.stack([maps[s][i]["corrrise"][0] for i in idx])
         mb = np.stack([maps[s][i]["corrrise"][1] for i in idx])
