@@ -79,10 +79,12 @@ def _init(carry: str, device: str, methods: tuple[str, ...], per_eval: int) -> N
     _W["chips"] = {k: load_chips(Path(carry), k) for _, a, b in SCENARIOS for k in (a, b)}
 
 
-def _explain(task: tuple[str, str, str, int]) -> tuple[str, int, dict[str, Any], dict[str, float]]:
+def _explain(task: tuple[str, str, str, int, float]) -> tuple[str, int, dict[str, Any] | None, dict[str, float]]:
     import numpy as np
 
-    scenario, ka, kb, i = task
+    scenario, ka, kb, i, deadline = task
+    if time.time() > deadline:  # past the deadline: drain the queue quickly
+        return scenario, i, None, {}
     a, b = _W["chips"][ka][i], _W["chips"][kb][i]
     maps, secs = {}, {}
     for name, method in _W["methods"].items():
@@ -123,10 +125,11 @@ def main() -> None:
     chips = {k: load_chips(carry, k) for _, a, b in SCENARIOS for k in (a, b)}
     sizes = {s: len(chips[b]) if args.pairs is None else min(args.pairs, len(chips[b])) for s, _, b in SCENARIOS}
     tasks = []
+    deadline = time.time() + args.explain_seconds
     for i in range(max(sizes.values())):
         for s, a, b in SCENARIOS:
             if i < sizes[s]:
-                tasks.append((s, a, b, i))
+                tasks.append((s, a, b, i, deadline))
     result: dict[str, Any] = {"device": args.device, "workers": args.workers, "methods": methods, "scenarios": {}}
     if args.device.startswith("cuda"):
         import torch
@@ -138,20 +141,25 @@ def main() -> None:
     ctx = mp.get_context("spawn")
     pool = ctx.Pool(args.workers, initializer=_init, initargs=(str(carry), args.device, methods, args.per_eval))
     done = 0
+    # Workers skip the tasks they receive after the deadline, so the pool drains and closes
+    # normally (terminating a pool whose workers sit in CUDA calls can hang).
     try:
         for scenario, i, m, sec in pool.imap_unordered(_explain, tasks):
+            if m is None:
+                continue
             maps[scenario][i] = m
             for k, v in sec.items():
                 secs[k] += v
             done += 1
             if done % 20 == 0:
                 print(f"{done}/{len(tasks)} pairs explained in {time.perf_counter() - t0:.0f} s", flush=True)
-            if time.perf_counter() - t0 > args.explain_seconds:
-                print(f"deadline: {done}/{len(tasks)} pairs explained", flush=True)
-                break
-    finally:
+        pool.close()
+    except BaseException:
         pool.terminate()
+        raise
+    finally:
         pool.join()
+    print(f"{done}/{len(tasks)} pairs explained by the deadline", flush=True)
     wall = time.perf_counter() - t0
     result["explain"] = {
         "pairs": done,

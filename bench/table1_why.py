@@ -7,8 +7,8 @@ Hypotheses checked (each against xFace and LIME, the methods that lead columns o
   ranking of single pixels that Deletion/Insertion uses is noisy where xFace's sliding-window
   maps are smooth; CorrRISE's map after a Gaussian blur (sigma in px) is scored too, as a
   diagnostic, not as a method of the paper.
-Output: AUCs of each variant and the paired difference (variant - reference) with its 95 %
-interval over pairs, as JSON.
+Output: AUCs of each variant, the paired difference (variant - reference; references xFace,
+LIME and plain CorrRISE) with its 95 % interval over pairs, and the per-pair AUCs, as JSON.
 
 Usage: .venv/bin/python bench/table1_why.py --dataset cfp-fp-aligned:../shared/data/cfp-dev --pairs 40
        [--model NAME] [--engine local] [--out FILE]
@@ -88,6 +88,10 @@ def main() -> None:
                                 "insertion": paired(per[k][1], per["xface"][1])} for k in per if k != "xface"},
         "paired_vs_lime": {k: {"deletion": paired(per[k][0], per["lime"][0]),
                                "insertion": paired(per[k][1], per["lime"][1])} for k in per if k != "lime"},
+        "paired_vs_corrrise": {k: {"deletion": paired(per[k][0], per["corrrise"][0]),
+                                   "insertion": paired(per[k][1], per["corrrise"][1])} for k in per if k != "corrrise"},
+        "per_pair": {k: {"deletion": [round(float(v), 2) for v in d], "insertion": [round(float(v), 2) for v in i]}
+                     for k, (d, i) in per.items()},
     }
     text = json.dumps(out, indent=1)
     print(text)
