@@ -110,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="perturbations per face for CorrRISE/RISE/LIME (default: each method's own, 500)")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--no-progress", action="store_true")
+    _add_chip_cache_args(ev)
     _add_model_args(ev)
 
     sa = sub.add_parser("sanity", help="model-randomisation sanity check of explanation methods")
@@ -121,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="measure after randomising this many top layer groups (comma-separated)")
     sa.add_argument("--seed", type=int, default=0)
     sa.add_argument("--out", required=True)
+    _add_chip_cache_args(sa)
 
     md = sub.add_parser("models", help="list, import and calibrate face models")
     msub = md.add_subparsers(dest="models_command", required=True)
@@ -263,6 +265,20 @@ def _cmd_setup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_chip_cache_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--chip-cache", default=None,
+                   help="folder of cached aligned chips (default: FACEXPLAIN_HOME/chips, ~/.cache/facexplain/chips)")
+    p.add_argument("--no-chip-cache", action="store_true", help="align every image now, store nothing")
+
+
+def _chip_cache(args: argparse.Namespace) -> Any:
+    if args.no_chip_cache:
+        return None
+    from .chip_cache import ChipCache
+
+    return ChipCache(args.chip_cache)
+
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .datasets import read_dataset
     from .evaluation import METHODS, evaluate_methods, prepare_pairs
@@ -277,7 +293,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     dataset = read_dataset(args.dataset)
     bar = None
     with _open_model(args) as model:
-        prepared = prepare_pairs(dataset, model, pairs=args.pairs, occlude=args.occlude, seed=args.seed)
+        prepared = prepare_pairs(dataset, model, pairs=args.pairs, occlude=args.occlude, seed=args.seed,
+                                 cache=_chip_cache(args))
         print(f"{dataset.name}: {prepared.summary()}", flush=True)
         if not args.no_progress and sys.stderr.isatty():
             from tqdm import tqdm
@@ -346,7 +363,8 @@ def _cmd_sanity(args: argparse.Namespace) -> int:
         return build_method(name, TorchFaceModel(module, spec, batch_size=64), seed=args.seed, budget=args.budget)
 
     dataset = read_dataset(args.dataset)
-    prepared = prepare_pairs(dataset, TorchFaceModel(twin, spec), pairs=args.pairs, seed=args.seed)
+    prepared = prepare_pairs(dataset, TorchFaceModel(twin, spec), pairs=args.pairs, seed=args.seed,
+                             cache=_chip_cache(args))
     print(f"{dataset.name}: {prepared.summary()}; randomising {', '.join(stages[: max(measure)])}", flush=True)
     rows = cascading_randomization(
         twin, stages, methods, prepared.chips_a, prepared.chips_b, make, seed=args.seed, measure_at=measure,

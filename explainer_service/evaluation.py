@@ -182,11 +182,16 @@ class PreparedPairs:
     names: list[tuple[str, str]]
     matched_available: int
     skipped: dict[str, str]
+    #: chips read from the chip cache / aligned now (both 0 without a cache)
+    cache_hits: int = 0
+    cache_misses: int = 0
 
     def summary(self) -> str:
         text = f"{len(self.chips_a)} matched pairs of {self.matched_available}"
         if self.skipped:
             text += f"; {len(self.skipped)} skipped (unreadable image or no face)"
+        if self.cache_hits or self.cache_misses:
+            text += f"; chips: {self.cache_hits} from the cache, {self.cache_misses} aligned"
         return text
 
 
@@ -203,10 +208,13 @@ def prepare_pairs(
     pairs: int,
     occlude: bool = False,
     seed: int = 0,
+    cache: Any = None,
 ) -> PreparedPairs:
     """Choose ``pairs`` matched pairs spread evenly over the dataset (so over all its folds), load
     and align them for ``model``; with ``occlude`` B gets a seeded synthetic occluder (the
-    occluded-set scenario; needs ArcFace-aligned crops). Skipped pairs are counted, never hidden."""
+    occluded-set scenario; needs ArcFace-aligned crops). Skipped pairs are counted, never hidden.
+    ``cache``: a :class:`~explainer_service.chip_cache.ChipCache` to reuse aligned chips (None:
+    align everything now)."""
     from .alignment import Aligner
     from .datasets import load_pairs_checked
     from .errors import FacexplainError
@@ -231,19 +239,27 @@ def prepare_pairs(
     loaded, report = load_pairs_checked([matched[i] for i in idx])
     skipped = dict(report.failures)
     aligner = Aligner(pre_aligned="arcface" if dataset.aligned else "auto")
+
+    def align(image: np.ndarray, name: str) -> np.ndarray:
+        if cache is None:
+            return aligner.align(image, model.spec.chip, name).chip
+        return cache.align(aligner, image, model.spec.chip, name)
+
+    hits0, misses0 = (cache.hits, cache.misses) if cache is not None else (0, 0)
     chips_a, chips_b, names = [], [], []
     for lp in loaded:
         if len(chips_a) == pairs:
             break
         try:
-            fa = aligner.align(lp.a, model.spec.chip, _ref_name(lp.pair.a))
-            fb = aligner.align(lp.b, model.spec.chip, _ref_name(lp.pair.b))
+            fa = align(lp.a, _ref_name(lp.pair.a))
+            fb = align(lp.b, _ref_name(lp.pair.b))
         except FacexplainError as e:
             skipped[_ref_name(lp.pair.a)] = str(e)
             continue
-        chips_a.append(fa.chip)
-        chips_b.append(fb.chip)
+        chips_a.append(fa)
+        chips_b.append(fb)
         names.append((_ref_name(lp.pair.a), _ref_name(lp.pair.b)))
     if not chips_a:
         raise InputError(f"{dataset.name}: none of the chosen pairs could be loaded and aligned")
-    return PreparedPairs(np.stack(chips_a), np.stack(chips_b), names, len(matched), skipped)
+    hits, misses = (cache.hits - hits0, cache.misses - misses0) if cache is not None else (0, 0)
+    return PreparedPairs(np.stack(chips_a), np.stack(chips_b), names, len(matched), skipped, hits, misses)

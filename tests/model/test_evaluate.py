@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from explainer_service.cli import main
+from explainer_service.datasets import read_dataset
 from explainer_service.evaluation import prepare_pairs
 from explainer_service.pipeline import load_face_model
 
@@ -18,7 +19,8 @@ pytestmark = [pytest.mark.model, pytest.mark.shared]
 def test_evaluate_writes_table_and_curves(lfw_dir, tmp_path, capsys):
     out = tmp_path / "eval"
     code = main(["evaluate", "--dataset", f"lfw-aligned:{lfw_dir}", "--methods", "corrrise,rise,gradcam",
-                 "--pairs", "3", "--budget", "30", "--out", str(out), "--engine", "local", "--no-progress"])
+                 "--pairs", "3", "--budget", "30", "--out", str(out), "--engine", "local", "--no-progress",
+                 "--chip-cache", str(tmp_path / "chips")])
     assert code == 0
     rows = list(csv.DictReader((out / "table.csv").open()))
     assert [r["method"] for r in rows] == ["corrrise", "rise", "gradcam"]
@@ -33,7 +35,6 @@ def test_evaluate_writes_table_and_curves(lfw_dir, tmp_path, capsys):
 
 
 def test_occluded_variant_changes_only_b(lfw_dir):
-    from explainer_service.datasets import read_dataset
 
     model = load_face_model()
     ds = read_dataset(f"lfw-aligned:{lfw_dir}")
@@ -46,7 +47,6 @@ def test_occluded_variant_changes_only_b(lfw_dir):
 
 
 def test_pairs_are_spread_over_all_folds(lfw_dir):
-    from explainer_service.datasets import read_dataset
 
     ds = read_dataset(f"lfw-aligned:{lfw_dir}")
     prepared = prepare_pairs(ds, load_face_model(), pairs=10)
@@ -65,3 +65,18 @@ def test_bad_evaluate_input_is_one_line(lfw_dir, tmp_path, capsys):
         code = main(["evaluate", *extra, "--pairs", "2", "--out", str(tmp_path / "x"), "--engine", "local", "--no-progress"])
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 2 and len(err) == 1 and needle in err[0], (extra, err)
+
+
+def test_raw_photos_are_aligned_once_then_read_from_the_chip_cache(lfw_dir, tmp_path):
+    from explainer_service.chip_cache import ChipCache
+
+    ds = read_dataset(f"lfw:{lfw_dir}")  # raw photos: face detection + landmarks
+    model = load_face_model()
+    first = prepare_pairs(ds, model, pairs=3, cache=ChipCache(tmp_path))
+    second = prepare_pairs(ds, model, pairs=3, cache=ChipCache(tmp_path))
+    uncached = prepare_pairs(ds, model, pairs=3)
+    assert (first.cache_hits, first.cache_misses) == (0, 6)
+    assert (second.cache_hits, second.cache_misses) == (6, 0)
+    assert "6 from the cache" in second.summary()
+    np.testing.assert_array_equal(second.chips_a, uncached.chips_a)
+    np.testing.assert_array_equal(second.chips_b, uncached.chips_b)
