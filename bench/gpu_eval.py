@@ -65,7 +65,6 @@ def _init(carry: str, device: str, methods: tuple[str, ...], per_eval: int) -> N
     torch.set_num_threads(1)
     twin = _twin(Path(carry), device)
     model = _model(twin, device)
-    model.masks_per_call = per_eval
     built = {}
     for name in methods:
         if name in ("gradcam", "gradcampp"):
