@@ -25,10 +25,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from explainer_service.alignment import ARCFACE_CHIP, DLIB_CHIP  # noqa: E402
+from explainer_service.spec import ARCFACE_CHIP, DLIB_CHIP  # noqa: E402
 from explainer_service.masks import MaskConfig  # noqa: E402
 from explainer_service.methods.corrrise import CorrRISE, CorrRISEConfig  # noqa: E402
-from explainer_service.models.registry import ModelSpec  # noqa: E402
+from explainer_service.spec import ModelSpec  # noqa: E402
 from explainer_service.models.torch_model import TorchFaceModel  # noqa: E402
 
 

@@ -5,7 +5,7 @@ Triton) -> ``masks`` -> ``methods.corrrise`` -> ``correlation`` -> ``explanation
 ``verification``/``calibration`` turn scores into decisions and thresholds.
 """
 
-from .alignment import ARCFACE_CHIP, DLIB_CHIP, AlignedFace, Aligner, ChipSpec
+from .alignment import AlignedFace, Aligner
 from .errors import (
     BackendError,
     FaceNotFoundError,
@@ -19,7 +19,8 @@ from .images import load_image
 from .masks import MaskConfig, generate_masks
 from .methods.corrrise import CorrRISE, CorrRISEConfig
 from .models.base import FaceModel
-from .models.registry import DEFAULT_MODEL, ModelSpec, get_spec
+from .models.registry import DEFAULT_MODEL, get_spec
+from .spec import ARCFACE_CHIP, DLIB_CHIP, ChipSpec, ModelSpec
 from .pipeline import explain_files, load_face_model, open_face_model
 
 __all__ = [

@@ -34,15 +34,13 @@ import numpy as np
 
 from .errors import FaceNotFoundError, InputError, ModelNotReadyError
 from .images import image_from_array, load_image
+from .spec import ARCFACE_CHIP, DLIB_CHIP, ChipSpec
 
 __all__ = [
     "ARCFACE_TEMPLATE_112",
     "DLIB5_IN_ARCFACE_112",
     "ARCFACE_112_TO_DLIB_150",
     "DLIB_CHIP_PADDING",
-    "ChipSpec",
-    "DLIB_CHIP",
-    "ARCFACE_CHIP",
     "AlignedFace",
     "FaceDetection",
     "Aligner",
@@ -114,41 +112,8 @@ ARCFACE_112_FACE_BOX = np.array([13.78, 28.38, 97.49, 112.09])
 #: Crops are upsampled (integer factor) to at least this side before landmark refinement.
 CROP_UPSAMPLE_SIDE = 300
 
-_CHIP_KINDS = ("dlib", "arcface")
 _MULTIPLE_FACES = ("largest", "refuse")
 _PRE_ALIGNED = ("auto", "arcface", "never")
-_MIN_CHIP, _MAX_CHIP = 16, 4096
-
-
-@dataclass(frozen=True)
-class ChipSpec:
-    """Which face chip to make.
-
-    Attributes:
-        kind: ``"dlib"`` (dlib's face chip, padding 0.25) or ``"arcface"`` (ArcFace template crop).
-        size: side in pixels; dlib's model wants 150, ArcFace models 112 (the template is scaled
-            by ``size / 112``).
-    """
-
-    kind: str
-    size: int
-
-    def __post_init__(self) -> None:
-        if self.kind not in _CHIP_KINDS:
-            raise InputError(f"chip kind must be one of {_CHIP_KINDS}, got {self.kind!r}")
-        if (
-            not isinstance(self.size, (int, np.integer))
-            or isinstance(self.size, bool)
-            or not _MIN_CHIP <= self.size <= _MAX_CHIP
-        ):
-            raise InputError(
-                f"chip size must be an integer in [{_MIN_CHIP}, {_MAX_CHIP}], got {self.size!r}"
-            )
-        object.__setattr__(self, "size", int(self.size))
-
-
-DLIB_CHIP = ChipSpec("dlib", 150)
-ARCFACE_CHIP = ChipSpec("arcface", 112)
 
 
 @dataclass(frozen=True, eq=False)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .alignment import ChipSpec
+from .spec import ChipSpec
 
 __all__ = ["ChipCache", "default_chip_cache_dir"]
 

@@ -26,7 +26,8 @@ def make_demo_pair(out_dir: str | Path) -> tuple[Path, Path]:
     from PIL import Image, ImageDraw
     from skimage import data
 
-    from .alignment import DLIB_CHIP, Aligner
+    from .alignment import Aligner
+    from .spec import DLIB_CHIP
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from explainer_service.alignment import ChipSpec
-from explainer_service.models.registry import ModelSpec
+from explainer_service.spec import ChipSpec, ModelSpec
 
 SIZE = 32
 R = (slice(4, 14), slice(4, 28))    # rows, cols: "eyes"

@@ -80,7 +80,8 @@ import numpy as np
 from ..errors import InputError, ModelNotReadyError
 from ..explanation import Explanation
 from ..models.base import cosine_to
-from ..models.registry import DEFAULT_MODEL, ModelSpec
+from ..models.registry import DEFAULT_MODEL
+from ..spec import ModelSpec
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -180,7 +181,7 @@ def _dlib_twin() -> nn.Module:
 
 
 def _default_spec(module: Any, chip_size: int | None) -> ModelSpec:
-    from ..alignment import ChipSpec
+    from ..spec import ChipSpec
     from ..models.families import DEFAULT_CHIP
 
     return ModelSpec(

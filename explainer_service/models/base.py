@@ -6,7 +6,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from .registry import ModelSpec
+from ..spec import ModelSpec
 
 __all__ = ["FaceModel", "to_model_input", "cosine_to"]
 

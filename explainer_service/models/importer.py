@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ..alignment import ChipSpec
+from ..spec import ChipSpec
 from ..errors import InputError, ModelFormatError
 from .registry import DEFAULT_MODEL
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendError, InputError, ModelNotReadyError
-from .registry import ModelSpec
+from ..spec import ModelSpec
 
 __all__ = ["OnnxFaceModel", "DEFAULT_BATCH_SIZE"]
 

@@ -6,27 +6,10 @@ A model's preprocessing lives inside its ONNX graph (every model takes float32 R
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from ..alignment import DLIB_CHIP, ChipSpec
+from ..spec import DLIB_CHIP, ModelSpec
 from ..errors import InputError, ModelNotReadyError
 
-__all__ = ["ModelSpec", "DEFAULT_MODEL", "get_spec", "known_models"]
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What the pipeline needs to know about a face model.
-
-    ``threshold`` is on the cosine similarity of the two embeddings: score >= threshold is a match;
-    None means not calibrated (the decision is then "unknown").
-    """
-
-    name: str
-    chip: ChipSpec
-    embedding_dim: int
-    threshold: float | None
-    description: str = ""
+__all__ = ["DLIB_RESNET_V1", "DEFAULT_MODEL", "get_spec", "known_models"]
 
 
 #: dlib's ResNet; threshold calibrated on ../shared/data/lfw-dev (docs/calibration.md).

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from .registry import ModelSpec
+from ..spec import ModelSpec
 
 __all__ = ["TorchFaceModel"]
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import BackendError, InputError, ModelNotReadyError
-from ..models.registry import ModelSpec
+from ..spec import ModelSpec
 from .repository import CORRRISE_MODEL, triton_name
 
 if TYPE_CHECKING:

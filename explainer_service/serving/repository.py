@@ -25,10 +25,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..alignment import ChipSpec
 from ..config import model_repository_dir
 from ..errors import InputError, ModelNotReadyError
-from ..models.registry import ModelSpec
+from ..spec import ChipSpec, ModelSpec
 
 __all__ = [
     "ModelRecord",

@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pytest
 
-from explainer_service.alignment import ChipSpec
+from explainer_service.spec import ChipSpec
 from explainer_service.chip_cache import ChipCache
 from explainer_service.errors import FaceNotFoundError
 

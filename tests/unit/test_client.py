@@ -9,9 +9,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from explainer_service.alignment import ChipSpec
 from explainer_service.errors import BackendError, ModelNotReadyError
-from explainer_service.models.registry import ModelSpec
+from explainer_service.spec import ChipSpec, ModelSpec
 from explainer_service.serving.client import TritonFaceModel
 
 SPEC = ModelSpec("fake-model", ChipSpec("arcface", 16), 2, threshold=None)

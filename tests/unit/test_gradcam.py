@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
-from explainer_service.alignment import ChipSpec  # noqa: E402
+from explainer_service.spec import ChipSpec  # noqa: E402
 from explainer_service.errors import InputError, ModelNotReadyError  # noqa: E402
 from explainer_service.methods.base import SaliencyMethod  # noqa: E402
 from explainer_service.methods.gradcam import (  # noqa: E402
@@ -30,7 +30,7 @@ from explainer_service.methods.gradcam import (  # noqa: E402
     similarity_gradients,
 )
 from explainer_service.models import families  # noqa: E402
-from explainer_service.models.registry import ModelSpec  # noqa: E402
+from explainer_service.spec import ModelSpec  # noqa: E402
 
 SIZE = 32
 

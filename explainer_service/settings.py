@@ -1,0 +1,172 @@
+"""One frozen :class:`Settings`, read from the environment in one place.
+
+Every ``FACEXPLAIN_*`` variable is read here and nowhere else; the rest of the package receives a
+``Settings`` (or calls :func:`get_settings`). Defaults live in the ``DEFAULT_*`` constants below.
+
+=================================  ============================================================
+variable                           meaning (default)
+=================================  ============================================================
+FACEXPLAIN_HOME                    what setup builds and caches ($XDG_CACHE_HOME/facexplain,
+                                   else ~/.cache/facexplain)
+FACEXPLAIN_MODEL_REPOSITORY        the Triton model repository (``model_repository/`` of this
+                                   checkout, else FACEXPLAIN_HOME/model_repository)
+FACEXPLAIN_TRITON_ENV              the environment holding tritonserver (``.venv-triton``)
+FACEXPLAIN_TRITON_URL              a running Triton's gRPC HOST:PORT (none: embedded server)
+FACEXPLAIN_REDIS_URL               the job store and broker (redis://127.0.0.1:6379/0)
+FACEXPLAIN_MODEL                   the model used when none is named (dlib-resnet-v1)
+FACEXPLAIN_BIND_HOST               address our servers listen on (127.0.0.1: loopback only)
+FACEXPLAIN_REQUEST_TIMEOUT         seconds one model-server call may take (30)
+FACEXPLAIN_STARTUP_TIMEOUT         seconds a server may take to become ready (180)
+FACEXPLAIN_MAX_MASKS               most masks/perturbations of one explanation (100000)
+FACEXPLAIN_MAX_PIXELS              most pixels of one decoded image (50000000)
+FACEXPLAIN_MAX_IMAGE_BYTES         most bytes of one encoded image (67108864)
+FACEXPLAIN_MAX_BATCH               most images of one model call (4096)
+FACEXPLAIN_MAX_PATCHES             most patches of one mask (10000)
+=================================  ============================================================
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Mapping
+
+from .errors import InputError, LimitExceededError
+
+__all__ = [
+    "Limits",
+    "Settings",
+    "get_settings",
+    "DEFAULT_MODEL_NAME",
+    "DEFAULT_BIND_HOST",
+    "DEFAULT_REDIS_URL",
+    "DEFAULT_REQUEST_TIMEOUT_S",
+    "DEFAULT_STARTUP_TIMEOUT_S",
+    "DEFAULT_BATCH_LOCAL",
+    "DEFAULT_BATCH_TRITON",
+    "TRITON_DEFAULT_GRPC_PORT",
+]
+
+#: The default face model: dlib's ResNet, converted by setup.
+DEFAULT_MODEL_NAME = "dlib-resnet-v1"
+#: Our servers listen on loopback unless asked otherwise.
+DEFAULT_BIND_HOST = "127.0.0.1"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+#: A model-server call that takes longer is abandoned (DeadlineExceededError).
+DEFAULT_REQUEST_TIMEOUT_S = 30.0
+DEFAULT_STARTUP_TIMEOUT_S = 180.0
+#: Images per model call: in-process onnxruntime, and through Triton (docs/benchmarks.md).
+DEFAULT_BATCH_LOCAL = 32
+DEFAULT_BATCH_TRITON = 16
+#: Triton's own default gRPC port (``--triton HOST`` without a port).
+TRITON_DEFAULT_GRPC_PORT = 8001
+
+_CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Upper bounds on one request, checked before any work starts (LimitExceededError names the
+    limit and its variable)."""
+
+    max_masks: int = 100_000
+    max_pixels: int = 50_000_000
+    max_image_bytes: int = 64 * 1024 * 1024
+    max_batch: int = 4096
+    max_patches: int = 10_000
+
+    def check(self, name: str, value: int | float) -> None:
+        """LimitExceededError if ``value`` exceeds limit ``name`` (e.g. ``"max_masks"``)."""
+        limit = getattr(self, name)
+        if not math.isfinite(float(value)) or value > limit:
+            var = "FACEXPLAIN_" + name.upper()
+            raise LimitExceededError(f"{name.removeprefix('max_')} {value} is over the limit {limit} (set {var} to change it)")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable from the environment. Build with :meth:`from_env`."""
+
+    home: Path
+    model_repository: Path
+    triton_env: Path
+    triton_url: str | None = None
+    redis_url: str = DEFAULT_REDIS_URL
+    default_model: str = DEFAULT_MODEL_NAME
+    bind_host: str = DEFAULT_BIND_HOST
+    request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
+    startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S
+    limits: Limits = field(default_factory=Limits)
+
+    @property
+    def chip_cache_dir(self) -> Path:
+        return self.home / "chips"
+
+    @property
+    def runtime_dir(self) -> Path:
+        """Where running servers keep their temporary folders (stale ones are cleaned at start)."""
+        return self.home / "run"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Settings from ``env`` (default ``os.environ``); InputError naming a malformed variable."""
+        env = os.environ if env is None else env
+
+        def text(name: str) -> str | None:
+            value = env.get("FACEXPLAIN_" + name)
+            return value if value else None
+
+        def number(name: str, default: float, *, integer: bool = False) -> float:
+            raw = text(name)
+            if raw is None:
+                return default
+            try:
+                value = int(raw) if integer else float(raw)
+            except ValueError:
+                kind = "an integer" if integer else "a number"
+                raise InputError(f"FACEXPLAIN_{name} must be {kind}, got {raw!r}") from None
+            if not math.isfinite(value) or value <= 0:
+                raise InputError(f"FACEXPLAIN_{name} must be > 0, got {raw!r}")
+            return value
+
+        home_env = text("HOME")
+        if home_env:
+            home = Path(home_env).expanduser()
+        else:
+            cache = env.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+            home = Path(cache) / "facexplain"
+        repo_env = text("MODEL_REPOSITORY")
+        if repo_env:
+            repository = Path(repo_env).expanduser()
+        elif (_CHECKOUT / "model_repository" / "README.md").is_file():
+            repository = _CHECKOUT / "model_repository"
+        else:
+            repository = home / "model_repository"
+        triton_env = Path(text("TRITON_ENV") or _CHECKOUT / ".venv-triton").expanduser()
+        defaults = Limits()
+        limits = Limits(
+            **{
+                f.name: int(number(f.name.upper(), getattr(defaults, f.name), integer=True))
+                for f in fields(Limits)
+            }
+        )
+        return cls(
+            home=home,
+            model_repository=repository,
+            triton_env=triton_env,
+            triton_url=text("TRITON_URL"),
+            redis_url=text("REDIS_URL") or DEFAULT_REDIS_URL,
+            default_model=text("MODEL") or DEFAULT_MODEL_NAME,
+            bind_host=text("BIND_HOST") or DEFAULT_BIND_HOST,
+            request_timeout_s=number("REQUEST_TIMEOUT", DEFAULT_REQUEST_TIMEOUT_S),
+            startup_timeout_s=number("STARTUP_TIMEOUT", DEFAULT_STARTUP_TIMEOUT_S),
+            limits=limits,
+        )
+
+
+def get_settings() -> Settings:
+    """The settings of the current environment (read anew on each call: cheap, and tests may
+    change the environment)."""
+    return Settings.from_env()
