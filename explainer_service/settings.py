@@ -22,6 +22,10 @@ FACEXPLAIN_MAX_PIXELS              most pixels of one decoded image (50000000)
 FACEXPLAIN_MAX_IMAGE_BYTES         most bytes of one encoded image (67108864)
 FACEXPLAIN_MAX_BATCH               most images of one model call (4096)
 FACEXPLAIN_MAX_PATCHES             most patches of one mask (10000)
+FACEXPLAIN_MAX_PATCH_SIZE          largest patch side in chip pixels (4096)
+FACEXPLAIN_MAX_PAIRS               most pairs of one evaluation or sanity run (1000000)
+FACEXPLAIN_MAX_STEPS               most points of one Deletion/Insertion curve (10000)
+FACEXPLAIN_MAX_THREADS             most inference threads per model (1024)
 =================================  ============================================================
 """
 
@@ -76,6 +80,10 @@ class Limits:
     max_image_bytes: int = 64 * 1024 * 1024
     max_batch: int = 4096
     max_patches: int = 10_000
+    max_patch_size: int = 4096
+    max_pairs: int = 1_000_000
+    max_steps: int = 10_000
+    max_threads: int = 1024
 
     def check(self, name: str, value: int | float) -> None:
         """LimitExceededError if ``value`` exceeds limit ``name`` (e.g. ``"max_masks"``)."""

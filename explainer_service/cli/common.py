@@ -1,10 +1,142 @@
-"""What the commands share: option types, the model/engine options, the chip cache options."""
+"""What the commands share: option types, the model/engine options, the chip cache options, and
+the front-door checks every command runs before any work or server start (input files, output
+folder, limits)."""
 
 from __future__ import annotations
 
 import argparse
+import math
 import os
-from typing import Any
+import stat
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..errors import InputError, LimitExceededError
+from ..settings import get_settings
+
+#: Numeric options checked by :func:`check_limits`: namespace attribute -> (option, ``Limits`` field).
+LIMITED_OPTIONS: dict[str, tuple[str, str]] = {
+    "masks": ("--masks", "max_masks"),
+    "budget": ("--budget", "max_masks"),
+    "batch": ("--batch", "max_batch"),
+    "patches": ("--patches", "max_patches"),
+    "patch_size": ("--patch-size", "max_patch_size"),
+    "pairs": ("--pairs", "max_pairs"),
+    "steps": ("--steps", "max_steps"),
+    "threads": ("--threads", "max_threads"),
+}
+#: Seeds are non-negative integers below this bound.
+SEED_BOUND = 2**63
+
+
+def check_input_files(paths: Sequence[str]) -> None:
+    """InputError naming the first path that is not a readable, non-empty regular file.
+
+    Only ``os.stat`` and ``os.access`` are used, never ``open``: a FIFO, a device or a socket is
+    refused at once instead of blocking the command.
+    """
+    for path in paths:
+        text = os.fspath(path)
+        if not text:
+            raise InputError("empty file name")
+        try:
+            st = os.stat(text)
+        except FileNotFoundError:
+            raise InputError(f"{text}: no such file") from None
+        except NotADirectoryError:
+            raise InputError(f"{text}: no such file (a folder on its path is a file)") from None
+        except OSError as e:
+            raise InputError(f"{text}: {e.strerror or e}") from None
+        if stat.S_ISDIR(st.st_mode):
+            raise InputError(f"{text}: is a folder, not a file")
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(f"{text}: not a regular file ({_file_kind(st.st_mode)})")
+        if not os.access(text, os.R_OK):
+            raise InputError(f"{text}: not readable (permission denied)")
+        if st.st_size == 0:
+            raise InputError(f"{text}: empty file (0 bytes)")
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a plain file"
+
+
+def check_out_dir(path: str, option: str = "--out") -> Path:
+    """The output folder ``path``, created if missing and proved writable (a temporary file is
+    written there and removed); InputError naming it and why it cannot be used."""
+    text = os.fspath(path)
+    if not text:
+        raise InputError(f"{option}: empty folder name")
+    out = Path(text).expanduser()
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{option} {text}: exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except NotADirectoryError:
+        raise InputError(f"{option} {text}: cannot create the folder (a folder on its path is a file)") from None
+    except OSError as e:
+        raise InputError(f"{option} {text}: cannot create the folder ({e.strerror or e})") from None
+    try:
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".facexplain-probe-")
+    except OSError as e:
+        raise InputError(f"{option} {text}: not writable ({e.strerror or e})") from None
+    os.close(fd)
+    os.unlink(probe)
+    return out
+
+
+def check_dataset_spec(spec: str, option: str = "--dataset") -> None:
+    """InputError if the path of a ``KIND:PATH`` dataset spec exists but is neither a folder nor a
+    readable regular file (a FIFO would block the reader). Unknown kinds and missing paths are
+    left to the dataset reader, which names them."""
+    _kind, sep, path = str(spec).partition(":")
+    if not sep or not path:
+        return
+    if os.path.isdir(path) or not os.path.lexists(path):
+        return
+    try:
+        check_input_files([path])
+    except InputError as e:
+        raise InputError(f"{option} {spec}: {e}") from None
+
+
+def check_limits(args: argparse.Namespace) -> None:
+    """LimitExceededError (or InputError) for the first numeric option of ``args`` over its limit
+    in ``get_settings().limits`` (see :data:`LIMITED_OPTIONS`); InputError for a seed outside
+    [0, 2**63), a port outside [1, 65535] or a threshold outside [-1, 1] (nan included)."""
+    limits = get_settings().limits
+    for attr, (option, field) in LIMITED_OPTIONS.items():
+        value = getattr(args, attr, None)
+        if value is None or isinstance(value, bool):
+            continue
+        if not isinstance(value, (int, float)):
+            raise InputError(f"{option} must be a number, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InputError(f"{option} must be a finite number, got {value!r}")
+        if value < 0:
+            raise InputError(f"{option} must be >= 0, got {value}")
+        limit = getattr(limits, field)
+        if value > limit:
+            raise LimitExceededError(
+                f"{option} {value} is over the limit {limit} (set FACEXPLAIN_{field.upper()} to change it)"
+            )
+    seed = getattr(args, "seed", None)
+    if seed is not None and not (isinstance(seed, int) and 0 <= seed < SEED_BOUND):
+        raise InputError(f"--seed must be an integer in [0, 2**63), got {seed!r}")
+    for attr in ("grpc_port", "http_port"):
+        port = getattr(args, attr, None)
+        if port is not None and not (isinstance(port, int) and 1 <= port <= 65535):
+            raise InputError(f"--{attr.replace('_', '-')} must be a port in [1, 65535], got {port!r}")
+    threshold = getattr(args, "threshold", None)
+    if threshold is not None and not (isinstance(threshold, (int, float)) and -1.0 <= threshold <= 1.0):
+        raise InputError(f"--threshold must be a cosine in [-1, 1], got {threshold!r}")
 
 
 def positive_int(text: str) -> int:
