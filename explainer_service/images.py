@@ -9,27 +9,36 @@ kind of array: ``(H, W, 3)`` ``uint8`` RGB, C-contiguous, at least :data:`MIN_SI
 - An alpha channel is composited over black (the same black that alignment uses outside the image).
 - Bad input raises :class:`~explainer_service.errors.InputError` with a one-line message that names
   the file and the problem; no PIL exception escapes. The size is checked from the header, before
-  the pixels are decoded, so a decompression bomb is refused without being decoded.
+  the pixels are decoded, so a decompression bomb is refused without being decoded; the limits
+  (pixels, encoded bytes) are ``Settings.limits`` and exceeding one raises
+  :class:`~explainer_service.errors.LimitExceededError`.
+- Only regular files are opened (checked with ``stat`` first): a FIFO named ``x.jpg``, a device or
+  a directory is refused at once instead of blocking a worker.
+
+Entry points: :func:`load_image` (a file), :func:`decode_image` (encoded bytes: an upload, a
+dataset record, an API request) and :func:`image_from_array` (pixels already in memory).
 """
 
 from __future__ import annotations
 
+import io
 import os
+import stat
 import warnings
-from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import InputError
+from .errors import InputError, LimitExceededError
 
-__all__ = ["MIN_SIDE", "MAX_PIXELS", "load_image", "image_from_array"]
+__all__ = ["MIN_SIDE", "MAX_PIXELS", "load_image", "decode_image", "image_from_array"]
 
 #: Smallest accepted side, in pixels; a face in a smaller image cannot be aligned meaningfully.
 MIN_SIDE = 32
-#: Largest accepted image, in pixels (width * height); larger files are refused as likely
-#: decompression bombs. Pass ``max_pixels`` to :func:`load_image` to change it per call.
+#: The default largest image, in pixels (width * height); larger images are refused as likely
+#: decompression bombs. The limit in force is ``Settings.limits.max_pixels``
+#: (``FACEXPLAIN_MAX_PIXELS``, default this value); ``max_pixels`` changes it per call.
 MAX_PIXELS = 50_000_000
 
 # Modes PIL can convert to RGB by itself (8 bits per sample).
@@ -37,65 +46,71 @@ _PIL_TO_RGB = {"RGB", "L", "P", "1", "CMYK", "YCbCr", "LAB", "HSV", "RGBX"}
 _WITH_ALPHA = {"RGBA", "LA", "PA", "RGBa", "La"}
 
 
-def load_image(path: str | os.PathLike[str], *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def load_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -> np.ndarray:
     """Read an image file as ``(H, W, 3)`` ``uint8`` RGB.
 
     EXIF orientation is applied; grayscale, RGBA (alpha over black), palette, CMYK and 16-bit
     images are converted to 8-bit RGB. Multi-frame files (GIF, TIFF) give their first frame.
+    Only regular files are opened: a FIFO, a device or a socket is refused without being read,
+    so a call never blocks.
 
     Args:
         path: the image file (any format Pillow reads: JPEG, PNG, WebP, BMP, TIFF, GIF, ...).
-        max_pixels: refuse images with more than this many pixels (checked from the header).
+        max_pixels: refuse images with more than this many pixels (checked from the header);
+            None: ``Settings.limits.max_pixels`` (``FACEXPLAIN_MAX_PIXELS``).
 
     Raises:
-        InputError: missing file, directory, not an image, truncated or corrupted data, an image
-            smaller than :data:`MIN_SIDE` or larger than ``max_pixels``. The message names the file.
+        InputError: empty name, missing file, directory or other non-regular file, not an
+            image, truncated or corrupted data, an image smaller than :data:`MIN_SIDE`.
+        LimitExceededError: an image larger than the pixel limit (an InputError too).
+        The message names the file.
     """
-    p = Path(path)
-    name = str(path)
-    if not p.exists():
-        raise InputError(f"{name}: no such file")
-    if p.is_dir():
-        raise InputError(f"{name}: is a directory")
-    if not isinstance(max_pixels, int) or isinstance(max_pixels, bool) or max_pixels <= 0:
-        raise InputError(f"{name}: max_pixels must be a positive integer, got {max_pixels!r}")
+    name = _path_name(path)
+    limit, from_settings = _pixel_limit(name, max_pixels)
+    fd = _open_regular(name)
+    with os.fdopen(fd, "rb") as f:
+        return _decode(f, name, limit, from_settings, what="image file")
 
-    try:
-        with warnings.catch_warnings():
-            # PIL warns above Image.MAX_IMAGE_PIXELS and raises above twice that. Below our own
-            # limit the warning is noise; at or above it, both mean "too large".
-            pil_limit = Image.MAX_IMAGE_PIXELS
-            if pil_limit is not None and max_pixels > pil_limit:
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            else:
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(p) as im:  # lazy: reads the header only
-                _check_size(name, im.size, max_pixels)
-                im.load()
-                im = ImageOps.exif_transpose(im) or im
-                return _finish(name, _pil_to_rgb(im))
-    except InputError:
-        raise
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        limit = max_pixels
-        if Image.MAX_IMAGE_PIXELS is not None:
-            limit = min(limit, 2 * Image.MAX_IMAGE_PIXELS)
-        detail = _bomb_detail(exc)
-        raise InputError(f"{name}: image too large ({detail}; limit {limit} px)") from None
-    except UnidentifiedImageError:
-        raise InputError(f"{name}: not an image file (no image format recognised)") from None
-    except PermissionError:
-        raise InputError(f"{name}: cannot read (permission denied)") from None
-    except IsADirectoryError:
-        raise InputError(f"{name}: is a directory") from None
-    except FileNotFoundError:
-        raise InputError(f"{name}: no such file") from None
-    except MemoryError:
-        raise InputError(f"{name}: image too large to decode in memory") from None
-    except (OSError, SyntaxError, ValueError, TypeError, IndexError, KeyError, EOFError) as exc:
-        # Pillow reports truncated/corrupted data as OSError ("image file is truncated",
-        # "broken data stream"), and bad headers/EXIF as SyntaxError/ValueError and friends.
-        raise InputError(f"{name}: image is truncated or corrupted ({_short(exc)})") from None
+
+def decode_image(
+    data: bytes | bytearray | memoryview,
+    name: str = "<bytes>",
+    *,
+    max_pixels: int | None = None,
+    max_bytes: int | None = None,
+) -> np.ndarray:
+    """Decode an encoded image held in memory (the bytes of a JPEG, PNG... file) as ``(H, W, 3)``
+    ``uint8`` RGB, with the same conversions and checks as :func:`load_image`.
+
+    Args:
+        data: the encoded image.
+        name: names the image in error messages (a file name, a request field...).
+        max_pixels: pixel limit (checked from the header, before decoding); None:
+            ``Settings.limits.max_pixels`` (``FACEXPLAIN_MAX_PIXELS``).
+        max_bytes: size limit of ``data``; None: ``Settings.limits.max_image_bytes``
+            (``FACEXPLAIN_MAX_IMAGE_BYTES``).
+
+    Raises:
+        InputError: not bytes, empty, not an image, truncated or corrupted, too small.
+        LimitExceededError: more bytes or pixels than the limits. The message starts with ``name``.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise InputError(f"{name}: encoded image must be bytes, got {type(data).__name__}")
+    limit, from_settings = _pixel_limit(name, max_pixels)
+    size = memoryview(data).nbytes
+    if max_bytes is None:
+        byte_limit = _settings_limit("max_image_bytes")
+        hint = " (set FACEXPLAIN_MAX_IMAGE_BYTES to change it)"
+    else:
+        byte_limit = _positive_int(name, "max_bytes", max_bytes)
+        hint = ""
+    if size > byte_limit:
+        raise LimitExceededError(
+            f"{name}: encoded image of {size} bytes is over the limit {byte_limit} bytes{hint}"
+        )
+    if size == 0:
+        raise InputError(f"{name}: empty image data")
+    return _decode(io.BytesIO(data), name, limit, from_settings, what="image")
 
 
 def image_from_array(array: Any, name: str = "<array>") -> np.ndarray:
@@ -157,10 +172,137 @@ def image_from_array(array: Any, name: str = "<array>") -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_size(name: str, size: tuple[int, int], max_pixels: int) -> None:
+def _path_name(path: Any) -> str:
+    """The path as text for messages; InputError for something that is not a path."""
+    if isinstance(path, bytes) or not isinstance(path, (str, os.PathLike)):
+        raise InputError(f"image path must be a file name, got {type(path).__name__}")
+    name = os.fspath(path)
+    if not isinstance(name, str):
+        raise InputError(f"image path must be a file name, got {type(name).__name__}")
+    if name == "":
+        raise InputError("empty file name (an image path is needed)")
+    return name
+
+
+def _positive_int(name: str, what: str, value: Any) -> int:
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
+        raise InputError(f"{name}: {what} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _settings_limit(field: str) -> int:
+    from .settings import get_settings
+
+    return int(getattr(get_settings().limits, field))
+
+
+def _pixel_limit(name: str, max_pixels: int | None) -> tuple[int, bool]:
+    """The pixel limit in force and whether it came from the settings."""
+    if max_pixels is None:
+        return _settings_limit("max_pixels"), True
+    return _positive_int(name, "max_pixels", max_pixels), False
+
+
+_KIND = (
+    (stat.S_ISDIR, "is a directory"),
+    (stat.S_ISFIFO, "is a FIFO (named pipe), not a regular file"),
+    (stat.S_ISCHR, "is a character device, not a regular file"),
+    (stat.S_ISBLK, "is a block device, not a regular file"),
+    (stat.S_ISSOCK, "is a socket, not a regular file"),
+)
+
+
+def _not_regular(name: str, mode: int) -> InputError:
+    for test, what in _KIND:
+        if test(mode):
+            return InputError(f"{name}: {what}")
+    return InputError(f"{name}: not a regular file")
+
+
+def _os_error(name: str, exc: OSError) -> InputError:
+    if isinstance(exc, FileNotFoundError):
+        return InputError(f"{name}: no such file")
+    if isinstance(exc, NotADirectoryError):
+        return InputError(f"{name}: no such file (a folder in the path is a file)")
+    if isinstance(exc, PermissionError):
+        return InputError(f"{name}: cannot read (permission denied)")
+    if isinstance(exc, IsADirectoryError):
+        return InputError(f"{name}: is a directory")
+    return InputError(f"{name}: cannot open ({exc.strerror or _short(exc)})")
+
+
+def _open_regular(name: str) -> int:
+    """A read-only descriptor of the regular file ``name``; never blocks (a FIFO is refused by
+    ``stat`` before any open, and opened without blocking should it appear in between)."""
+    try:
+        st = os.stat(name)
+    except ValueError:  # an embedded NUL byte
+        raise InputError(f"{name!r}: not a valid file name") from None
+    except OSError as exc:
+        raise _os_error(name, exc) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise _not_regular(name, st.st_mode)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    flags |= getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(name, flags)
+    except OSError as exc:
+        raise _os_error(name, exc) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _not_regular(name, st.st_mode)
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _decode(f: IO[bytes], name: str, max_pixels: int, from_settings: bool, *, what: str) -> np.ndarray:
+    """Decode an open image stream: size from the header first, then the pixels."""
+    try:
+        with warnings.catch_warnings():
+            # PIL warns above Image.MAX_IMAGE_PIXELS and raises above twice that. Below our own
+            # limit the warning is noise; at or above it, both mean "too large".
+            pil_limit = Image.MAX_IMAGE_PIXELS
+            if pil_limit is not None and max_pixels > pil_limit:
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            else:
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(f) as im:  # lazy: reads the header only
+                _check_size(name, im.size, max_pixels, from_settings)
+                im.load()
+                im = ImageOps.exif_transpose(im) or im
+                return _finish(name, _pil_to_rgb(im))
+    except InputError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        limit = max_pixels
+        if Image.MAX_IMAGE_PIXELS is not None:
+            limit = min(limit, 2 * Image.MAX_IMAGE_PIXELS)
+        detail = _bomb_detail(exc)
+        raise LimitExceededError(f"{name}: image too large ({detail}; limit {limit} px)") from None
+    except UnidentifiedImageError:
+        raise InputError(f"{name}: not an {what} (no image format recognised)") from None
+    except PermissionError:
+        raise InputError(f"{name}: cannot read (permission denied)") from None
+    except MemoryError:
+        raise InputError(f"{name}: image too large to decode in memory") from None
+    except (OSError, SyntaxError, ValueError, TypeError, IndexError, KeyError, EOFError) as exc:
+        # Pillow reports truncated/corrupted data as OSError ("image file is truncated",
+        # "broken data stream"), and bad headers/EXIF as SyntaxError/ValueError and friends.
+        raise InputError(f"{name}: image is truncated or corrupted ({_short(exc)})") from None
+
+
+def _check_size(name: str, size: tuple[int, int], max_pixels: int, from_settings: bool) -> None:
     w, h = size
     if w * h > max_pixels:
-        raise InputError(f"{name}: image too large ({w}x{h} = {w * h} px; limit {max_pixels} px)")
+        hint = " (set FACEXPLAIN_MAX_PIXELS to change it)" if from_settings else ""
+        raise LimitExceededError(
+            f"{name}: image too large ({w}x{h} = {w * h} px; limit {max_pixels} px){hint}"
+        )
 
 
 def _finish(name: str, rgb: np.ndarray) -> np.ndarray:

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from explainer_service.errors import InputError
-from explainer_service.images import MAX_PIXELS, MIN_SIDE, image_from_array, load_image
+from explainer_service.errors import InputError, LimitExceededError
+from explainer_service.images import MAX_PIXELS, MIN_SIDE, decode_image, image_from_array, load_image
 
 
 def _pattern(h: int = 40, w: int = 60) -> np.ndarray:
@@ -185,6 +185,152 @@ def test_pil_decompression_bomb_becomes_too_large(tmp_path, monkeypatch):
 def test_bad_max_pixels(tmp_path):
     path = _save(tmp_path, "a.png", Image.new("RGB", (40, 40)))
     _raises(path, "max_pixels", max_pixels=0)
+
+
+def test_empty_file_name_says_so():
+    with pytest.raises(InputError, match="empty file name") as info:
+        load_image("")
+    assert "directory" not in str(info.value)
+
+
+def test_fifo_is_refused_without_blocking(tmp_path):
+    import os
+    import threading
+
+    fifo = tmp_path / "x.jpg"
+    os.mkfifo(fifo)
+    outcome: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            load_image(fifo)
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion below
+            outcome.append(exc)
+
+    t = threading.Thread(target=call, daemon=True)
+    t.start()
+    t.join(5)
+    assert not t.is_alive(), "load_image blocked on a FIFO"
+    assert isinstance(outcome[0], InputError)
+    assert str(fifo) in str(outcome[0]) and "FIFO" in str(outcome[0])
+
+
+def test_device_is_refused():
+    _raises("/dev/null", "character device")
+
+
+def test_folder_under_a_file(tmp_path):
+    blocker = tmp_path / "f"
+    blocker.write_text("x")
+    _raises(blocker / "a.jpg", "no such file")
+
+
+def test_nul_in_name():
+    with pytest.raises(InputError, match="not a valid file name"):
+        load_image("a\x00b.jpg")
+
+
+def test_unreadable_file(tmp_path, monkeypatch):
+    import os
+
+    path = _save(tmp_path, "locked.png", Image.fromarray(_pattern()))
+
+    def denied(*args, **kwargs):  # what open() does without read permission (root ignores modes)
+        raise PermissionError(13, "Permission denied", path)
+
+    monkeypatch.setattr(os, "open", denied)
+    _raises(path, "permission denied")
+
+
+def test_pixel_limit_from_settings(tmp_path, monkeypatch):
+    path = _save(tmp_path, "big.png", Image.new("RGB", (100, 80)))
+    monkeypatch.setenv("FACEXPLAIN_MAX_PIXELS", "5000")
+    with pytest.raises(LimitExceededError, match="FACEXPLAIN_MAX_PIXELS") as info:
+        load_image(path)
+    assert str(path) in str(info.value) and "5000" in str(info.value)
+    assert load_image(path, max_pixels=8000).shape == (80, 100, 3)  # an explicit limit wins
+    monkeypatch.setenv("FACEXPLAIN_MAX_PIXELS", "8000")
+    assert load_image(path).shape == (80, 100, 3)
+
+
+# ---- bytes -----------------------------------------------------------------------------------
+
+
+def _encode(arr: np.ndarray, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "BMP", "TIFF"])
+def test_decode_equals_load(tmp_path, fmt):
+    src = np.random.default_rng(4).integers(0, 256, (41, 37, 3), dtype=np.uint8)
+    data = _encode(src, fmt)
+    path = tmp_path / f"r.{fmt.lower()}"
+    path.write_bytes(data)
+    out = decode_image(data, "upload")
+    assert out.dtype == np.uint8 and out.flags.c_contiguous
+    assert np.array_equal(out, src) and np.array_equal(out, load_image(path))
+    assert np.array_equal(decode_image(bytearray(data)), src)
+    assert np.array_equal(decode_image(memoryview(data)), src)
+
+
+def test_decode_applies_the_same_conversions(tmp_path):
+    a = np.zeros((40, 40, 4), np.uint8)
+    a[..., :3] = (200, 100, 50)
+    a[:, :20, 3] = 255
+    out = decode_image(_encode(a, "PNG"))
+    assert tuple(out[5, 5]) == (200, 100, 50) and tuple(out[5, 30]) == (0, 0, 0)
+    g16 = np.full((40, 40), 65535, np.uint16)
+    assert decode_image(_encode(g16, "PNG"))[0, 0, 0] == 255
+
+
+@pytest.mark.parametrize(
+    "data,match",
+    [
+        (b"", "empty image data"),
+        (b"hello, not an image", "not an image"),
+        ("a string", "must be bytes"),
+        (None, "must be bytes"),
+    ],
+)
+def test_decode_bad_data(data, match):
+    with pytest.raises(InputError, match=match) as info:
+        decode_image(data, "field image_a")
+    assert str(info.value).startswith("field image_a: ")
+
+
+def test_decode_truncated_and_tiny():
+    noise = np.random.default_rng(5).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    data = _encode(noise, "PNG")
+    with pytest.raises(InputError, match="truncated or corrupted"):
+        decode_image(data[: len(data) // 2], "half.png")
+    with pytest.raises(InputError, match="image too small"):
+        decode_image(_encode(np.zeros((20, 18, 3), np.uint8), "PNG"), "tiny.png")
+
+
+def test_decode_limits_bytes_and_pixels(monkeypatch):
+    data = _encode(np.zeros((80, 100, 3), np.uint8), "PNG")
+    with pytest.raises(LimitExceededError, match="image too large") as info:
+        decode_image(data, "big.png", max_pixels=5000)
+    assert "100x80" in str(info.value)
+    monkeypatch.setenv("FACEXPLAIN_MAX_PIXELS", "5000")
+    with pytest.raises(LimitExceededError, match="FACEXPLAIN_MAX_PIXELS"):
+        decode_image(data, "big.png")
+    monkeypatch.delenv("FACEXPLAIN_MAX_PIXELS")
+    with pytest.raises(LimitExceededError, match=f"{len(data)} bytes") as info:
+        decode_image(data, "big.png", max_bytes=len(data) - 1)
+    assert decode_image(data, max_bytes=len(data)).shape == (80, 100, 3)
+    monkeypatch.setenv("FACEXPLAIN_MAX_IMAGE_BYTES", str(len(data) - 1))
+    with pytest.raises(LimitExceededError, match="FACEXPLAIN_MAX_IMAGE_BYTES"):
+        decode_image(data, "big.png")
+
+
+def test_decode_bomb_refused_before_decoding(monkeypatch):
+    data = _encode(np.zeros((100, 100, 3), np.uint8), "PNG")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    with pytest.raises(LimitExceededError, match="image too large"):
+        decode_image(data, "bomb.png")
 
 
 # ---- arrays ----------------------------------------------------------------------------------
