@@ -145,10 +145,10 @@ def image_from_array(array: Any, name: str = "<array>") -> np.ndarray:
     elif arr.dtype.kind == "b":
         arr = arr.astype(np.uint8) * 255
     elif arr.dtype.kind in "iu":
-        lo, hi = int(arr.min()), int(arr.max())
-        if lo < 0 or hi > 255:
+        ilo, ihi = int(arr.min()), int(arr.max())
+        if ilo < 0 or ihi > 255:
             raise InputError(
-                f"{name}: integer image values must lie in [0, 255], got [{lo}, {hi}] ({arr.dtype})"
+                f"{name}: integer image values must lie in [0, 255], got [{ilo}, {ihi}] ({arr.dtype})"
             )
         arr = arr.astype(np.uint8)
     else:
@@ -271,11 +271,11 @@ def _decode(f: IO[bytes], name: str, max_pixels: int, from_settings: bool, *, wh
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             else:
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(f) as im:  # lazy: reads the header only
-                _check_size(name, im.size, max_pixels, from_settings)
-                im.load()
-                im = ImageOps.exif_transpose(im) or im
-                return _finish(name, _pil_to_rgb(im))
+            with Image.open(f) as opened:  # lazy: reads the header only
+                _check_size(name, opened.size, max_pixels, from_settings)
+                opened.load()
+                upright: Image.Image = ImageOps.exif_transpose(opened) or opened
+                return _finish(name, _pil_to_rgb(upright))
     except InputError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
