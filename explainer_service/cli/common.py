@@ -9,11 +9,12 @@ import math
 import os
 import stat
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import InputError, LimitExceededError
-from ..settings import get_settings
+from ..settings import DEFAULT_BATCH_LOCAL, DEFAULT_BATCH_TRITON, DEFAULT_MODEL_NAME, get_settings
 
 #: Numeric options checked by :func:`check_limits`: namespace attribute -> (option, ``Limits`` field).
 LIMITED_OPTIONS: dict[str, tuple[str, str]] = {
@@ -149,19 +150,36 @@ def positive_int(text: str) -> int:
     return v
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    from ..models.registry import DEFAULT_MODEL
+def triton_address(text: str) -> str:
+    """``--triton`` as an argparse type: ``HOST[:PORT]`` checked and written ``HOST:PORT`` (a missing
+    port is Triton's 8001; a bad one is refused, never dialled as another port)."""
+    from ..serving.address import format_grpc_address, parse_grpc_address
 
-    default = os.environ.get("FACEXPLAIN_MODEL", DEFAULT_MODEL)
-    p.add_argument("--model", default=default, help=f"face model (default: FACEXPLAIN_MODEL, else {DEFAULT_MODEL})")
+    try:
+        return format_grpc_address(*parse_grpc_address(text))
+    except InputError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def add_triton_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--triton", metavar="HOST:PORT", type=triton_address, default=None,
+                   help="gRPC address of a running Triton (port 8001 when not given; "
+                   "default: FACEXPLAIN_TRITON_URL)")
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    settings = get_settings()
+    p.add_argument("--model", default=settings.default_model,
+                   help=f"face model (default: FACEXPLAIN_MODEL, else {DEFAULT_MODEL_NAME})")
     p.add_argument(
         "--engine", default="auto", choices=["auto", "triton", "local"],
         help="auto: the Triton server given by --triton/FACEXPLAIN_TRITON_URL, else an embedded one "
         "started for this call; local: in-process onnxruntime",
     )
-    p.add_argument("--triton", metavar="HOST:PORT", default=None, help="gRPC address of a running Triton")
+    add_triton_arg(p)
     p.add_argument("--batch", type=positive_int, default=None,
-                   help="images per model request (default: 32 in-process, 16 through Triton)")
+                   help=f"images per model request (default: {DEFAULT_BATCH_LOCAL} in-process, "
+                   f"{DEFAULT_BATCH_TRITON} through Triton)")
     p.add_argument(
         "--face", default="largest", choices=["largest", "refuse"],
         help="with several faces in an image: use the largest, or refuse (default largest)",
@@ -192,23 +210,46 @@ def chip_cache(args: argparse.Namespace) -> Any:
     return ChipCache(args.chip_cache)
 
 
+def triton_url(args: argparse.Namespace) -> str | None:
+    """The Triton server to use: ``--triton``, else FACEXPLAIN_TRITON_URL (checked like
+    ``--triton``: InputError naming the variable), else None (an embedded server)."""
+    if getattr(args, "triton", None):
+        return str(args.triton)
+    url = get_settings().triton_url
+    if url is None:
+        return None
+    from ..serving.address import format_grpc_address, parse_grpc_address
+
+    try:
+        return format_grpc_address(*parse_grpc_address(url))
+    except InputError as e:
+        raise InputError(f"FACEXPLAIN_TRITON_URL: {e}") from None
+
+
 def engine_of(args: argparse.Namespace) -> str:
-    return "triton" if args.triton and args.engine == "auto" else args.engine
+    """The engine asked for: ``auto`` with a Triton address is ``triton``."""
+    if args.engine == "auto" and triton_url(args):
+        return "triton"
+    return str(args.engine)
 
 
 def engine_label(args: argparse.Namespace) -> str:
+    """How the summary names the engine: ``local``, ``triton HOST:PORT`` or ``triton-embedded``."""
     if engine_of(args) == "local":
         return "local"
-    url = args.triton or os.environ.get("FACEXPLAIN_TRITON_URL")
+    url = triton_url(args)
     return f"triton {url}" if url else "triton-embedded"
 
 
 def open_model(args: argparse.Namespace) -> Any:
+    """The face model of ``args`` as a context manager (see ``pipeline.open_face_model``); the
+    numeric options are checked against the limits first, before any server starts."""
     from ..pipeline import open_face_model
 
+    check_limits(args)
     engine = engine_of(args)
-    batch = args.batch or (32 if engine == "local" else 16)
+    batch = args.batch or (DEFAULT_BATCH_LOCAL if engine == "local" else DEFAULT_BATCH_TRITON)
     server_masks = False if getattr(args, "client_masks", False) else (True if getattr(args, "server_masks", False) else None)
     return open_face_model(
-        args.model, engine=engine, triton_url=args.triton, batch_size=batch, server_masks=server_masks
+        args.model, engine=engine, triton_url=triton_url(args), batch_size=batch, server_masks=server_masks
     )

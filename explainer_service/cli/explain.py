@@ -6,13 +6,13 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
 from .common import (
     add_model_args,
     aligner,
+    check_input_files,
+    check_out_dir,
     engine_label,
     open_model,
     positive_int,
@@ -53,9 +53,7 @@ def register_embed(sub: Any) -> None:
 def _cmd_explain(args: argparse.Namespace) -> int:
     from ..masks import MaskConfig
     from ..methods.corrrise import CorrRISEConfig
-    for p in (args.image_a, args.image_b):
-        if not Path(p).exists():
-            raise InputError(f"{p}: no such file")
+    check_input_files([args.image_a, args.image_b])
     config = CorrRISEConfig(
         masks=MaskConfig(
             n_masks=args.masks,
@@ -68,6 +66,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         ),
         correlation=args.correlation,
     )
+    check_out_dir(args.out)
     with open_model(args) as model:
         return _explain_with(args, model, config)
 
@@ -119,6 +118,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     with open_model(args) as model:
         # one image at a time, so a bad file is reported after the good ones before it are printed
         for path in args.images:
+            check_input_files([path])
             (emb,) = embed_files([path], model, aligner=face_aligner)
             print(json.dumps({"path": path, "embedding": [round(float(v), 7) for v in emb]}), flush=True)
     return 0
