@@ -2,17 +2,27 @@
 
 The pipeline, one module per step: ``images`` -> ``alignment`` -> ``models`` (and ``serving`` for
 Triton) -> ``masks`` -> ``methods.corrrise`` -> ``correlation`` -> ``explanation`` -> ``report``;
-``verification``/``calibration`` turn scores into decisions and thresholds.
+``verification``/``calibration`` turn scores into decisions and thresholds. Below them all:
+``spec`` (contract types), ``settings`` (the environment, read once) and ``errors`` (one tree,
+retryable or not).
 """
 
 from .alignment import AlignedFace, Aligner
 from .errors import (
+    AuthenticationError,
     BackendError,
+    BackendUnavailableError,
+    CancelledError,
+    DeadlineExceededError,
     FaceNotFoundError,
     FacexplainError,
     InputError,
+    LimitExceededError,
     ModelFormatError,
     ModelNotReadyError,
+    NotFoundError,
+    TransientError,
+    UnknownModelError,
 )
 from .explanation import Explanation
 from .images import load_image
@@ -20,32 +30,51 @@ from .masks import MaskConfig, generate_masks
 from .methods.corrrise import CorrRISE, CorrRISEConfig
 from .models.base import FaceModel
 from .models.registry import DEFAULT_MODEL, get_spec
-from .spec import ARCFACE_CHIP, DLIB_CHIP, ChipSpec, ModelSpec
 from .pipeline import explain_files, load_face_model, open_face_model
+from .settings import Limits, Settings, get_settings
+from .spec import ARCFACE_CHIP, DLIB_CHIP, ChipSpec, ModelSpec
 
 __all__ = [
+    # contract types
     "ARCFACE_CHIP",
     "DLIB_CHIP",
-    "AlignedFace",
-    "Aligner",
     "ChipSpec",
-    "BackendError",
-    "FaceNotFoundError",
+    "ModelSpec",
+    # settings
+    "Limits",
+    "Settings",
+    "get_settings",
+    # errors (permanent, then transient)
     "FacexplainError",
     "InputError",
+    "FaceNotFoundError",
+    "LimitExceededError",
     "ModelFormatError",
     "ModelNotReadyError",
-    "Explanation",
+    "UnknownModelError",
+    "NotFoundError",
+    "AuthenticationError",
+    "CancelledError",
+    "BackendError",
+    "TransientError",
+    "BackendUnavailableError",
+    "DeadlineExceededError",
+    # images and alignment
     "load_image",
+    "AlignedFace",
+    "Aligner",
+    # models
+    "FaceModel",
+    "DEFAULT_MODEL",
+    "get_spec",
+    "load_face_model",
+    "open_face_model",
+    # masks and methods
     "MaskConfig",
     "generate_masks",
     "CorrRISE",
     "CorrRISEConfig",
-    "FaceModel",
-    "DEFAULT_MODEL",
-    "ModelSpec",
-    "get_spec",
+    # results
+    "Explanation",
     "explain_files",
-    "load_face_model",
-    "open_face_model",
 ]

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .fileio import atomic_write
+from .settings import get_settings
 from .spec import ChipSpec
 
 __all__ = ["ChipCache", "default_chip_cache_dir"]
@@ -30,10 +30,8 @@ CACHE_VERSION = 1
 
 
 def default_chip_cache_dir() -> Path:
-    """FACEXPLAIN_HOME/chips (see :func:`explainer_service.config.home_dir`)."""
-    from .config import home_dir
-
-    return home_dir() / "chips"
+    """FACEXPLAIN_HOME/chips (``Settings.chip_cache_dir``)."""
+    return get_settings().chip_cache_dir
 
 
 class ChipCache:
@@ -71,31 +69,29 @@ class ChipCache:
         if chip is not None:
             self.hits += 1
             return chip
-        chip = aligner.align(image, spec, name).chip
+        aligned: np.ndarray = aligner.align(image, spec, name).chip
         self.misses += 1
-        self._write(path, chip)
-        return chip
+        self._write(path, aligned)
+        return aligned
 
     def _read(self, path: Path, spec: ChipSpec) -> np.ndarray | None:
         try:
             chip = np.load(path, allow_pickle=False)
         except (OSError, ValueError, EOFError):
             return None
-        if chip.shape != (spec.size, spec.size, 3) or chip.dtype != np.uint8:
+        if not isinstance(chip, np.ndarray) or chip.shape != (spec.size, spec.size, 3) or chip.dtype != np.uint8:
             return None
         return chip
 
     def _write(self, path: Path, chip: np.ndarray) -> None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-            try:
-                with os.fdopen(fd, "wb") as f:
+
+            def write(tmp: str) -> None:
+                with open(tmp, "wb") as f:
                     np.save(f, np.ascontiguousarray(chip, np.uint8), allow_pickle=False)
-                os.replace(tmp, path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+
+            atomic_write(path, write)
         except OSError as e:
             if not self._warned:
                 log.warning("chip cache %s is not writable (%s); continuing without storing chips", self.root, e)

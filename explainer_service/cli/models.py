@@ -6,7 +6,10 @@ import argparse
 import sys
 from typing import Any
 
-from ..errors import InputError
+from ..errors import InputError, ModelNotReadyError, UnknownModelError
+from ..settings import TRITON_DEFAULT_GRPC_PORT
+from .common import check_dataset_spec, check_input_files, triton_address
+
 
 def register_setup(sub: Any) -> None:
     st = sub.add_parser("setup", help="convert the default model (cached; --force to redo), write the Triton configs")
@@ -19,7 +22,7 @@ def register_setup(sub: Any) -> None:
 
 def register_serve(sub: Any) -> None:
     sv = sub.add_parser("serve", help="run the embedded Triton server in the foreground until Ctrl-C")
-    sv.add_argument("--grpc-port", type=int, default=8001)
+    sv.add_argument("--grpc-port", type=int, default=TRITON_DEFAULT_GRPC_PORT)
     sv.add_argument("--http-port", type=int, default=8000)
     sv.add_argument("--threads", type=int, default=0, help="onnxruntime threads per model (0: default)")
     sv.set_defaults(func=_cmd_serve)
@@ -48,7 +51,7 @@ def register_models(sub: Any) -> None:
     ca.add_argument("--images", default=None, choices=["images", "aligned112"],
                     help="for lfw: the raw photos (images) or the aligned crops (aligned112)")
     ca.add_argument("--engine", default="local", choices=["auto", "triton", "local"])
-    ca.add_argument("--triton", metavar="HOST:PORT", default=None)
+    ca.add_argument("--triton", metavar="HOST:PORT", type=triton_address, default=None)
     ca.add_argument("--dry-run", action="store_true", help="print the result, keep the threshold")
     md.set_defaults(func=_cmd_models)
 
@@ -56,11 +59,15 @@ def register_models(sub: Any) -> None:
 def _cmd_setup(args: argparse.Namespace) -> int:
     from ..models.convert import ensure_default_model
     from ..models.registry import DEFAULT_MODEL
-    from ..serving.repository import read_record, write_gpu_configs
+    from ..models.store import read_record
+    from ..serving.repository import write_gpu_configs
 
     path = ensure_default_model(force=args.force)
     write_gpu_configs(tensorrt=None if args.gpu_tensorrt == "none" else args.gpu_tensorrt)
-    source = read_record(DEFAULT_MODEL).source  # type: ignore[union-attr]
+    record = read_record(DEFAULT_MODEL)
+    if record is None:  # only if the repository changed under us
+        raise ModelNotReadyError(f"{path.parent.parent}: the default model's record is missing after setup")
+    source = record.source
     print(f"{path} (source sha256 {source['sha256'][:16]}..., built {source['created']})")
     return 0
 
@@ -104,7 +111,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 def _models_list() -> int:
     from ..models.registry import DEFAULT_MODEL
-    from ..serving.repository import SLOTS, list_records, onnx_path
+    from ..models.store import SLOTS, list_records, onnx_path
 
     rows = []
     records = {r.name: r for r in list_records()}
@@ -128,6 +135,7 @@ def _models_import(args: argparse.Namespace) -> int:
     from ..models.importer import import_model
     from ..serving.repository import write_gpu_configs
 
+    check_input_files([args.file])
     result = import_model(
         args.file, name=args.name, family=args.family, arch=args.arch, preset=args.preset,
         channels=args.channels, mean=args.mean, std=args.std, threshold=args.threshold, force=args.force,
@@ -144,20 +152,20 @@ def _models_import(args: argparse.Namespace) -> int:
 def _models_calibrate(args: argparse.Namespace) -> int:
     from ..alignment import Aligner
     from ..calibration import calibrate, score_pairs
-    from ..pipeline import open_face_model
-    from ..serving.repository import read_record, write_record
-
     from ..datasets import read_dataset
+    from ..models.store import read_record, write_record
+    from ..pipeline import open_face_model
 
+    record = read_record(args.name)
+    if record is None:
+        raise UnknownModelError(f"model {args.name!r} is not in the repository (see `facexplain models list`)")
+    check_dataset_spec(args.dataset)
     spec = args.dataset
     if args.images == "aligned112" and spec.startswith("lfw:"):
         spec = "lfw-aligned:" + spec[4:]
     dataset = read_dataset(spec)
     pairs = list(dataset.pairs)
     root, images = spec, ("aligned" if dataset.aligned else "raw")
-    record = read_record(args.name)
-    if record is None:
-        raise InputError(f"model {args.name!r} is not in the repository (see `facexplain models list`)")
     engine = "triton" if args.triton and args.engine == "auto" else args.engine
     with open_face_model(args.name, engine=engine, triton_url=args.triton) as model:
         scored = score_pairs(pairs, model, aligner=Aligner(pre_aligned="arcface" if dataset.aligned else "auto"))

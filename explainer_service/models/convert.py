@@ -1,23 +1,24 @@
 """Setup-time conversion of the default model: dlib's .dat file -> cached ONNX model.
 
-The model goes into the Triton model repository (``model_repository/dlib_resnet_v1``): ``1/model.onnx``
+The model goes into the model repository (``model_repository/dlib_resnet_v1``): ``1/model.onnx``
 and ``facexplain.json`` whose ``source`` records the .dat file's SHA-256 and the converter version;
-a second run with the same source does nothing.
+a second run with the same source does nothing. Triton's ``config.pbtxt`` is not written here
+(``serving.repository.write_gpu_configs``, run by ``facexplain setup``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-from ..config import package_model_file
+from ..fileio import atomic_write_bytes
 from .dlib_format import read_dlib_resnet
 from .dlib_resnet import build_onnx
 from .registry import DEFAULT_MODEL, DLIB_RESNET_V1
+from .store import RECORD_FILE, ModelRecord, model_dir, package_model_file, write_record
 
 __all__ = [
     "CONVERTER_VERSION",
@@ -40,13 +41,12 @@ def dlib_source_path() -> Path:
 
 
 def default_model_dir(repository: Path | None = None) -> Path:
-    """The default model's folder in the Triton model repository."""
-    from ..serving.repository import model_dir
-
+    """The default model's folder in the model repository."""
     return model_dir(DEFAULT_MODEL, repository)
 
 
 def sha256_file(path: Path) -> str:
+    """The SHA-256 of a file's bytes, in hex."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -55,37 +55,31 @@ def sha256_file(path: Path) -> str:
 
 
 def _is_current(out_dir: Path, sha: str) -> bool:
-    from ..serving.repository import RECORD_FILE
-
     try:
-        source = json.loads((out_dir / RECORD_FILE).read_text())["source"]
-    except (OSError, ValueError, KeyError):
+        source = json.loads((out_dir / RECORD_FILE).read_bytes())["source"]
+    except (OSError, ValueError, KeyError, TypeError):
         return False
     return (
-        source.get("sha256") == sha
+        isinstance(source, dict)
+        and source.get("sha256") == sha
         and source.get("converter_version") == CONVERTER_VERSION
         and (out_dir / "1" / "model.onnx").is_file()
     )
 
 
-def convert_dlib(source: Path, out_dir: Path) -> dict:
+def convert_dlib(source: Path, out_dir: Path) -> dict[str, Any]:
     """Convert a dlib ResNet .dat into ``out_dir/1/model.onnx`` and write its record beside it.
 
     Raises ModelFormatError, naming the file and the problem, for a corrupted or truncated file.
     The ONNX file is written atomically, so an interrupted run leaves no half-written model.
     Returns the record's ``source`` (provenance) entry.
     """
-    from ..serving.repository import ModelRecord, write_record
-
     t0 = time.perf_counter()
     net = read_dlib_resnet(source)
     model = build_onnx(net)
     version_dir = out_dir / "1"
     version_dir.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=version_dir, suffix=".onnx.tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(model.SerializeToString())
-    os.replace(tmp, version_dir / "model.onnx")
+    atomic_write_bytes(version_dir / "model.onnx", model.SerializeToString())
     info = {
         "file": str(source),
         "sha256": net.sha256,
@@ -114,13 +108,11 @@ def convert_dlib(source: Path, out_dir: Path) -> dict:
 
 def _read_threshold(out_dir: Path) -> float | None:
     """A threshold already recorded for this model (e.g. by `models calibrate`), kept on rebuild."""
-    from ..serving.repository import RECORD_FILE
-
     try:
-        t = json.loads((out_dir / RECORD_FILE).read_text()).get("threshold")
-    except (OSError, ValueError):
+        t = json.loads((out_dir / RECORD_FILE).read_bytes()).get("threshold")
+        return None if t is None else float(t)
+    except (OSError, ValueError, TypeError, AttributeError):
         return None
-    return None if t is None else float(t)
 
 
 def ensure_default_model(force: bool = False, repository: Path | None = None) -> Path:

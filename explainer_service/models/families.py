@@ -27,19 +27,18 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import pickle
 import re
-import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
 from ..errors import InputError, ModelFormatError
+from ..fileio import atomic_write
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -259,7 +258,7 @@ def randomize_weights(module: torch.nn.Module, *, seed: int = 0) -> torch.nn.Mod
                 if m.affine:
                     uniform(m.weight, 0.5 * scale, 1.5 * scale)
                     normal(m.bias, 0.1)
-                if m.running_mean is not None:
+                if m.running_mean is not None and m.running_var is not None and m.num_batches_tracked is not None:
                     normal(m.running_mean, 0.1)
                     uniform(m.running_var, 0.5, 1.5)
                     m.num_batches_tracked.fill_(1000)
@@ -278,6 +277,10 @@ class _Opaque:
     """
 
     origin = "?"
+    args: tuple[Any, ...]
+    items: dict[Any, Any]
+    values: list[Any]
+    state: Any
 
     def __new__(cls, *args: Any, **kwargs: Any) -> _Opaque:
         self = object.__new__(cls)
@@ -572,7 +575,7 @@ def save_official(module: torch.nn.Module, family: str, path: str | Path) -> Non
         raise InputError(f"save_official: a {type(module).__name__} is not a {family} backbone")
     sd = {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
     arch = _arch_of(family, module)
-    dim = int(module.num_features)
+    dim = int(cast(Any, module).num_features)
     g = torch.Generator().manual_seed(1)
     n_classes = 16
 
@@ -631,6 +634,10 @@ def _preprocessed_class() -> type:
         Computes ``backbone((image[:, order] - mean) / std)``; the constants are buffers that are
         not saved in the state dict (which is the backbone's, under ``backbone.``).
         """
+
+        order: torch.Tensor
+        mean: torch.Tensor
+        std: torch.Tensor
 
         def __init__(self, backbone: nn.Module, convention: str | InputConvention) -> None:
             super().__init__()
@@ -700,9 +707,8 @@ def export_onnx(
             if out.ndim != 2:
                 raise InputError(f"export_onnx: the module returns shape {tuple(out.shape)}, not (N, D)")
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
-            os.close(fd)
-            try:
+
+            def write(tmp: str) -> None:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # the legacy exporter's deprecation notice
                     torch.onnx.export(
@@ -726,9 +732,7 @@ def export_onnx(
                     entry.key, entry.value = key, value
                 onnx.checker.check_model(model)
                 onnx.save(model, tmp)
-                os.replace(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
+
+            atomic_write(path, write)
     finally:
         module.train(was_training)

@@ -10,7 +10,6 @@ keeps the source file's SHA-256.
 
 from __future__ import annotations
 
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from ..spec import ChipSpec
 from ..errors import InputError, ModelFormatError
+from ..fileio import atomic_write_bytes
+from ..spec import ChipSpec
 from .registry import DEFAULT_MODEL
+from .store import ModelRecord, onnx_path, read_record, triton_name, write_record
 
 __all__ = ["IMPORT_FAMILIES", "ImportResult", "import_model", "FIDELITY_MIN_COSINE"]
 
@@ -90,7 +91,7 @@ def _probe(chip: int, n: int = 4) -> np.ndarray:
     return np.random.default_rng(0).uniform(0, 255, (n, 3, chip, chip)).astype(np.float32)
 
 
-def _from_checkpoint(family: str, path: Path, arch: str | None, convention: Any) -> tuple[bytes, dict, float]:
+def _from_checkpoint(family: str, path: Path, arch: str | None, convention: Any) -> tuple[bytes, dict[str, Any], float]:
     try:
         import torch
     except ImportError:
@@ -110,7 +111,7 @@ def _from_checkpoint(family: str, path: Path, arch: str | None, convention: Any)
     return data, info, cos
 
 
-def _from_onnx(path: Path, convention: Any) -> tuple[bytes, dict, float]:
+def _from_onnx(path: Path, convention: Any) -> tuple[bytes, dict[str, Any], float]:
     import onnx
 
     from .convert import sha256_file
@@ -150,10 +151,9 @@ def import_model(
     force: bool = False,
     repository: Path | None = None,
 ) -> ImportResult:
-    """Check, convert and place a model; see the module docstring. Raises InputError or
+    """Check, convert and place a model (its ONNX file and record; Triton's ``config.pbtxt`` is
+    ``serving.repository.write_gpu_configs``'s); see the module docstring. Raises InputError or
     ModelFormatError with a message naming the file and the problem; nothing is replaced then."""
-    from ..serving.repository import ModelRecord, onnx_path, read_record, triton_name, write_record
-
     path = Path(path)
     if family not in IMPORT_FAMILIES:
         raise InputError(f"--family must be one of {', '.join(IMPORT_FAMILIES)}, got {family!r}")
@@ -185,10 +185,7 @@ def import_model(
             f"{path}: the converted model disagrees with its source (min cosine {cos:.6f} < {FIDELITY_MIN_COSINE})"
         )
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".onnx.tmp")
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, target)
+    atomic_write_bytes(target, data)
     keep_threshold = old.threshold if (old is not None and threshold is None) else threshold
     record = ModelRecord(
         name=name,

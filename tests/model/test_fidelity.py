@@ -115,4 +115,9 @@ def test_converted_model_records_provenance(tmp_path):
 
     meta = {p.key: p.value for p in onnx.load(str(tmp_path / "dlib_resnet_v1" / "1" / "model.onnx")).metadata_props}
     assert meta["source_sha256"] == info["sha256"]
+    # the record is the models' store's; Triton's config is rendered from it by serving (as `setup` does)
+    from explainer_service.serving.repository import write_gpu_configs
+
+    assert not (tmp_path / "dlib_resnet_v1" / "config.pbtxt").exists()
+    write_gpu_configs(tmp_path)
     assert (tmp_path / "dlib_resnet_v1" / "config.pbtxt").read_text().startswith('name: "dlib_resnet_v1"')

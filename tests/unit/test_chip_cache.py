@@ -7,9 +7,9 @@ import logging
 import numpy as np
 import pytest
 
-from explainer_service.spec import ChipSpec
 from explainer_service.chip_cache import ChipCache
 from explainer_service.errors import FaceNotFoundError
+from explainer_service.spec import ChipSpec
 
 SPEC = ChipSpec("arcface", 16)
 
@@ -94,3 +94,34 @@ def test_failures_propagate_and_are_not_cached(tmp_path):
         with pytest.raises(FaceNotFoundError):
             cache.align(aligner, _image(), SPEC, "x.jpg")
     assert aligner.calls == 2 and not any(tmp_path.rglob("*.npy"))
+
+
+def test_an_npz_archive_in_place_of_an_entry_is_aligned_again(tmp_path):
+    aligner, img = CountingAligner(), _image()
+    cache = ChipCache(tmp_path)
+    good = cache.align(aligner, img, SPEC)
+    path = cache.path(ChipCache.key(img, SPEC, aligner))
+    with open(path, "wb") as f:
+        np.savez(f, chip=good)  # np.load gives an NpzFile, not an array
+    np.testing.assert_array_equal(cache.align(aligner, img, SPEC), good)
+    assert aligner.calls == 2
+
+
+def test_the_default_root_is_the_settings_chip_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("FACEXPLAIN_HOME", str(tmp_path / "home"))
+    assert ChipCache().root == tmp_path / "home" / "chips"
+
+
+def test_entries_follow_the_umask(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        cache = ChipCache(tmp_path)
+        cache.align(CountingAligner(), _image(), SPEC)
+    finally:
+        os.umask(old)
+    (entry,) = tmp_path.rglob("*.npy")
+    assert stat.S_IMODE(entry.stat().st_mode) == 0o644
+    assert not list(tmp_path.rglob("*.tmp"))
