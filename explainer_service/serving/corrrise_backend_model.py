@@ -6,16 +6,26 @@ KB) instead of N masked chips; the model regenerates masks [start, stop) exactly
 the masked chips through the face model with BLS calls, and returns the N cosine scores.
 
 Inputs: ``image`` FP32 (3, S, S) RGB 0..255; ``reference`` FP32 (D,); ``request`` BYTES (1,): JSON
-``{"model": triton name, "start", "stop", "chunk", "masks": {MaskConfig fields}}``.
+``{"model": triton name, "start", "stop", "chunk", "masks": {MaskConfig fields}, "timeout_s"}``
+(``timeout_s`` optional: the client's deadline; past it the request is abandoned instead of
+computing scores no one waits for).
 Output: ``scores`` FP64 (stop - start,).
+
+A bad request is answered with an INVALID_ARG error (not retried by the client), a failure of the
+face model with its own error; the model stays up either way.
 """
 
 import json
+import time
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-
 from facexplain_masks.masks import MaskConfig, generate_masks
+
+
+def _error(message, code=None):
+    err = pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
+    return pb_utils.InferenceResponse(error=err)
 
 
 class TritonPythonModel:
@@ -23,18 +33,29 @@ class TritonPythonModel:
         return [self._one(r) for r in requests]
 
     def _one(self, request):
+        began = time.monotonic()
         try:
             image = pb_utils.get_input_tensor_by_name(request, "image").as_numpy().astype(np.float32)
             ref = pb_utils.get_input_tensor_by_name(request, "reference").as_numpy().astype(np.float64)
             params = json.loads(pb_utils.get_input_tensor_by_name(request, "request").as_numpy()[0])
             config = MaskConfig(**params["masks"])
             start, stop, chunk = int(params["start"]), int(params["stop"]), int(params.get("chunk", 32))
+            timeout = params.get("timeout_s")
+            end = None if timeout is None else began + float(timeout)
+            if chunk < 1 or not 0 <= start <= stop:
+                raise ValueError(f"need 0 <= start <= stop and chunk >= 1, got {start}, {stop}, {chunk}")
             size = image.shape[-1]
         except Exception as e:  # a bad request: answer it with an error, keep the model up
-            return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"bad corrrise request: {e}"))
+            return _error(f"bad corrrise request: {e}", pb_utils.TritonError.INVALID_ARG)
         scores = []
         ref_norm = np.linalg.norm(ref)
         for lo in range(start, stop, chunk):
+            if end is not None and time.monotonic() > end:
+                return _error(
+                    f"corrrise request abandoned after {lo - start} of {stop - start} masks: "
+                    f"the client's deadline of {timeout} s passed",
+                    pb_utils.TritonError.UNAVAILABLE,
+                )
             hi = min(lo + chunk, stop)
             masks = generate_masks(config, size, lo, hi)
             batch = np.ascontiguousarray(image[None] * masks[:, None], dtype=np.float32)
@@ -45,9 +66,9 @@ class TritonPythonModel:
             )
             response = bls.exec()
             if response.has_error():
-                return pb_utils.InferenceResponse(
-                    error=pb_utils.TritonError(f"face model {params['model']}: {response.error().message()}")
-                )
+                err = response.error()
+                code = err.code() if hasattr(err, "code") else None
+                return _error(f"face model {params['model']}: {err.message()}", code)
             emb = pb_utils.get_output_tensor_by_name(response, "embedding").as_numpy().astype(np.float64)
             norms = np.maximum(np.linalg.norm(emb, axis=1) * ref_norm, 1e-12)
             scores.append(emb @ ref / norms)
