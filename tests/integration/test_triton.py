@@ -22,6 +22,7 @@ from explainer_service.models.registry import get_spec
 from explainer_service.pipeline import load_face_model
 from explainer_service.serving.client import TritonFaceModel
 from explainer_service.serving.embedded import EmbeddedTriton, free_port
+from tests.integration.procs import marked_env, marked_processes
 
 pytestmark = pytest.mark.integration
 
@@ -81,28 +82,30 @@ def test_explain_through_triton_equals_local(server, lfw_dir, tmp_path):
 
 def test_default_engine_starts_and_stops_an_embedded_server(lfw_dir, tmp_path):
     a = lfw_dir / "aligned112" / "Abel_Pacheco" / "Abel_Pacheco_0001.jpg"
-    before = _tritonservers()
-    proc = subprocess.run(
+    env, mark = marked_env()
+    proc = subprocess.Popen(
         [sys.executable, "-m", "explainer_service.cli", "embed", str(a)],
-        capture_output=True, text=True, env={k: v for k, v in os.environ.items() if k != "FACEXPLAIN_TRITON_URL"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
-    assert proc.returncode == 0, proc.stderr
-    row = json.loads(proc.stdout)
+    seen: set[int] = set()
+    while proc.poll() is None:  # the server this run started, and only it (others may run Triton too)
+        seen.update(p for p in marked_processes(mark) if p != proc.pid)
+        time.sleep(0.2)
+    out, err = proc.communicate()
+    assert proc.returncode == 0, err
+    assert seen, "the run started no server"
+    row = json.loads(out)
     local = load_face_model()
     from explainer_service.pipeline import embed_files
 
     np.testing.assert_allclose(row["embedding"], embed_files([a], local)[0], atol=1e-5)
-    assert _tritonservers() == before  # nothing left running
-
-
-def _tritonservers() -> set[str]:
-    out = subprocess.run(["pgrep", "-f", "tritonserver --model-repository"], capture_output=True, text=True).stdout
-    return set(out.split())
+    assert marked_processes(mark) == []  # nothing left running
 
 
 def test_server_crash_is_reported_not_hung():
     srv = EmbeddedTriton().start()
-    pgid = srv._proc.pid  # type: ignore[union-attr]
+    pgid = srv.pid
+    assert pgid is not None
     model = TritonFaceModel(srv.url, SPEC, timeout_s=5, retries=1, backoff_s=0.05)
     os.killpg(pgid, signal.SIGKILL)
     t0 = time.monotonic()
@@ -114,7 +117,7 @@ def test_server_crash_is_reported_not_hung():
 
 
 def test_a_broken_model_file_fails_startup_with_the_log(tmp_path):
-    from explainer_service.serving.repository import read_record, write_record
+    from explainer_service.models.store import read_record, write_record
 
     record = read_record("dlib-resnet-v1")
     write_record(record, tmp_path)
@@ -128,9 +131,10 @@ def test_a_broken_model_file_fails_startup_with_the_log(tmp_path):
 
 def test_serve_command_runs_until_sigterm_and_leaves_no_process():
     grpc, http = free_port(), free_port()
+    env, mark = marked_env()
     proc = subprocess.Popen(
         [sys.executable, "-m", "explainer_service.cli", "serve", "--grpc-port", str(grpc), "--http-port", str(http)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )
     try:
         line = proc.stdout.readline()  # type: ignore[union-attr]
@@ -143,13 +147,13 @@ def test_serve_command_runs_until_sigterm_and_leaves_no_process():
         if proc.poll() is None:
             proc.kill()
     time.sleep(0.5)
-    out = subprocess.run(["pgrep", "-f", f"grpc-port={grpc}"], capture_output=True, text=True).stdout
-    assert out.strip() == ""
+    assert marked_processes(mark) == []
 
 
 def test_committed_gpu_configs_are_generated_from_the_records():
     """model_repository/*/config.pbtxt are outputs of render_config: one source of truth."""
-    from explainer_service.serving.repository import SLOTS, read_record, render_config
+    from explainer_service.models.store import SLOTS, read_record
+    from explainer_service.serving.repository import render_config
 
     repo = Path(__file__).resolve().parents[2] / "model_repository"
     for slot in SLOTS:
