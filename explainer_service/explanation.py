@@ -24,6 +24,12 @@ class Explanation:
     ``s_a``/``s_b`` (H, W) float32 in [-1, 1]: positive where the model finds the pair similar,
     negative where it finds it dissimilar. ``score`` is the clean cosine similarity.
     ``scores_a``/``scores_b`` (N,) are the per-mask scores behind the maps (may be empty).
+
+    ``masks``: the number of perturbed images per face the method scored (CorrRISE's N, RISE's
+    masks, LIME's samples, xFace's occlusions, MinPlus's candidates over all steps); 0 for methods
+    that perturb nothing (Grad-CAM, Grad-CAM++). ``forward_passes``: model evaluations the
+    explanation spent, both faces, the clean pair included (``2 * masks + 2`` for the perturbation
+    methods; 2 for the gradient methods, whose one backward pass is not counted).
     """
 
     s_a: np.ndarray
@@ -36,6 +42,7 @@ class Explanation:
     params: dict[str, Any] = field(default_factory=dict)
     scores_a: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     scores_b: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    forward_passes: int = 0
 
     @property
     def decision(self) -> str:
@@ -66,6 +73,7 @@ class Explanation:
             "threshold": None if self.threshold is None else round(float(self.threshold), 6),
             "decision": self.decision,
             "masks": int(self.masks),
+            "forward_passes": int(self.forward_passes),
             "params": self.params,
             "map_shape": list(self.s_a.shape),
             "s_a_range": [round(float(self.s_a.min()), 6), round(float(self.s_a.max()), 6)],

@@ -17,7 +17,9 @@ reproduces, bit for bit, the masks of a single call. Nothing random happens at i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import numpy as np
 
@@ -103,6 +105,22 @@ class MaskConfig:
             raise InputError(f"clip_at_border must be a bool, got {self.clip_at_border!r}")
         if not _is_int(self.seed) or self.seed < 0:
             raise InputError(f"seed must be a non-negative integer, got {self.seed!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """The config as plain JSON values; :meth:`from_dict` rebuilds an equal config."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MaskConfig:
+        """A config from :meth:`to_dict`'s mapping; missing keys take the defaults. InputError for
+        unknown keys or bad values."""
+        if not isinstance(data, Mapping):
+            raise InputError(f"mask options must be a mapping, got {type(data).__name__}")
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(str(k) for k in data if k not in known)
+        if unknown:
+            raise InputError(f"unknown mask option(s) {', '.join(unknown)} (known: {', '.join(known)})")
+        return cls(**dict(data))
 
     def patch_size_for(self, chip_size: int) -> int:
         """The side S (px) of a patch on a ``chip_size`` x ``chip_size`` chip.

@@ -5,20 +5,20 @@ for gradient methods) and a frozen config; ``attribute(chip_a, chip_b)`` returns
 :class:`~explainer_service.explanation.Explanation` whose ``s_a``/``s_b`` (H, W) float32 maps rank
 pixels by how much they support the pair's similarity (higher = more important for "same").
 Deletion/Insertion (``metrics``) only use that ranking, so methods whose maps are unsigned
-(RISE, Grad-CAM) fit the same interface as CorrRISE's signed maps.
+(RISE, Grad-CAM) fit the same interface as CorrRISE's signed maps. ``methods.registry`` builds
+any of them by name.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
 from ..explanation import Explanation
+from ..progress import Progress
 
 __all__ = ["SaliencyMethod", "Progress"]
-
-Progress = Callable[[int, int], None]
 
 
 @runtime_checkable
@@ -29,4 +29,7 @@ class SaliencyMethod(Protocol):
 
     def attribute(
         self, chip_a: np.ndarray, chip_b: np.ndarray, *, progress: Progress | None = None
-    ) -> Explanation: ...
+    ) -> Explanation:
+        """Maps of both chips ((S, S, 3) uint8 RGB aligned for the model); ``progress(done, total)``
+        is told how the work advances."""
+        ...

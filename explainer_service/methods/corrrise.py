@@ -5,15 +5,24 @@ For masks M_1..M_N applied to both faces: s^A_k = cos(f(A * M_k), f(B)) and
 s^B_k = cos(f(B * M_k), f(A)); S_A(p) = corr_k(M_k(p), s^A_k), and the same for B. Positive
 values mark regions the model finds similar, negative values dissimilar regions.
 
-Masks come in chunks of ``perturbations_per_eval``; both faces' masked chips of a chunk go through
-the model in one call, and per-pixel streaming accumulators (``correlation.py``) keep memory at
-O(H*W) whatever N. Disjoint mask ranges (shards) can run anywhere and merge exactly.
+``perturbations_per_eval`` counts images per model call, as in every method: a call embeds the
+masked A and masked B chips of ``perturbations_per_eval // 2`` masks (one image each when it is 1).
+Per-pixel streaming accumulators (``correlation.py``) keep memory at O(H*W) whatever N; they are
+fed in fixed blocks of :data:`ACCUMULATION_BLOCK` masks, so the batching never changes a map, bit
+for bit.
+
+Shards: disjoint mask ranges can run anywhere (:meth:`CorrRISE.run_shard`), travel as plain arrays
+(:meth:`ShardResult.state`, storable with ``np.savez`` without pickle) and merge in any order or
+grouping (:meth:`ShardResult.merge`); a shard carries the clean pair's embeddings and score, so
+:meth:`CorrRISE.finish` needs nothing else.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
 
 import numpy as np
 
@@ -22,12 +31,19 @@ from ..errors import InputError
 from ..explanation import Explanation
 from ..masks import MaskConfig, generate_masks
 from ..models.base import FaceModel, cosine_to, to_model_input
+from ..progress import Progress
+from .perturbation import _check_chip, _require_int
 
-__all__ = ["CorrRISE", "CorrRISEConfig", "ShardResult", "CORRELATIONS"]
+__all__ = ["CorrRISE", "CorrRISEConfig", "ShardResult", "CORRELATIONS", "ACCUMULATION_BLOCK"]
 
 CORRELATIONS = ("pearson", "spearman")
+#: Masks per model call when neither the config nor the model says (the model's ``masks_per_call``
+#: hint: 16 in-process and with client-side masks, 128 with Triton's server-side masks).
 DEFAULT_MASKS_PER_CALL = 16
-Progress = Callable[[int, int], None]
+#: Masks per accumulator update, whatever the batching (so batching never changes a map).
+ACCUMULATION_BLOCK = 16
+#: Version of :meth:`ShardResult.state`'s layout.
+SHARD_STATE_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -35,10 +51,10 @@ class CorrRISEConfig:
     """Everything that defines a CorrRISE explanation (the paper's defaults: N=500, 10 patches of
     30 px on 112 px scaled to the chip, values U[0,1], Pearson).
 
-    ``perturbations_per_eval``: masks per model call (each call embeds 2x that many chips); it
-    changes speed and memory only, never the maps. None: the model's ``masks_per_call`` hint
-    (16 in-process and with client-side masks, 128 with Triton's server-side masks;
-    docs/benchmarks.md), else 16.
+    ``perturbations_per_eval``: images per model call (each mask makes two, masked A and masked
+    B); it changes speed and memory only, never the maps. None: twice the model's
+    ``masks_per_call`` hint (16 masks in-process and with client-side masks, 128 with Triton's
+    server-side masks; docs/benchmarks.md), else 32.
     """
 
     masks: MaskConfig = field(default_factory=MaskConfig)
@@ -46,61 +62,257 @@ class CorrRISEConfig:
     perturbations_per_eval: int | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.masks, MaskConfig):
+            raise InputError(f"masks must be a MaskConfig, got {type(self.masks).__name__}")
         if self.correlation not in CORRELATIONS:
             raise InputError(f"correlation must be one of {', '.join(CORRELATIONS)}, got {self.correlation!r}")
-        if self.perturbations_per_eval is not None and self.perturbations_per_eval < 1:
-            raise InputError(f"perturbations_per_eval must be >= 1, got {self.perturbations_per_eval}")
+        if self.perturbations_per_eval is not None:
+            _require_int("perturbations_per_eval", self.perturbations_per_eval, 1)
         if self.masks.n_masks < 2:
             raise InputError(f"CorrRISE needs at least 2 masks, got {self.masks.n_masks}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON values: ``{"masks": {...}, "correlation": ..., "perturbations_per_eval": ...}``."""
+        return {
+            "masks": self.masks.to_dict(),
+            "correlation": self.correlation,
+            "perturbations_per_eval": self.perturbations_per_eval,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> CorrRISEConfig:
+        """A config from :meth:`to_dict`'s mapping (missing keys take the defaults); InputError for
+        unknown keys or bad values."""
+        if not isinstance(data, Mapping):
+            raise InputError(f"a CorrRISE config must be a mapping, got {type(data).__name__}")
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(str(k) for k in data if k not in known)
+        if unknown:
+            raise InputError(f"unknown CorrRISE option(s) {', '.join(unknown)} (known: {', '.join(known)})")
+        values = dict(data)
+        if "masks" in values and not isinstance(values["masks"], MaskConfig):
+            values["masks"] = MaskConfig.from_dict(values["masks"])
+        return cls(**values)
+
+
+def _identity(config: CorrRISEConfig, model: str, chip_size: int) -> str:
+    """What two shards must share to merge: the mask set, the correlation, the model and chip
+    (not the batching, which never changes a score)."""
+    return json.dumps(
+        {"masks": config.masks.to_dict(), "correlation": config.correlation, "model": model, "chip": int(chip_size)},
+        sort_keys=True,
+    )
+
+
+def _coalesce(ranges: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """Sorted, non-overlapping ranges with touching ones joined; InputError on an overlap."""
+    out: list[tuple[int, int]] = []
+    for lo, hi in sorted(ranges):
+        if out and lo < out[-1][1]:
+            raise InputError(f"shards overlap: masks [{out[-1][0]},{out[-1][1]}) and [{lo},{hi})")
+        if out and lo == out[-1][1]:
+            out[-1] = (out[-1][0], hi)
+        else:
+            out.append((lo, hi))
+    return tuple(out)
 
 
 @dataclass
 class ShardResult:
-    """Accumulators and per-mask scores of the mask range [start, stop) for both faces."""
+    """Accumulators and per-mask scores of the masks of ``ranges`` (sorted, disjoint [lo, hi)
+    ranges of the configured set) for both faces, and the clean pair they were scored against.
 
-    start: int
-    stop: int
+    ``scores_a``/``scores_b`` (masks,) float64 follow the mask index over the ranges.
+    ``emb_a``/``emb_b`` (D,) and ``score`` are the clean embeddings and cosine; ``identity``
+    names the mask set, correlation, model and chip (shards merge only with equal identities);
+    ``clean_passes`` counts the clean embeddings computed for the shards merged here (2 each).
+    """
+
+    ranges: tuple[tuple[int, int], ...]
     acc_a: CorrelationAccumulator
     acc_b: CorrelationAccumulator
     scores_a: np.ndarray
     scores_b: np.ndarray
+    emb_a: np.ndarray
+    emb_b: np.ndarray
+    score: float
+    identity: str = ""
+    clean_passes: int = 0
 
-    def merge(self, other: "ShardResult") -> "ShardResult":
-        """Union of two adjacent shards (self first)."""
-        if other.start != self.stop:
-            raise InputError(f"shards [{self.start},{self.stop}) and [{other.start},{other.stop}) are not adjacent")
+    @property
+    def start(self) -> int:
+        """First mask index covered."""
+        return self.ranges[0][0] if self.ranges else 0
+
+    @property
+    def stop(self) -> int:
+        """One past the last mask index covered."""
+        return self.ranges[-1][1] if self.ranges else 0
+
+    @property
+    def masks(self) -> int:
+        """Number of masks covered."""
+        return sum(hi - lo for lo, hi in self.ranges)
+
+    def covers(self, n_masks: int) -> bool:
+        """True when the shard holds every mask of a set of ``n_masks``."""
+        return self.ranges == ((0, int(n_masks)),)
+
+    def merge(self, other: ShardResult) -> ShardResult:
+        """The union of two shards with disjoint mask ranges, in any order; neither is changed.
+
+        Merging is associative and commutative up to float64 rounding (the maps agree to ~1e-12).
+        InputError when the ranges overlap, or the shards explain another pair or configuration.
+        """
+        if not isinstance(other, ShardResult):
+            raise InputError(f"can only merge a ShardResult, got {type(other).__name__}")
+        if self.identity != other.identity:
+            raise InputError("cannot merge shards of different mask sets, correlations, models or chips")
+        if not (np.array_equal(self.emb_a, other.emb_a) and np.array_equal(self.emb_b, other.emb_b)):
+            raise InputError("cannot merge shards of different pairs (their clean embeddings differ)")
+        ranges = _coalesce(list(self.ranges) + list(other.ranges))
+        parts: list[tuple[int, np.ndarray, np.ndarray]] = []
+        for shard in (self, other):
+            at = 0
+            for lo, hi in shard.ranges:
+                n = hi - lo
+                parts.append((lo, shard.scores_a[at : at + n], shard.scores_b[at : at + n]))
+                at += n
+        parts.sort(key=lambda p: p[0])
         return ShardResult(
-            self.start,
-            other.stop,
+            ranges,
             self.acc_a.merge(other.acc_a),
             self.acc_b.merge(other.acc_b),
-            np.concatenate([self.scores_a, other.scores_a]),
-            np.concatenate([self.scores_b, other.scores_b]),
+            np.concatenate([p[1] for p in parts]) if parts else np.zeros(0),
+            np.concatenate([p[2] for p in parts]) if parts else np.zeros(0),
+            self.emb_a,
+            self.emb_b,
+            self.score,
+            self.identity,
+            self.clean_passes + other.clean_passes,
         )
+
+    def state(self) -> dict[str, np.ndarray | int | float | str]:
+        """The shard as plain values (NumPy arrays, ints, floats, strings), e.g. for
+        ``np.savez(file, **shard.state())``; :meth:`from_state` rebuilds an equal shard."""
+        out: dict[str, np.ndarray | int | float | str] = {
+            "version": SHARD_STATE_VERSION,
+            "ranges": np.asarray(self.ranges, np.int64).reshape(-1, 2),
+            "scores_a": np.asarray(self.scores_a, np.float64).copy(),
+            "scores_b": np.asarray(self.scores_b, np.float64).copy(),
+            "emb_a": np.asarray(self.emb_a).copy(),
+            "emb_b": np.asarray(self.emb_b).copy(),
+            "score": float(self.score),
+            "identity": self.identity,
+            "clean_passes": int(self.clean_passes),
+        }
+        for face, acc in (("a", self.acc_a), ("b", self.acc_b)):
+            for key, value in acc.state().items():
+                out[f"acc_{face}.{key}"] = value
+        return out
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> ShardResult:
+        """Rebuild a shard from :meth:`state`'s mapping (also an ``np.load`` of it, whose scalars
+        are 0-d arrays); InputError when keys are missing or values inconsistent."""
+        if not isinstance(state, Mapping):
+            raise InputError(f"a shard state must be a mapping, got {type(state).__name__}")
+        required = ("version", "ranges", "scores_a", "scores_b", "emb_a", "emb_b", "score", "identity",
+                    "clean_passes")
+        missing = [k for k in required if k not in state]
+        if missing:
+            raise InputError(f"shard state lacks the keys {missing}")
+        try:
+            version = int(state["version"])
+            if version != SHARD_STATE_VERSION:
+                raise InputError(f"shard state version {version} is not {SHARD_STATE_VERSION}")
+            ranges_arr = np.asarray(state["ranges"])
+            if ranges_arr.dtype.kind not in "iu" or (ranges_arr.size and ranges_arr.ndim != 2):
+                raise InputError("shard state ranges must be integer (K, 2)")
+            ranges_list = [(int(lo), int(hi)) for lo, hi in ranges_arr.reshape(-1, 2)]
+            scores_a = np.array(state["scores_a"], np.float64)
+            scores_b = np.array(state["scores_b"], np.float64)
+            emb_a = np.array(state["emb_a"])
+            emb_b = np.array(state["emb_b"])
+            score = float(state["score"])
+            raw_identity = state["identity"]
+            identity = raw_identity if isinstance(raw_identity, str) else str(np.asarray(raw_identity).item())
+            clean_passes = int(state["clean_passes"])
+            accs = []
+            for face in ("a", "b"):
+                prefix = f"acc_{face}."
+                acc_state = {k[len(prefix):]: state[k] for k in state if k.startswith(prefix)}
+                accs.append(CorrelationAccumulator.from_state(acc_state))
+        except InputError:
+            raise
+        except (TypeError, ValueError) as e:
+            raise InputError(f"shard state has bad values ({e})") from None
+        if any(lo < 0 or hi <= lo for lo, hi in ranges_list):
+            raise InputError(f"shard state ranges must be non-empty [lo, hi) with lo >= 0, got {ranges_list}")
+        ranges = _coalesce(ranges_list)
+        n = sum(hi - lo for lo, hi in ranges)
+        if scores_a.shape != (n,) or scores_b.shape != (n,):
+            raise InputError(f"shard state scores must have shape ({n},), one per mask of its ranges")
+        if accs[0].n != n or accs[1].n != n:
+            raise InputError(f"shard state accumulators hold {accs[0].n}/{accs[1].n} masks, its ranges {n}")
+        return cls(ranges, accs[0], accs[1], scores_a, scores_b, emb_a, emb_b, score, identity, clean_passes)
 
 
 class CorrRISE:
-    """CorrRISE over a FaceModel; one ``attribute`` call explains one pair."""
+    """CorrRISE over a FaceModel; one ``attribute`` call explains one pair (2N + 2 forward passes)."""
 
     name = "corrrise"
 
     def __init__(self, model: FaceModel, config: CorrRISEConfig | None = None) -> None:
+        if config is not None and not isinstance(config, CorrRISEConfig):
+            raise InputError(f"CorrRISE needs a CorrRISEConfig, got {type(config).__name__}")
         self.model = model
         self.config = config or CorrRISEConfig()
 
-    def _check_chip(self, chip: np.ndarray, which: str) -> np.ndarray:
-        s = self.model.spec.chip.size
-        c = np.asarray(chip)
-        if c.shape != (s, s, 3):
-            raise InputError(f"chip {which} must be ({s}, {s}, 3) for {self.model.spec.name}, got {c.shape}")
-        return c.astype(np.float32)
+    @classmethod
+    def forward_passes_for(cls, config: CorrRISEConfig, chip_size: int) -> int:
+        """Model evaluations of one pair: 2N masked chips and the clean pair."""
+        return 2 + 2 * config.masks.n_masks
+
+    def forward_passes(self) -> int:
+        """Model evaluations of one pair on this model's chip."""
+        return self.forward_passes_for(self.config, self.model.spec.chip.size)
+
+    def perturbations_per_eval(self) -> int:
+        """Images per model call: the config's, else twice the model's ``masks_per_call`` hint."""
+        if self.config.perturbations_per_eval is not None:
+            return int(self.config.perturbations_per_eval)
+        return 2 * int(getattr(self.model, "masks_per_call", DEFAULT_MASKS_PER_CALL))
+
+    def _identity(self) -> str:
+        return _identity(self.config, self.model.spec.name, self.model.spec.chip.size)
 
     def clean_embeddings(self, chip_a: np.ndarray, chip_b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Embeddings of the unmasked chips (2 forward passes)."""
-        a = self._check_chip(chip_a, "A")
-        b = self._check_chip(chip_b, "B")
+        a = _check_chip(self.model, chip_a, "A")
+        b = _check_chip(self.model, chip_b, "B")
         emb = self.model.embed(to_model_input(np.stack([a, b])))
         return emb[0], emb[1]
+
+    def _scores(
+        self, xa: np.ndarray, xb: np.ndarray, emb_a: np.ndarray, emb_b: np.ndarray, masks: np.ndarray,
+        lo: int, hi: int, per_eval: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """s^A and s^B of masks [lo, hi) (``masks`` (hi-lo, S, S)): one call of 2(hi-lo) images,
+        or, with one image per call, A's and B's one by one."""
+        model = self.model
+        if getattr(model, "server_masks", False):
+            # the server regenerates the same masks and returns only the scores
+            sa, sb = model.score_masks(xa, emb_b, xb, emb_a, self.config.masks, lo, hi)  # type: ignore[attr-defined]
+            return np.asarray(sa, np.float64), np.asarray(sb, np.float64)
+        mm = masks[:, None]
+        n = hi - lo
+        if per_eval >= 2 * n:
+            emb = model.embed(np.concatenate([xa[None] * mm, xb[None] * mm]))
+            return cosine_to(emb[:n], emb_b), cosine_to(emb[n:], emb_a)
+        ea = np.concatenate([model.embed(xa[None] * mm[i : i + 1]) for i in range(n)])
+        eb = np.concatenate([model.embed(xb[None] * mm[i : i + 1]) for i in range(n)])
+        return cosine_to(ea, emb_b), cosine_to(eb, emb_a)
 
     def run_shard(
         self,
@@ -112,11 +324,24 @@ class CorrRISE:
         embeddings: tuple[np.ndarray, np.ndarray] | None = None,
         progress: Progress | None = None,
     ) -> ShardResult:
-        """Masks [start, stop) of the configured set: accumulators for both faces (2*(stop-start) passes)."""
+        """Masks [start, stop) of the configured set: accumulators for both faces
+        (2 * (stop - start) forward passes, plus 2 for the clean pair unless ``embeddings`` are
+        given). ``progress(done, total)`` counts masks."""
         cfg = self.config
-        a = self._check_chip(chip_a, "A")
-        b = self._check_chip(chip_b, "B")
-        emb_a, emb_b = embeddings if embeddings is not None else self.clean_embeddings(a, b)
+        n_masks = cfg.masks.n_masks
+        if not (isinstance(start, (int, np.integer)) and isinstance(stop, (int, np.integer))) or not (
+            0 <= start < stop <= n_masks
+        ):
+            raise InputError(f"a shard must be masks [start, stop) with 0 <= start < stop <= {n_masks}, "
+                             f"got [{start}, {stop})")
+        start, stop = int(start), int(stop)
+        a = _check_chip(self.model, chip_a, "A")
+        b = _check_chip(self.model, chip_b, "B")
+        clean_passes = 0
+        if embeddings is None:
+            embeddings = self.clean_embeddings(a, b)
+            clean_passes = 2
+        emb_a, emb_b = (np.asarray(e) for e in embeddings)
         size = self.model.spec.chip.size
         acc_a = CorrelationAccumulator((size, size))
         acc_b = CorrelationAccumulator((size, size))
@@ -124,40 +349,62 @@ class CorrRISE:
         scores_b: list[np.ndarray] = []
         xa = to_model_input(a)[0]
         xb = to_model_input(b)[0]
-        server_side = bool(getattr(self.model, "server_masks", False))
-        step = cfg.perturbations_per_eval or int(getattr(self.model, "masks_per_call", DEFAULT_MASKS_PER_CALL))
+        per_eval = self.perturbations_per_eval()
+        step = max(1, per_eval // 2)
+        pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # masks, s^A, s^B not yet accumulated
+        waiting = 0
+
+        def flush(block: int) -> None:
+            nonlocal pending, waiting
+            m = np.concatenate([p[0] for p in pending])
+            sa = np.concatenate([p[1] for p in pending])
+            sb = np.concatenate([p[2] for p in pending])
+            acc_a.update(m[:block], sa[:block])
+            acc_b.update(m[:block], sb[:block])
+            pending = [(m[block:], sa[block:], sb[block:])] if block < len(m) else []
+            waiting = len(m) - block
+
         for lo in range(start, stop, step):
             hi = min(lo + step, stop)
             m = generate_masks(cfg.masks, size, lo, hi)
-            if server_side:
-                # the server regenerates the same masks and returns only the scores
-                sa, sb = self.model.score_masks(xa, emb_b, xb, emb_a, cfg.masks, lo, hi)  # type: ignore[attr-defined]
-            else:
-                mm = m[:, None]
-                emb = self.model.embed(np.concatenate([xa[None] * mm, xb[None] * mm]))
-                n = hi - lo
-                sa = cosine_to(emb[:n], emb_b)
-                sb = cosine_to(emb[n:], emb_a)
-            acc_a.update(m, sa)
-            acc_b.update(m, sb)
+            sa, sb = self._scores(xa, xb, emb_a, emb_b, m, lo, hi, per_eval)
             scores_a.append(sa)
             scores_b.append(sb)
+            pending.append((m, sa, sb))
+            waiting += hi - lo
+            while waiting >= ACCUMULATION_BLOCK:
+                flush(ACCUMULATION_BLOCK)
             if progress is not None:
                 progress(hi - start, stop - start)
+        if waiting:
+            flush(waiting)
+        score = float(cosine_to(emb_a[None], emb_b)[0])
         return ShardResult(
-            start,
-            stop,
+            ((start, stop),),
             acc_a,
             acc_b,
-            np.concatenate(scores_a) if scores_a else np.zeros(0),
-            np.concatenate(scores_b) if scores_b else np.zeros(0),
+            np.concatenate(scores_a),
+            np.concatenate(scores_b),
+            emb_a,
+            emb_b,
+            score,
+            self._identity(),
+            clean_passes,
         )
 
-    def finish(self, shard: ShardResult, score: float) -> Explanation:
-        """Maps from the accumulated shard(s) covering the whole mask set."""
+    def finish(self, shard: ShardResult, score: float | None = None) -> Explanation:
+        """Maps from the accumulated shard(s): the whole mask set, or the masks covered so far.
+
+        ``score``: the clean cosine; None takes the one the shard carries.
+        """
+        if not isinstance(shard, ShardResult):
+            raise InputError(f"finish needs a ShardResult, got {type(shard).__name__}")
+        if shard.identity and shard.identity != self._identity():
+            raise InputError("the shard was computed with another mask set, correlation, model or chip")
         cfg = self.config
         if cfg.correlation == "spearman":
-            masks = generate_masks(cfg.masks, self.model.spec.chip.size, shard.start, shard.stop)
+            size = self.model.spec.chip.size
+            masks = np.concatenate([generate_masks(cfg.masks, size, lo, hi) for lo, hi in shard.ranges])
             s_a = spearman_map(masks, shard.scores_a)
             s_b = spearman_map(masks, shard.scores_b)
         else:
@@ -167,17 +414,19 @@ class CorrRISE:
         return Explanation(
             s_a=s_a,
             s_b=s_b,
-            score=float(score),
+            score=float(shard.score if score is None else score),
             threshold=spec.threshold,
             model=spec.name,
-            masks=shard.stop - shard.start,
+            masks=shard.masks,
             method="corrrise",
             params=self.params(),
             scores_a=shard.scores_a.astype(np.float32),
             scores_b=shard.scores_b.astype(np.float32),
+            forward_passes=2 * shard.masks + shard.clean_passes,
         )
 
-    def params(self) -> dict:
+    def params(self) -> dict[str, Any]:
+        """The mask set and correlation as plain values (patch size resolved for the chip)."""
         m = self.config.masks
         return {
             "n_masks": m.n_masks,
@@ -193,10 +442,7 @@ class CorrRISE:
     def attribute(
         self, chip_a: np.ndarray, chip_b: np.ndarray, *, progress: Progress | None = None
     ) -> Explanation:
-        """Explain the pair: chips (S, S, 3) uint8 RGB aligned for the model. 2N + 2 forward passes."""
-        emb_a, emb_b = self.clean_embeddings(chip_a, chip_b)
-        score = float(cosine_to(emb_a[None], emb_b)[0])
-        shard = self.run_shard(
-            chip_a, chip_b, 0, self.config.masks.n_masks, embeddings=(emb_a, emb_b), progress=progress
-        )
-        return self.finish(shard, score)
+        """Explain the pair: chips (S, S, 3) uint8 RGB aligned for the model. 2N + 2 forward passes;
+        ``progress(done, total)`` counts masks."""
+        shard = self.run_shard(chip_a, chip_b, 0, self.config.masks.n_masks, progress=progress)
+        return self.finish(shard)

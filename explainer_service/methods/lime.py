@@ -34,22 +34,20 @@ Cost per pair: 2 + 2N forward passes.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import InputError
-from ..explanation import Explanation
-from ..models.base import FaceModel
 from .perturbation import (
     DEFAULT_PERTURBATIONS_PER_EVAL,
-    _check_chip,
-    _clean,
-    _evaluate,
+    CleanPair,
+    Evaluator,
+    Maps,
+    PerturbationMethod,
     _Group,
     _is_number,
-    _progress_counter,
     _require_choice,
     _require_int,
     _require_positive,
@@ -65,8 +63,6 @@ __all__ = [
     "lime_kernel_weights",
     "fit_weighted_ridge",
 ]
-
-Progress = Callable[[int, int], None]
 
 SEGMENTATIONS = ("slic", "quickshift")
 SUBSTRATES = ("zero", "mean")
@@ -193,17 +189,19 @@ def fit_weighted_ridge(
     return y_mean - float(x_mean @ coef), coef
 
 
-class LIME:
-    """LIME over a FaceModel; ``attribute`` explains one pair (both faces)."""
+class LIME(PerturbationMethod[LIMEConfig]):
+    """LIME over a FaceModel; ``attribute`` explains one pair (both faces), 2N + 2 forward passes.
+
+    Returns maps (S, S) float32 (each superpixel painted with its ridge coefficient);
+    ``scores_a``/``scores_b`` (N,) hold the samples' similarities.
+    """
 
     name = "lime"
+    config_class = LIMEConfig
 
-    def __init__(self, model: FaceModel, config: LIMEConfig | None = None) -> None:
-        self.model = model
-        self.config = config or LIMEConfig()
-
-    def params(self) -> dict:
-        return asdict(self.config)
+    @classmethod
+    def forward_passes_for(cls, config: LIMEConfig, chip_size: int) -> int:
+        return 2 + 2 * config.n_samples
 
     def _substrate(self, chip: np.ndarray, segments: np.ndarray) -> np.ndarray:
         if self.config.substrate == "zero":
@@ -213,52 +211,29 @@ class LIME:
         sums = np.stack([np.bincount(segments.ravel(), chip[..., c].ravel(), n) for c in range(3)], 1)
         return (sums / counts)[segments].astype(np.float32)
 
-    def attribute(
-        self, chip_a: np.ndarray, chip_b: np.ndarray, *, progress: Progress | None = None
-    ) -> Explanation:
-        """Explain the pair: chips (S, S, 3) uint8 RGB aligned for the model. 2N + 2 forward passes.
-
-        Returns maps (S, S) float32 (each superpixel painted with its ridge coefficient);
-        ``scores_a``/``scores_b`` (N,) hold the samples' similarities.
-        """
+    def _explain(self, pair: CleanPair, evaluate: Evaluator) -> Maps:
         cfg = self.config
-        model = self.model
-        a = _check_chip(model, chip_a, "A")
-        b = _check_chip(model, chip_b, "B")
-        emb_a, emb_b, score = _clean(model, a, b)
         n = cfg.n_samples
-
         faces = []
-        for face, chip in enumerate((a, b)):
+        for face, chip in enumerate((pair.a, pair.b)):
             segments = segment_chip(chip, cfg)
             z = lime_samples(n, int(segments.max()) + 1, cfg.seed, face)
             faces.append((chip, segments, z, self._substrate(chip, segments)))
 
-        def render(chip, segments, z, fill) -> Callable[[int, int], np.ndarray]:
+        def render(
+            chip: np.ndarray, segments: np.ndarray, z: np.ndarray, fill: np.ndarray
+        ) -> Callable[[int, int], np.ndarray]:
             def make(lo: int, hi: int) -> np.ndarray:
                 keep = z[lo:hi][:, segments][..., None]  # (n, S, S, 1)
                 return np.where(keep, chip[None], fill[None]).astype(np.float32)
 
             return make
 
-        groups = [_Group(n, render(*faces[0]), emb_b), _Group(n, render(*faces[1]), emb_a)]
-        scores = _evaluate(model, groups, cfg.perturbations_per_eval, _progress_counter(progress, 2 * n))
+        groups = [_Group(n, render(*faces[0]), pair.emb_b), _Group(n, render(*faces[1]), pair.emb_a)]
+        scores = evaluate(groups)
         maps = []
-        for (_, segments, z, _), y in zip(faces, scores):
+        for (_, segments, z, _), y in zip(faces, scores, strict=True):
             _, coef = fit_weighted_ridge(z, y, lime_kernel_weights(z, cfg.kernel_width), cfg.alpha)
             maps.append(coef[segments].astype(np.float32))
-        spec = model.spec
-        params = self.params()
-        params["n_superpixels"] = [int(f[1].max()) + 1 for f in faces]
-        return Explanation(
-            s_a=maps[0],
-            s_b=maps[1],
-            score=score,
-            threshold=spec.threshold,
-            model=spec.name,
-            masks=n,
-            method=self.name,
-            params=params,
-            scores_a=scores[0].astype(np.float32),
-            scores_b=scores[1].astype(np.float32),
-        )
+        extra = {"n_superpixels": [int(f[1].max()) + 1 for f in faces]}
+        return Maps(maps[0], maps[1], scores[0], scores[1], extra)

@@ -42,22 +42,22 @@ Cost per pair, K candidates and T steps (mode "minplus"): 2 + 2 * (2 * sum_{t<T}
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
-from ..explanation import Explanation
-from ..models.base import FaceModel
+from ..progress import Progress
 from .perturbation import (
     DEFAULT_PERTURBATIONS_PER_EVAL,
-    _check_chip,
-    _clean,
-    _evaluate,
+    CleanPair,
+    Evaluator,
+    Maps,
+    PerturbationMethod,
     _Group,
     _is_number,
-    _progress_counter,
     _require_choice,
     _require_int,
 )
@@ -76,8 +76,6 @@ __all__ = [
     "minplus_gaussians",
     "minplus_forward_passes",
 ]
-
-Progress = Callable[[int, int], None]
 
 MODES = ("minplus", "minus", "plus")
 SUBSTRATES = ("zero", "blur")
@@ -250,16 +248,22 @@ class _Search:
         return GreedyPath(self.kind, order, centres[order], np.asarray(self.scores), self.saliency)
 
 
-class MinPlus:
-    """MinPlus over a FaceModel; ``attribute`` explains one pair (both faces)."""
+class MinPlus(PerturbationMethod[MinPlusConfig]):
+    """MinPlus over a FaceModel; ``attribute`` explains one pair (both faces) with
+    ``minplus_forward_passes(K, T, mode)`` forward passes (2,384 with the defaults).
+
+    Returns maps (S, S) float32 = removal map + insertion map; ``scores_a``/``scores_b`` are
+    empty (the per-step scores are in :meth:`run`'s GreedyPath objects).
+    """
 
     name = "minplus"
+    config_class = MinPlusConfig
 
-    def __init__(self, model: FaceModel, config: MinPlusConfig | None = None) -> None:
-        self.model = model
-        self.config = config or MinPlusConfig()
+    @classmethod
+    def forward_passes_for(cls, config: MinPlusConfig, chip_size: int) -> int:
+        return minplus_forward_passes(len(minplus_centres(config, chip_size)), config.steps, config.mode)
 
-    def params(self) -> dict:
+    def params(self) -> dict[str, Any]:
         cfg = self.config
         size = self.model.spec.chip.size
         k = len(minplus_centres(cfg, size))
@@ -281,27 +285,29 @@ class MinPlus:
         self, chip_a: np.ndarray, chip_b: np.ndarray, *, progress: Progress | None = None
     ) -> MinPlusResult:
         """The greedy searches of the pair (see the module docstring), all of a step batched."""
+        return self._search(self.prepare(chip_a, chip_b), self.evaluator(progress))
+
+    def _search(self, pair: CleanPair, evaluate: Evaluator) -> MinPlusResult:
         cfg = self.config
-        model = self.model
-        a = _check_chip(model, chip_a, "A")
-        b = _check_chip(model, chip_b, "B")
-        size = model.spec.chip.size
+        size = self.model.spec.chip.size
         centres = minplus_centres(cfg, size)
         k = len(centres)
         if cfg.steps > k:
             raise InputError(f"steps ({cfg.steps}) must be at most the number of candidate regions ({k})")
         sigma = minplus_sigma(cfg, size)
         gaussians = minplus_gaussians(centres, sigma, size)
-        emb_a, emb_b, score = _clean(model, a, b)
-        tick = _progress_counter(progress, minplus_forward_passes(k, cfg.steps, cfg.mode) - 2)
+        a, b, score = pair.a, pair.b, pair.score
 
         kinds = [m for m in ("minus", "plus") if cfg.mode in (m, "minplus")]
-        faces = {"A": (a, self._substrate(a, sigma), emb_b), "B": (b, self._substrate(b, sigma), emb_a)}
+        faces = {"A": (a, self._substrate(a, sigma), pair.emb_b), "B": (b, self._substrate(b, sigma), pair.emb_a)}
         # removal starts from the clean score; insertion from the all-substrate image (1 pass per face)
         starts = {("minus", "A"): score, ("minus", "B"): score}
         if "plus" in kinds:
-            empty = [_Group(1, lambda lo, hi, s=sub: s[None], ref) for _, sub, ref in faces.values()]
-            sa, sb = _evaluate(model, empty, cfg.perturbations_per_eval, tick)
+            def whole(image: np.ndarray) -> Callable[[int, int], np.ndarray]:
+                return lambda lo, hi: image[None]
+
+            empty = [_Group(1, whole(sub), ref) for _, sub, ref in faces.values()]
+            sa, sb = evaluate(empty)
             starts[("plus", "A")], starts[("plus", "B")] = float(sa[0]), float(sb[0])
         searches = {
             (kind, face): _Search(kind, chip, sub, gaussians, ref, starts[(kind, face)])
@@ -310,8 +316,8 @@ class MinPlus:
         }
         keys = list(searches)
         for _ in range(cfg.steps):
-            scores = _evaluate(model, [searches[key].group() for key in keys], cfg.perturbations_per_eval, tick)
-            for key, s in zip(keys, scores):
+            scores = evaluate([searches[key].group() for key in keys])
+            for key, s in zip(keys, scores, strict=True):
                 searches[key].step(s)
 
         def path(kind: str, face: str) -> GreedyPath | None:
@@ -320,25 +326,6 @@ class MinPlus:
 
         return MinPlusResult(score, path("minus", "A"), path("plus", "A"), path("minus", "B"), path("plus", "B"))
 
-    def attribute(
-        self, chip_a: np.ndarray, chip_b: np.ndarray, *, progress: Progress | None = None
-    ) -> Explanation:
-        """Explain the pair: chips (S, S, 3) uint8 RGB aligned for the model.
-        ``minplus_forward_passes(K, T, mode)`` forward passes (2,384 with the defaults).
-
-        Returns maps (S, S) float32 = removal map + insertion map; ``scores_a``/``scores_b`` are
-        empty (the per-step scores are in ``run``'s GreedyPath objects).
-        """
-        res = self.run(chip_a, chip_b, progress=progress)
-        spec = self.model.spec
-        params = self.params()
-        return Explanation(
-            s_a=res.map_a().astype(np.float32),
-            s_b=res.map_b().astype(np.float32),
-            score=res.score,
-            threshold=spec.threshold,
-            model=spec.name,
-            masks=(params["forward_passes"] - 2) // 2,
-            method=self.name,
-            params=params,
-        )
+    def _explain(self, pair: CleanPair, evaluate: Evaluator) -> Maps:
+        res = self._search(pair, evaluate)
+        return Maps(res.map_a().astype(np.float32), res.map_b().astype(np.float32))

@@ -1,21 +1,42 @@
-"""Machinery shared by the perturbation baselines (RISE, LIME, xFace, MinPlus): option checks,
-chip checks, the clean pair, and the batched evaluation of perturbed chips."""
+"""The base of the perturbation baselines (RISE, LIME, xFace, MinPlus) and the machinery they
+share: option checks, chip checks, the clean pair, and the batched evaluation of perturbed chips.
+
+A :class:`PerturbationMethod` is built from a FaceModel and a frozen config; its ``attribute``
+checks both chips, embeds the clean pair (2 forward passes), lets the method's one hook
+(``_explain``) score its perturbed images through an :class:`Evaluator`, and assembles the
+:class:`~explainer_service.explanation.Explanation`. A method only says what it perturbs and how
+scores become maps; batching, progress and the forward-pass count are the base's.
+
+``perturbations_per_eval`` means the same in every method: perturbed images (forward passes) per
+model call. It changes speed and memory only, never a map.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
 from ..errors import InputError
+from ..explanation import Explanation
 from ..models.base import FaceModel, to_model_input
+from ..progress import Progress
 
-Progress = Callable[[int, int], None]
+__all__ = [
+    "DEFAULT_PERTURBATIONS_PER_EVAL",
+    "PerturbationMethod",
+    "CleanPair",
+    "Maps",
+    "Evaluator",
+]
 
 #: Perturbed images per model call when a config does not say otherwise.
 DEFAULT_PERTURBATIONS_PER_EVAL = 32
+
+ConfigT = TypeVar("ConfigT")
 
 
 def _is_int(value: object) -> bool:
@@ -29,12 +50,12 @@ def _is_number(value: object) -> bool:
 
 
 def _require_int(name: str, value: object, minimum: int) -> None:
-    if not _is_int(value) or value < minimum:
+    if not _is_int(value) or value < minimum:  # type: ignore[operator]
         raise InputError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def _require_positive(name: str, value: object) -> None:
-    if not _is_number(value) or not math.isfinite(float(value)) or float(value) <= 0:
+    if not _is_number(value) or not math.isfinite(float(value)) or float(value) <= 0:  # type: ignore[arg-type]
         raise InputError(f"{name} must be a finite number > 0, got {value!r}")
 
 
@@ -66,7 +87,7 @@ def _cosines(embeddings: np.ndarray, reference: np.ndarray) -> np.ndarray:
     r = np.asarray(reference, np.float64)
     dots = (e * r).sum(axis=1)
     norms = np.sqrt((e * e).sum(axis=1)) * math.sqrt(float((r * r).sum()))
-    return dots / np.maximum(norms, 1e-12)
+    return np.asarray(dots / np.maximum(norms, 1e-12), np.float64)
 
 
 def _clean(model: FaceModel, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
@@ -101,7 +122,7 @@ def _evaluate(
     for lo in range(0, total, per_eval):
         hi = min(lo + per_eval, total)
         parts: list[tuple[int, int, int]] = []  # (group, local lo, local hi)
-        for gi, g in enumerate(groups):
+        for gi, _g in enumerate(groups):
             glo, ghi = max(lo, starts[gi]), min(hi, starts[gi + 1])
             if glo < ghi:
                 parts.append((gi, int(glo - starts[gi]), int(ghi - starts[gi])))
@@ -117,13 +138,130 @@ def _evaluate(
     return out
 
 
-def _progress_counter(progress: Progress | None, total: int) -> Callable[[int], None] | None:
-    if progress is None:
-        return None
-    done = [0]
+@dataclass(frozen=True)
+class CleanPair:
+    """A checked pair: float32 (S, S, 3) chips, their clean embeddings (D,) and cosine."""
 
-    def tick(n: int) -> None:
-        done[0] += n
-        progress(done[0], total)
+    a: np.ndarray
+    b: np.ndarray
+    emb_a: np.ndarray
+    emb_b: np.ndarray
+    score: float
 
-    return tick
+
+@dataclass(frozen=True)
+class Maps:
+    """What a method's hook returns: (S, S) maps of A and B, the per-perturbation scores behind them
+    (may be empty) and facts of this run to add to the method's ``params``."""
+
+    s_a: np.ndarray
+    s_b: np.ndarray
+    scores_a: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    scores_b: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+    extra_params: dict[str, Any] = field(default_factory=dict)
+
+
+class Evaluator:
+    """Scores groups of perturbed images, ``per_eval`` images per model call; counts the images it
+    embedded (:attr:`images`) and reports them to ``progress`` against ``total``."""
+
+    def __init__(self, model: FaceModel, per_eval: int, progress: Progress | None = None, total: int = 0) -> None:
+        _require_int("perturbations_per_eval", per_eval, 1)
+        self.model = model
+        self.per_eval = int(per_eval)
+        self.progress = progress
+        self.total = int(total)
+        self.images = 0
+
+    def _tick(self, n: int) -> None:
+        self.images += n
+        if self.progress is not None:
+            self.progress(self.images, self.total)
+
+    def __call__(self, groups: Sequence[_Group]) -> list[np.ndarray]:
+        """One float64 (count,) array of cosines per group (see ``_evaluate``)."""
+        return _evaluate(self.model, groups, self.per_eval, self._tick)
+
+
+class PerturbationMethod(Generic[ConfigT]):
+    """A black-box method that explains a pair by scoring perturbed copies of each face.
+
+    Subclasses set ``name`` and ``config_class`` and implement two hooks:
+    :meth:`forward_passes_for` (the cost of one pair) and :meth:`_explain` (perturbations to maps).
+    The config must have a ``perturbations_per_eval`` field (images per model call).
+    """
+
+    name: ClassVar[str] = ""
+    config_class: ClassVar[type[Any]]
+
+    def __init__(self, model: FaceModel, config: ConfigT | None = None) -> None:
+        if config is None:
+            config = self.config_class()
+        if not isinstance(config, self.config_class):
+            raise InputError(
+                f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}"
+            )
+        self.model = model
+        self.config: ConfigT = config
+
+    # ------------------------------------------------------------------ hooks
+
+    @classmethod
+    def forward_passes_for(cls, config: ConfigT, chip_size: int) -> int:
+        """Model evaluations of one pair (both faces, the clean pair included) on a ``chip_size`` chip."""
+        raise NotImplementedError
+
+    def _explain(self, pair: CleanPair, evaluate: Evaluator) -> Maps:
+        """The maps of a checked pair, scoring perturbed images through ``evaluate``."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ shared
+
+    def params(self) -> dict[str, Any]:
+        """The config as plain values (methods add what they derive from the chip size)."""
+        config: Any = self.config
+        return asdict(config)
+
+    def forward_passes(self) -> int:
+        """Model evaluations of one pair on this model's chip."""
+        return self.forward_passes_for(self.config, self.model.spec.chip.size)
+
+    def prepare(self, chip_a: np.ndarray, chip_b: np.ndarray) -> CleanPair:
+        """Check both chips ((S, S, 3) numbers, finite) and embed the clean pair (2 forward passes)."""
+        a = _check_chip(self.model, chip_a, "A")
+        b = _check_chip(self.model, chip_b, "B")
+        emb_a, emb_b, score = _clean(self.model, a, b)
+        return CleanPair(a, b, emb_a, emb_b, score)
+
+    def evaluator(self, progress: Progress | None = None) -> Evaluator:
+        """An evaluator for one pair: progress counts perturbed images (forward passes minus 2)."""
+        per_eval = int(getattr(self.config, "perturbations_per_eval", DEFAULT_PERTURBATIONS_PER_EVAL))
+        return Evaluator(self.model, per_eval, progress, self.forward_passes() - 2)
+
+    def attribute(
+        self, chip_a: np.ndarray, chip_b: np.ndarray, *, progress: Progress | None = None
+    ) -> Explanation:
+        """Explain the pair: chips (S, S, 3) uint8 RGB aligned for the model.
+
+        Returns maps (S, S) float32; ``forward_passes`` counts every image embedded (clean pair
+        included) and ``masks`` the perturbed images per face, ``(forward_passes - 2) // 2``.
+        """
+        pair = self.prepare(chip_a, chip_b)
+        evaluate = self.evaluator(progress)
+        maps = self._explain(pair, evaluate)
+        passes = 2 + evaluate.images
+        spec = self.model.spec
+        params = {**self.params(), **maps.extra_params}
+        return Explanation(
+            s_a=np.asarray(maps.s_a, np.float32),
+            s_b=np.asarray(maps.s_b, np.float32),
+            score=pair.score,
+            threshold=spec.threshold,
+            model=spec.name,
+            masks=(passes - 2) // 2,
+            method=self.name,
+            params=params,
+            scores_a=np.asarray(maps.scores_a, np.float32),
+            scores_b=np.asarray(maps.scores_b, np.float32),
+            forward_passes=passes,
+        )

@@ -21,32 +21,27 @@ explanation; masks are rebuilt from them chunk by chunk, so memory stays O(chunk
 chunking (``perturbations_per_eval``) never changes a mask, a score or the maps.
 
 Cost per pair: 2 + 2N forward passes (two clean embeddings, N masked A, N masked B).
-
-This module also holds the small helpers the other perturbation baselines share (chip checks,
-cosine scores, a batched evaluator of perturbed images).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
-from ..explanation import Explanation
-from ..models.base import FaceModel
 from .perturbation import (
     DEFAULT_PERTURBATIONS_PER_EVAL,
-    Progress,
-    _check_chip,
-    _clean,
-    _evaluate,
+    CleanPair,
+    Evaluator,
+    Maps,
+    PerturbationMethod,
     _Group,
     _is_int,
     _is_number,
-    _progress_counter,
     _require_int,
 )
 
@@ -177,44 +172,36 @@ def rise_masks(config: RISEConfig, chip_size: int, start: int = 0, stop: int | N
     return _MaskSet(config, chip_size).masks(int(start), int(stop))
 
 
-class RISE:
-    """RISE over a FaceModel; ``attribute`` explains one pair (both faces)."""
+class RISE(PerturbationMethod[RISEConfig]):
+    """RISE over a FaceModel; ``attribute`` explains one pair (both faces), 2N + 2 forward passes.
+
+    Returns maps (S, S) float32; ``scores_a``/``scores_b`` (N,) hold s^A_k and s^B_k.
+    """
 
     name = "rise"
+    config_class = RISEConfig
 
-    def __init__(self, model: FaceModel, config: RISEConfig | None = None) -> None:
-        self.model = model
-        self.config = config or RISEConfig()
+    @classmethod
+    def forward_passes_for(cls, config: RISEConfig, chip_size: int) -> int:
+        return 2 + 2 * config.n_masks
 
-    def params(self) -> dict:
+    def params(self) -> dict[str, Any]:
         cfg = self.config
         size = self.model.spec.chip.size
         cell = rise_cell_size(size, cfg.grid)
         return {**asdict(cfg), "cell_size": cell, "upsampled_size": (cfg.grid + 1) * cell}
 
-    def attribute(
-        self, chip_a: np.ndarray, chip_b: np.ndarray, *, progress: Progress | None = None
-    ) -> Explanation:
-        """Explain the pair: chips (S, S, 3) uint8 RGB aligned for the model. 2N + 2 forward passes.
-
-        Returns maps (S, S) float32; ``scores_a``/``scores_b`` (N,) hold s^A_k and s^B_k.
-        """
+    def _explain(self, pair: CleanPair, evaluate: Evaluator) -> Maps:
         cfg = self.config
-        model = self.model
-        a = _check_chip(model, chip_a, "A")
-        b = _check_chip(model, chip_b, "B")
-        size = model.spec.chip.size
-        emb_a, emb_b, score = _clean(model, a, b)
+        size = self.model.spec.chip.size
         masks = _MaskSet(cfg, size)
         n = cfg.n_masks
 
         def render(chip: np.ndarray) -> Callable[[int, int], np.ndarray]:
             return lambda lo, hi: chip[None] * masks.masks(lo, hi)[..., None]
 
-        groups = [_Group(n, render(a), emb_b), _Group(n, render(b), emb_a)]
-        scores_a, scores_b = _evaluate(
-            model, groups, cfg.perturbations_per_eval, _progress_counter(progress, 2 * n)
-        )
+        groups = [_Group(n, render(pair.a), pair.emb_b), _Group(n, render(pair.b), pair.emb_a)]
+        scores_a, scores_b = evaluate(groups)
         sal_a = np.zeros((size, size), np.float64)
         sal_b = np.zeros((size, size), np.float64)
         for lo in range(0, n, _MAP_BLOCK):
@@ -223,16 +210,4 @@ class RISE:
             sal_a += np.tensordot(scores_a[lo:hi], m, axes=1)
             sal_b += np.tensordot(scores_b[lo:hi], m, axes=1)
         norm = n * float(cfg.p)
-        spec = model.spec
-        return Explanation(
-            s_a=(sal_a / norm).astype(np.float32),
-            s_b=(sal_b / norm).astype(np.float32),
-            score=score,
-            threshold=spec.threshold,
-            model=spec.name,
-            masks=n,
-            method=self.name,
-            params=self.params(),
-            scores_a=scores_a.astype(np.float32),
-            scores_b=scores_b.astype(np.float32),
-        )
+        return Maps((sal_a / norm).astype(np.float32), (sal_b / norm).astype(np.float32), scores_a, scores_b)

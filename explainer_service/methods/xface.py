@@ -31,23 +31,22 @@ Cost per pair: 2 + 2 * sum_p ceil((S - p) / stride)^2 forward passes: 2 + 2 * (4
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any
 
 import numpy as np
 
 from ..errors import InputError
-from ..explanation import Explanation
-from ..models.base import FaceModel
 from .perturbation import (
     DEFAULT_PERTURBATIONS_PER_EVAL,
-    _check_chip,
-    _clean,
-    _evaluate,
+    CleanPair,
+    Evaluator,
+    Maps,
+    PerturbationMethod,
     _Group,
     _is_int,
     _is_number,
-    _progress_counter,
     _require_int,
 )
 
@@ -64,8 +63,6 @@ __all__ = [
     "xface_patch_map",
     "gaussian_blur",
 ]
-
-Progress = Callable[[int, int], None]
 
 #: Patch sides of the paper (px on a 112 px chip).
 PAPER_PATCH_SIZES = (7, 14, 28)
@@ -188,21 +185,29 @@ def xface_patch_map(
     """Unsmoothed map of one patch size, float64 (S, S): sum of the deviations of the patches
     covering each pixel divided by the number of positions (the authors' mean over masks)."""
     out = np.zeros((chip_size, chip_size), np.float64)
-    for (y, x), dev in zip(positions, deviations):
+    for (y, x), dev in zip(positions, deviations, strict=True):
         out[y : y + patch, x : x + patch] += dev
     return out / max(len(positions), 1)
 
 
-class XFace:
-    """xFace over a FaceModel; ``attribute`` explains one pair (both faces)."""
+class XFace(PerturbationMethod[XFaceConfig]):
+    """xFace over a FaceModel; ``attribute`` explains one pair (both faces) with
+    2 + 2 * sum_p ceil((S - p) / stride)^2 forward passes.
+
+    Returns maps (S, S) float32; ``scores_a``/``scores_b`` hold the occluded images' cosines,
+    patch size after patch size, positions row-major.
+    """
 
     name = "xface"
+    config_class = XFaceConfig
 
-    def __init__(self, model: FaceModel, config: XFaceConfig | None = None) -> None:
-        self.model = model
-        self.config = config or XFaceConfig()
+    @classmethod
+    def forward_passes_for(cls, config: XFaceConfig, chip_size: int) -> int:
+        stride = xface_stride(config, chip_size)
+        sizes = xface_patch_sizes(config, chip_size)
+        return 2 + 2 * sum(xface_occlusion_count(chip_size, p, stride) for p in sizes)
 
-    def params(self) -> dict:
+    def params(self) -> dict[str, Any]:
         cfg = self.config
         size = self.model.spec.chip.size
         sizes = xface_patch_sizes(cfg, size)
@@ -216,24 +221,13 @@ class XFace:
             "occlusions": [xface_occlusion_count(size, p, stride) for p in sizes],
         }
 
-    def attribute(
-        self, chip_a: np.ndarray, chip_b: np.ndarray, *, progress: Progress | None = None
-    ) -> Explanation:
-        """Explain the pair: chips (S, S, 3) uint8 RGB aligned for the model.
-        2 + 2 * sum_p ceil((S - p) / stride)^2 forward passes.
-
-        Returns maps (S, S) float32; ``scores_a``/``scores_b`` hold the occluded images' cosines,
-        patch size after patch size, positions row-major.
-        """
+    def _explain(self, pair: CleanPair, evaluate: Evaluator) -> Maps:
         cfg = self.config
-        model = self.model
-        a = _check_chip(model, chip_a, "A")
-        b = _check_chip(model, chip_b, "B")
-        size = model.spec.chip.size
+        size = self.model.spec.chip.size
         sizes = xface_patch_sizes(cfg, size)
         stride = xface_stride(cfg, size)
-        emb_a, emb_b, score = _clean(model, a, b)
         fill = np.float32(cfg.fill_value)
+        score = pair.score
 
         plans = [(p, xface_positions(size, p, stride)) for p in sizes]
         if any(len(pos) == 0 for _, pos in plans):
@@ -249,29 +243,16 @@ class XFace:
             return make
 
         groups = []
-        for chip, ref in ((a, emb_b), (b, emb_a)):
+        for chip, ref in ((pair.a, pair.emb_b), (pair.b, pair.emb_a)):
             groups += [_Group(len(pos), render(chip, p, pos), ref) for p, pos in plans]
-        total = sum(g.count for g in groups)
-        scores = _evaluate(model, groups, cfg.perturbations_per_eval, _progress_counter(progress, total))
+        scores = evaluate(groups)
         k = len(plans)
         ksize = stride if stride % 2 == 1 else stride + 1
         maps = []
         for face_scores in (scores[:k], scores[k:]):
             per_size = []
-            for (p, pos), cos in zip(plans, face_scores):
+            for (p, pos), cos in zip(plans, face_scores, strict=True):
                 m = xface_patch_map((score - cos) / float(p * p), pos, p, size)
                 per_size.append(gaussian_blur(m, ksize, float(stride)) if cfg.smooth else m)
             maps.append(np.mean(per_size, axis=0).astype(np.float32))
-        spec = model.spec
-        return Explanation(
-            s_a=maps[0],
-            s_b=maps[1],
-            score=score,
-            threshold=spec.threshold,
-            model=spec.name,
-            masks=total // 2,
-            method=self.name,
-            params=self.params(),
-            scores_a=np.concatenate(scores[:k]).astype(np.float32),
-            scores_b=np.concatenate(scores[k:]).astype(np.float32),
-        )
+        return Maps(maps[0], maps[1], np.concatenate(scores[:k]), np.concatenate(scores[k:]))

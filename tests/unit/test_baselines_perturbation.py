@@ -45,7 +45,7 @@ from explainer_service.methods.xface import (
     xface_stride,
 )
 from explainer_service.models.base import to_model_input
-from tests.toy import Q, R, SIZE, ToyModel, toy_pair
+from tests.toy import SIZE, Q, R, ToyModel, toy_pair
 
 
 class RecordingToy(ToyModel):
@@ -259,7 +259,7 @@ def test_xface_map_is_the_mean_deviation_over_covering_patches_and_high_in_r():
     brute = np.zeros((SIZE, SIZE))
     for i in range(SIZE):
         for j in range(SIZE):
-            brute[i, j] = sum(d for (y, x), d in zip(corners, dev) if y <= i < y + patch and x <= j < x + patch)
+            brute[i, j] = sum(d for (y, x), d in zip(corners, dev, strict=True) if y <= i < y + patch and x <= j < x + patch)
     np.testing.assert_allclose(ex.s_a, brute / len(corners), atol=1e-9)
     # occluding R (shared identity) raises the distance; the ignored background only gets the
     # deviations of patches that reach into R
@@ -368,7 +368,7 @@ def test_maps_are_finite_and_rank_r_above_the_background(name):
     seen = []
     ex = make(name, model).attribute(a, b, progress=lambda done, total: seen.append((done, total)))
     assert seen and seen[-1][0] == seen[-1][1] == model.images - 2  # every perturbed image reported
-    assert all(d1 < d2 for (d1, _), (d2, _) in zip(seen, seen[1:]))
+    assert all(d1 < d2 for (d1, _), (d2, _) in zip(seen, seen[1:], strict=False))
     assert ex.method == name and ex.model == "toy" and ex.threshold == 0.9
     assert ex.score == pytest.approx(cos(embed_one(model, a), embed_one(model, b)))
     assert ex.masks > 0 and isinstance(ex.params, dict)

@@ -11,7 +11,7 @@ from explainer_service.masks import MaskConfig, generate_masks
 from explainer_service.methods.corrrise import CorrRISE, CorrRISEConfig
 from explainer_service.methods.corrrise_literal import corrrise_literal
 from explainer_service.models.base import to_model_input
-from tests.toy import Q, R, SIZE, ToyModel, toy_pair
+from tests.toy import SIZE, Q, R, ToyModel, toy_pair
 
 
 def config(n: int = 300, **kw) -> CorrRISEConfig:
@@ -54,9 +54,30 @@ def test_engine_equals_literal_algorithm_1():
 
 def test_forward_pass_count_is_2n_plus_2():
     model = ToyModel()
-    CorrRISE(model, config(50, perturbations_per_eval=16)).attribute(*toy_pair())
-    assert model.images == 2 * 50 + 2
-    assert model.calls == 1 + 4  # clean pair, then ceil(50 / 16) chunks
+    ex = CorrRISE(model, config(50, perturbations_per_eval=32)).attribute(*toy_pair())
+    assert model.images == 2 * 50 + 2 == ex.forward_passes == ex.summary()["forward_passes"]
+    assert model.calls == 1 + 4  # clean pair, then ceil(50 / 16) calls of 16 masks = 32 images
+    assert ex.masks == 50 and CorrRISE.forward_passes_for(config(50), 32) == 102
+
+
+@pytest.mark.parametrize("ppe, calls", [(1, 100), (2, 50), (7, 17), (16, 7), (500, 1)])
+def test_perturbations_per_eval_counts_images_per_call(ppe, calls):
+    """Every model call holds at most ``ppe`` images (masked A and B of ppe // 2 masks)."""
+
+    class Recording(ToyModel):
+        def __init__(self) -> None:
+            super().__init__()
+            self.batches: list[int] = []
+
+        def embed(self, images):
+            self.batches.append(len(images))
+            return super().embed(images)
+
+    model = Recording()
+    CorrRISE(model, config(50, perturbations_per_eval=ppe)).attribute(*toy_pair())
+    assert model.batches[0] == 2  # the clean pair
+    assert max(model.batches[1:]) <= ppe and sum(model.batches[1:]) == 100
+    assert len(model.batches) - 1 == calls
 
 
 @pytest.mark.parametrize("ppe", [1, 7, 64, 500])
@@ -66,6 +87,9 @@ def test_batching_never_changes_the_maps(ppe):
     ex = CorrRISE(ToyModel(), config(120, perturbations_per_eval=ppe)).attribute(a, b)
     np.testing.assert_allclose(ex.s_a, ref.s_a, atol=1e-6)
     np.testing.assert_allclose(ex.s_b, ref.s_b, atol=1e-6)
+    # the accumulators are fed in fixed blocks whatever the batching: equal bit for bit
+    np.testing.assert_array_equal(ex.s_a, ref.s_a)
+    np.testing.assert_array_equal(ex.s_b, ref.s_b)
 
 
 def test_shards_merge_to_the_single_pass_result():
@@ -78,8 +102,11 @@ def test_shards_merge_to_the_single_pass_result():
     ex = engine.finish(merged, whole.score)
     np.testing.assert_allclose(ex.s_a, whole.s_a, atol=1e-6)
     np.testing.assert_allclose(ex.s_b, whole.s_b, atol=1e-6)
-    with pytest.raises(InputError, match="adjacent"):
-        parts[0].merge(parts[2])
+    # shards that overlap cannot merge; shards that do not touch can (any order, tests/unit/test_shards.py)
+    with pytest.raises(InputError, match="overlap"):
+        merged.merge(parts[1])
+    gap = parts[0].merge(parts[2])
+    assert gap.ranges == ((0, 17), (90, 130)) and not gap.covers(130)
 
 
 def test_partial_maps_can_be_read_while_running():

@@ -17,7 +17,6 @@ torch = pytest.importorskip("torch")
 from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
-from explainer_service.spec import ChipSpec  # noqa: E402
 from explainer_service.errors import InputError, ModelNotReadyError  # noqa: E402
 from explainer_service.methods.base import SaliencyMethod  # noqa: E402
 from explainer_service.methods.gradcam import (  # noqa: E402
@@ -30,7 +29,7 @@ from explainer_service.methods.gradcam import (  # noqa: E402
     similarity_gradients,
 )
 from explainer_service.models import families  # noqa: E402
-from explainer_service.spec import ModelSpec  # noqa: E402
+from explainer_service.spec import ChipSpec, ModelSpec  # noqa: E402
 
 SIZE = 32
 
@@ -344,6 +343,7 @@ def test_layer_choice_in_config(toy):
     assert toy.layer_name == "features"  # the target itself is unchanged
 
 
+@pytest.mark.slow
 def test_works_on_arcface_backbone_with_random_weights():
     backbone = families.randomize_weights(families.build_backbone("arcface"), seed=0)
     target = GradTarget.for_module(families.Preprocessed(backbone, families.PRESETS["arcface"]))
