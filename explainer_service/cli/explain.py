@@ -1,4 +1,9 @@
-"""``facexplain explain`` and ``facexplain embed``: one pair explained, images embedded."""
+"""``facexplain explain`` and ``facexplain embed``: one pair explained (any method), images embedded.
+
+Thin shims: parse; validate before any work (input files, output folder, limits, method and
+parameters, then both images decoded and aligned before a model is opened or a server started);
+call the library (``pipeline.explain_pair``, ``pipeline.embed_chips``); write and format.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,14 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
+import numpy as np
+
+from ..errors import EXIT_INPUT, EXIT_OK, InputError
+from ..methods.registry import METHOD_NAMES
 from .common import (
     add_model_args,
     aligner,
@@ -18,22 +29,49 @@ from .common import (
     positive_int,
 )
 
+#: CorrRISE's own options: namespace attribute -> (option, registry parameter).
+CORRRISE_OPTIONS: dict[str, tuple[str, str]] = {
+    "masks": ("--masks", "n_masks"),
+    "patches": ("--patches", "patches"),
+    "patch_size": ("--patch-size", "patch_size"),
+    "values": ("--values", "values"),
+    "per_pixel": ("--per-pixel", "per_pixel"),
+    "inside": ("--inside", "clip_at_border"),
+    "correlation": ("--correlation", "correlation"),
+}
+#: Images aligned before each model call of ``embed``.
+EMBED_CHUNK = 64
+
+
 def register_explain(sub: Any) -> None:
-    ex = sub.add_parser("explain", help="explain why the model says match or non-match for A and B")
+    ex = sub.add_parser(
+        "explain",
+        help="explain why the model says match or non-match for A and B",
+        description="Explain a face pair with any method (facexplain methods lists them and their "
+        "parameters); writes summary.json, maps.npz and figure.png into --out.",
+    )
     ex.add_argument("image_a", help="image A (a photo, or an aligned crop)")
     ex.add_argument("image_b", help="image B")
     ex.add_argument("--out", required=True, help="output folder (summary.json, maps.npz, figure.png)")
     add_model_args(ex)
-    ex.add_argument("--masks", type=positive_int, default=500, help="number of masks N (paper: 500)")
-    ex.add_argument("--seed", type=int, default=0, help="mask seed (default 0)")
-    ex.add_argument("--patches", type=positive_int, default=10, help="patches per mask (paper: 10)")
-    ex.add_argument("--patch-size", type=positive_int, default=None,
-                    help="patch side in chip pixels (default: paper's 30 px on 112 px, scaled)")
-    ex.add_argument("--values", default="uniform", choices=["uniform", "binary"],
-                    help="patch values: uniform in [0,1] (paper) or binary (0)")
-    ex.add_argument("--per-pixel", action="store_true", help="random value per pixel instead of per patch")
-    ex.add_argument("--inside", action="store_true", help="keep patches fully inside the chip")
-    ex.add_argument("--correlation", default="pearson", choices=["pearson", "spearman"])
+    ex.add_argument("--method", default="corrrise", choices=METHOD_NAMES,
+                    help="explanation method (default corrrise)")
+    ex.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                    help="a parameter of the method (repeatable; see facexplain methods)")
+    ex.add_argument("--budget", type=positive_int, default=None,
+                    help="perturbations per face of a sampling method (CorrRISE/RISE masks, LIME samples)")
+    ex.add_argument("--seed", type=int, default=None, help="seed of the random perturbations (default 0)")
+    corr = ex.add_argument_group("CorrRISE options (--method corrrise)")
+    corr.add_argument("--masks", type=positive_int, default=None, help="number of masks N (default 500, the paper's)")
+    corr.add_argument("--patches", type=positive_int, default=None, help="patches per mask (default 10, the paper's)")
+    corr.add_argument("--patch-size", type=positive_int, default=None,
+                      help="patch side in chip pixels (default: paper's 30 px on 112 px, scaled)")
+    corr.add_argument("--values", default=None, choices=["uniform", "binary"],
+                      help="patch values: uniform in [0,1] (paper, default) or binary (0)")
+    corr.add_argument("--per-pixel", action="store_true", help="random value per pixel instead of per patch")
+    corr.add_argument("--inside", action="store_true", help="keep patches fully inside the chip")
+    corr.add_argument("--correlation", default=None, choices=["pearson", "spearman"],
+                      help="per-pixel correlation (default pearson)")
     ex.add_argument("--no-progress", action="store_true", help="no progress bar")
     where = ex.add_mutually_exclusive_group()
     where.add_argument("--client-masks", action="store_true",
@@ -44,81 +82,167 @@ def register_explain(sub: Any) -> None:
 
 
 def register_embed(sub: Any) -> None:
-    em = sub.add_parser("embed", help="print one JSON line per image with its embedding")
+    em = sub.add_parser(
+        "embed",
+        help="print one JSON line per image with its embedding",
+        description="Print one JSON line per image ({\"path\", \"embedding\"}) on stdout. An image that "
+        "cannot be used (unreadable, no face...) is reported on its own line on stderr and the others "
+        "go on; with several images a last line on stderr says 'N embedded, M failed'. Exit code 0 "
+        "when every image was embedded, 2 when some failed on bad input.",
+    )
     em.add_argument("images", nargs="+", help="image files")
     add_model_args(em)
     em.set_defaults(func=_cmd_embed)
 
 
-def _cmd_explain(args: argparse.Namespace) -> int:
-    from ..masks import MaskConfig
-    from ..methods.corrrise import CorrRISEConfig
-    check_input_files([args.image_a, args.image_b])
-    config = CorrRISEConfig(
-        masks=MaskConfig(
-            n_masks=args.masks,
-            patches=args.patches,
-            patch_size=args.patch_size,
-            values=args.values,
-            per_pixel=args.per_pixel,
-            clip_at_border=not args.inside,
-            seed=args.seed,
-        ),
-        correlation=args.correlation,
-    )
-    check_out_dir(args.out)
-    with open_model(args) as model:
-        return _explain_with(args, model, config)
+# -- explain --------------------------------------------------------------------------------------
 
 
-def _explain_with(args: argparse.Namespace, model: Any, config: Any) -> int:
-    from ..pipeline import explain_files
-    from ..report import write_outputs
+def _corrrise_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The CorrRISE options given on the command line, as registry parameters."""
+    params: dict[str, Any] = {}
+    for attr, (_option, name) in CORRRISE_OPTIONS.items():
+        value = getattr(args, attr, None)
+        if value is None or value is False:
+            continue
+        params[name] = (not value) if attr == "inside" else value
+    return params
 
-    config.masks.patch_size_for(model.spec.chip.size)  # validate before the work starts
-    bar = None
-    progress = None
-    if not args.no_progress and sys.stderr.isatty():
-        from tqdm import tqdm
 
-        bar = tqdm(total=args.masks, unit="mask", desc="CorrRISE", file=sys.stderr)
+def _parse_param_texts(method: str, texts: list[str]) -> dict[str, Any]:
+    from ..methods import parse_params
 
-        def progress(done: int, total: int) -> None:
-            bar.n = done
-            bar.refresh()
+    raw: dict[str, str] = {}
+    for text in texts:
+        key, sep, value = text.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise InputError(f"--param {text!r}: expected NAME=VALUE")
+        if key in raw:
+            raise InputError(f"--param {key} given twice")
+        raw[key] = value
+    return parse_params(method, raw)
 
-    t0 = time.perf_counter()
+
+def method_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The method's parameters from the options (CorrRISE's own, ``--seed``, ``--budget``,
+    ``--param``); InputError for a CorrRISE option with another method, a malformed or unknown
+    ``--param``, or one given twice."""
+    method = args.method
+    own = _corrrise_params(args)
+    if own and method != "corrrise":
+        options = [opt for attr, (opt, _n) in CORRRISE_OPTIONS.items() if getattr(args, attr, None) not in (None, False)]
+        raise InputError(
+            f"{', '.join(options)}: CorrRISE options, not for --method {method} "
+            f"(use --param NAME=VALUE, or --budget; facexplain methods lists {method}'s parameters)"
+        )
+    params: dict[str, Any] = dict(own)
+    if args.seed is not None:
+        params["seed"] = args.seed
+    if args.budget is not None:
+        params["budget"] = args.budget
+    reverse = {name: opt for opt, name in CORRRISE_OPTIONS.values()}
+    reverse.update({"seed": "--seed", "budget": "--budget"})
+    for key, value in _parse_param_texts(method, list(args.param)).items():
+        if key in params:
+            raise InputError(f"--param {key} conflicts with {reverse.get(key, key)}")
+        params[key] = value
+    return params
+
+
+@contextmanager
+def _progress(args: argparse.Namespace, method: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A terminal progress bar, or None (``--no-progress`` or stderr not a terminal)."""
+    if args.no_progress or not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, unit="step", desc=method, file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        if bar.total != total:
+            bar.total = total
+        bar.n = done
+        bar.refresh()
+
     try:
-        result = explain_files(args.image_a, args.image_b, model, config, aligner=aligner(args), progress=progress)
+        yield progress
     finally:
-        if bar is not None:
-            bar.close()
-    seconds = time.perf_counter() - t0
-    expl = result.explanation
-    extra = {
-        "image_a": str(args.image_a),
-        "image_b": str(args.image_b),
-        "alignment_a": {"method": result.face_a.method, "faces_found": result.face_a.faces_found},
-        "alignment_b": {"method": result.face_b.method, "faces_found": result.face_b.faces_found},
-        "engine": engine_label(args),
-        "server_masks": bool(getattr(model, "server_masks", False)),
-        "seconds": round(seconds, 3),
-    }
-    paths = write_outputs(args.out, result.face_a.chip, result.face_b.chip, expl, extra)
-    thr = "none" if expl.threshold is None else f"{expl.threshold:.4f}"
-    print(f"score {expl.score:.4f}  threshold {thr}  decision {expl.decision}")
-    print(f"wrote {paths['summary']}, {paths['maps']}, {paths['figure']} ({seconds:.1f} s)")
-    return 0
+        bar.close()
+
+
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from ..models.registry import get_spec
+    from ..pipeline import align_image, check_method, explain_pair
+    from ..results import Timing
+
+    # 1. everything that can be checked without pixels: files, output folder, method, parameters
+    check_input_files([args.image_a, args.image_b])
+    out = check_out_dir(args.out)
+    params = method_params(args)
+    spec = get_spec(args.model)
+    check_method(args.method, spec.chip.size, params)
+    # 2. both images decoded and aligned before a model is opened (a server may take seconds)
+    face_aligner = aligner(args)
+    t0 = time.perf_counter()
+    face_a = align_image(args.image_a, spec.chip, aligner=face_aligner)
+    face_b = align_image(args.image_b, spec.chip, aligner=face_aligner)
+    align_s = time.perf_counter() - t0
+    # 3. the explanation
+    with open_model(args) as model, _progress(args, args.method) as progress:
+        result = explain_pair(
+            face_a, face_b, model, args.method, params, progress=progress, engine=engine_label(args)
+        )
+    result = result.with_timing(Timing(align_s=align_s, explain_s=result.timing.explain_s))
+    paths = result.write(out)
+    thr = "none" if result.threshold is None else f"{result.threshold:.4f}"
+    print(f"score {result.score:.4f}  threshold {thr}  decision {result.decision}")
+    print(f"wrote {paths['summary']}, {paths['maps']}, {paths['figure']} ({result.timing.total_s:.1f} s)")
+    return EXIT_OK
+
+
+# -- embed ----------------------------------------------------------------------------------------
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
-    from ..pipeline import embed_files
+    from ..models.registry import get_spec
+    from ..pipeline import align_image, embed_chips
+    from . import PROG, error_line
 
+    spec = get_spec(args.model)
     face_aligner = aligner(args)
-    with open_model(args) as model:
-        # one image at a time, so a bad file is reported after the good ones before it are printed
+    embedded = failed = 0
+    pending: list[tuple[str, np.ndarray]] = []
+    with ExitStack() as stack:
+        model: Any = None
+
+        def flush() -> None:
+            # the model is opened (a server started) only once a first image is ready for it
+            nonlocal model, embedded
+            if not pending:
+                return
+            if model is None:
+                model = stack.enter_context(open_model(args))
+            embeddings = embed_chips([chip for _path, chip in pending], model)
+            for (path, _chip), emb in zip(pending, embeddings, strict=True):
+                print(json.dumps({"path": path, "embedding": [round(float(v), 7) for v in emb]}), flush=True)
+            embedded += len(pending)
+            pending.clear()
+
         for path in args.images:
-            check_input_files([path])
-            (emb,) = embed_files([path], model, aligner=face_aligner)
-            print(json.dumps({"path": path, "embedding": [round(float(v), 7) for v in emb]}), flush=True)
-    return 0
+            try:
+                check_input_files([path])
+                face = align_image(path, spec.chip, aligner=face_aligner)
+            except InputError as e:
+                flush()  # the lines keep the order of the images
+                print(f"{PROG}: error: {error_line(e)}", file=sys.stderr, flush=True)
+                failed += 1
+                continue
+            pending.append((path, face.chip))
+            if len(pending) >= EMBED_CHUNK:
+                flush()
+        flush()
+    if len(args.images) > 1:
+        print(f"{PROG}: {embedded} embedded, {failed} failed", file=sys.stderr, flush=True)
+    return EXIT_INPUT if failed else EXIT_OK
