@@ -97,9 +97,9 @@ def main() -> None:
         rows = []
         for b in batches:
             x = pool[:b]
-            r_local = rate(lambda: local.embed(x), b, min_s)
-            r_grpc = rate(lambda: tri.embed(x), b, min_s)
-            r_shm = rate(lambda: shm.embed(x), b, min_s)
+            r_local = rate(lambda x=x: local.embed(x), b, min_s)
+            r_grpc = rate(lambda x=x: tri.embed(x), b, min_s)
+            r_shm = rate(lambda x=x: shm.embed(x), b, min_s)
             rows.append({"batch": b, "local": round(r_local, 1), "triton": round(r_grpc, 1),
                          "triton_shm": round(r_shm, 1), "triton/local": round(r_grpc / r_local, 3),
                          "triton_shm/local": round(r_shm / r_local, 3)})
@@ -116,7 +116,7 @@ def main() -> None:
 
             opened: list = []
 
-            def make_tri():
+            def make_tri(opened: list = opened):
                 m = TritonFaceModel(srv.url, SPEC, batch_size=256, max_in_flight=1, shared_memory=True)
                 opened.append(m)
                 return lambda: m.embed(x)
@@ -172,7 +172,7 @@ def main() -> None:
         with EmbeddedTriton(batching=cfg) as srv:
             opened = []
 
-            def make():
+            def make(opened: list = opened):
                 m = TritonFaceModel(srv.url, SPEC, batch_size=1, max_in_flight=1, shared_memory=True)
                 opened.append(m)
                 return lambda: m.embed(x1)

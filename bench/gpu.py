@@ -25,11 +25,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from explainer_service.spec import ARCFACE_CHIP, DLIB_CHIP  # noqa: E402
 from explainer_service.masks import MaskConfig  # noqa: E402
 from explainer_service.methods.corrrise import CorrRISE, CorrRISEConfig  # noqa: E402
-from explainer_service.spec import ModelSpec  # noqa: E402
 from explainer_service.models.torch_model import TorchFaceModel  # noqa: E402
+from explainer_service.spec import ARCFACE_CHIP, DLIB_CHIP, ModelSpec  # noqa: E402
 
 
 def models(dlib_dat: str | None = None) -> dict:
@@ -118,7 +117,7 @@ def main() -> None:
             chip_a = pool[0].transpose(1, 2, 0).astype(np.uint8)
             chip_b = pool[1].transpose(1, 2, 0).astype(np.uint8)
             fm.batch_size = 256
-            engine = CorrRISE(fm, CorrRISEConfig(masks=MaskConfig(n_masks=args.masks), perturbations_per_eval=128))
+            engine = CorrRISE(fm, CorrRISEConfig(masks=MaskConfig(n_masks=args.masks), perturbations_per_eval=256))
             engine.attribute(chip_a, chip_b)
             sync(args.device)
             t0 = time.perf_counter()

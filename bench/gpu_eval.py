@@ -28,11 +28,18 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-METHODS = ("corrrise", "rise", "lime", "xface", "minplus", "gradcam", "gradcampp")
 DAT = "dlib_face_recognition_resnet_model_v1.dat"
 SCENARIOS = (("lfw", "lfw_a", "lfw_b"), ("lfw-occluded", "lfw_a", "lfwocc_b"), ("cfp-fp", "cfpfp_a", "cfpfp_b"))
 
+from explainer_service.methods.registry import METHOD_NAMES  # noqa: E402
+
 _W: dict[str, Any] = {}
+
+
+def _ci(curve: Any) -> list[float] | None:
+    """The 95 % interval over pairs, rounded; None with fewer than 2 pairs."""
+    ci = curve.confidence_interval()
+    return None if ci is None else [round(v, 3) for v in ci]
 
 
 def _twin(carry: Path, device: str) -> Any:
@@ -56,24 +63,17 @@ def _model(twin: Any, device: str, batch: int = 512) -> Any:
 
 def _init(carry: str, device: str, methods: tuple[str, ...], per_eval: int) -> None:
     import torch
-
     from chips_io import load_chips
-    from explainer_service.evaluation import build_method
-    from explainer_service.methods.gradcam import DLIB_DEFAULT_LAYER, GradCAM, GradCAMPlusPlus, GradTarget
-    from explainer_service.models.registry import DLIB_RESNET_V1
+
+    from explainer_service.methods import build
 
     torch.set_num_threads(1)
     twin = _twin(Path(carry), device)
     model = _model(twin, device)
     built = {}
-    for name in methods:
-        if name in ("gradcam", "gradcampp"):
-            target = GradTarget.for_module(twin, DLIB_DEFAULT_LAYER, spec=DLIB_RESNET_V1)
-            built[name] = (GradCAM if name == "gradcam" else GradCAMPlusPlus)(target)
-        else:
-            base, _, n = name.partition("/n=")  # "corrrise/n=2000": a method at another budget
-            built[name] = build_method(base, model, seed=0, budget=int(n) if n else None,
-                                       perturbations_per_eval=per_eval)
+    for name in methods:  # the gradient methods run on the model's module (the twin) on the device
+        base, _, n = name.partition("/n=")  # "corrrise/n=2000": a method at another budget
+        built[name] = build(base, model, seed=0, budget=int(n) if n else None, perturbations_per_eval=per_eval)
     _W["methods"] = built
     _W["chips"] = {k: load_chips(Path(carry), k) for _, a, b in SCENARIOS for k in (a, b)}
 
@@ -102,8 +102,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=14)
     ap.add_argument("--pairs", type=int, default=None, help="at most this many pairs per scenario")
     ap.add_argument("--explain-seconds", type=float, default=270.0)
-    ap.add_argument("--per-eval", type=int, default=128, help="perturbations per model call")
-    ap.add_argument("--methods", default=",".join(METHODS),
+    ap.add_argument("--per-eval", type=int, default=256, help="perturbed images per model call")
+    ap.add_argument("--methods", default=",".join(METHOD_NAMES),
                     help="comma-separated; NAME/n=K runs a sampling method at K perturbations per face")
     ap.add_argument("--blur", default="", help="also score the CorrRISE maps blurred by these sigmas (px)")
     ap.add_argument("--step-sets", default="11,51", help="curve step counts to score")
@@ -112,8 +112,8 @@ def main() -> None:
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = "1"  # inherited by the spawned workers: one core each
     import numpy as np
-
     from chips_io import load_chips
+
     from explainer_service.evaluation import score_maps
     from explainer_service.metrics import CausalMetric, default_steps
 
@@ -194,8 +194,8 @@ def main() -> None:
                 rows[name] = {
                     "deletion": round(d.auc, 3),
                     "insertion": round(ins.auc, 3),
-                    "deletion_ci95": [round(v, 3) for v in d.confidence_interval()],
-                    "insertion_ci95": [round(v, 3) for v in ins.confidence_interval()],
+                    "deletion_ci95": _ci(d),
+                    "insertion_ci95": _ci(ins),
                     "deletion_curve": [round(float(v), 4) for v in d.accuracy],
                     "insertion_curve": [round(float(v), 4) for v in ins.accuracy],
                     "deletion_per_pair": [round(float(v), 2) for v in d.per_pair_auc()],

@@ -10,14 +10,28 @@ maps depend on what the model learned must drift away as more layers are randomi
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from .errors import InputError
+from .methods.base import SaliencyMethod
+from .spec import ModelSpec
 
-__all__ = ["dlib_stages", "randomize_layers", "map_similarity", "SanityRow", "cascading_randomization"]
+__all__ = [
+    "dlib_stages", "randomize_layers", "map_similarity", "SanityRow", "cascading_randomization", "method_on_twin",
+]
+
+
+def method_on_twin(name: str, module: Any, spec: ModelSpec, *, batch_size: int = 64, **params: Any) -> SaliencyMethod:
+    """Method ``name`` (the registry's) over a PyTorch twin ``module`` (trained or randomised) of
+    the model ``spec``: perturbation methods embed through it, gradient methods differentiate it."""
+    from .methods.registry import build
+    from .models.torch_model import TorchFaceModel
+
+    return build(name, TorchFaceModel(module, spec, batch_size=batch_size), **params)
 
 
 def dlib_stages(module: Any) -> list[str]:
@@ -33,7 +47,7 @@ def randomize_layers(module: Any, names: list[str], *, seed: int = 0) -> Any:
 
     out = copy.deepcopy(module)
     gen = torch.Generator().manual_seed(seed)
-    found = set()
+    found: set[str] = set()
     with torch.no_grad():
         for pname, p in out.named_parameters():
             if any(pname == n or pname.startswith(n + ".") for n in names):
@@ -87,7 +101,7 @@ def cascading_randomization(
     methods: list[str],
     chips_a: np.ndarray,
     chips_b: np.ndarray,
-    make_method: Callable[[str, Any], Any],
+    make_method: Callable[[str, Any], SaliencyMethod],
     *,
     seed: int = 0,
     measure_at: list[int] | None = None,
@@ -105,7 +119,7 @@ def cascading_randomization(
     def maps(name: str, mod: Any) -> list[np.ndarray]:
         m = make_method(name, mod)
         out = []
-        for a, b in zip(chips_a, chips_b):
+        for a, b in zip(chips_a, chips_b, strict=True):
             ex = m.attribute(a, b)
             out += [ex.s_a, ex.s_b]
         return out
@@ -122,7 +136,7 @@ def cascading_randomization(
         for name in methods:
             if progress is not None:
                 progress(name, stages[k - 1])
-            sims = np.array([map_similarity(r, m) for r, m in zip(reference[name], maps(name, randomized))])
+            sims = np.array([map_similarity(r, m) for r, m in zip(reference[name], maps(name, randomized), strict=True)])
             half = 1.96 * float(sims[:, 0].std(ddof=1)) / np.sqrt(len(sims)) if len(sims) > 1 else float("nan")
             rows.append(
                 SanityRow(name, stages[k - 1], k, float(sims[:, 0].mean()), float(sims[:, 1].mean()), half, len(sims))

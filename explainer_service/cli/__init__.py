@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from ..errors import EXIT_INPUT, FacexplainError, exit_code, is_retryable
-from . import evaluate, explain, models
+from . import evaluate, explain, methods, models
 from .common import check_limits
 
 __all__ = ["main", "build_parser", "error_line"]
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.register_evaluate(sub)
     evaluate.register_sanity(sub)
     models.register_models(sub)
+    methods.register_methods(sub)
     return parser
 
 

@@ -95,6 +95,30 @@ class CorrRISEConfig:
         return cls(**values)
 
 
+def _block_cosines(embeddings: np.ndarray, reference: np.ndarray, start: int) -> np.ndarray:
+    """Cosines of the embeddings of masks ``start``, ``start + 1``, ... with ``reference``, float64.
+
+    Mask k's cosine is computed in a zero-padded block of :data:`ACCUMULATION_BLOCK` rows at row
+    ``k % ACCUMULATION_BLOCK``, so its bits never depend on how the masks were batched or sharded
+    (a matrix-vector product may round a row differently with another number of rows).
+    """
+    emb = np.asarray(embeddings)
+    n = len(emb)
+    out = np.empty(n, np.float64)
+    i = 0
+    while i < n:
+        pos = (start + i) % ACCUMULATION_BLOCK
+        take = min(ACCUMULATION_BLOCK - pos, n - i)
+        if take == ACCUMULATION_BLOCK:
+            block = emb[i : i + take]
+        else:
+            block = np.zeros((ACCUMULATION_BLOCK,) + emb.shape[1:], emb.dtype)
+            block[pos : pos + take] = emb[i : i + take]
+        out[i : i + take] = cosine_to(block, reference)[pos : pos + take]
+        i += take
+    return out
+
+
 def _identity(config: CorrRISEConfig, model: str, chip_size: int) -> str:
     """What two shards must share to merge: the mask set, the correlation, the model and chip
     (not the batching, which never changes a score)."""
@@ -271,7 +295,9 @@ class CorrRISE:
 
     @classmethod
     def forward_passes_for(cls, config: CorrRISEConfig, chip_size: int) -> int:
-        """Model evaluations of one pair: 2N masked chips and the clean pair."""
+        """Model evaluations of one pair: 2N masked chips and the clean pair (InputError for a
+        patch larger than the chip, so a request is refused before any work)."""
+        config.masks.patch_size_for(chip_size)
         return 2 + 2 * config.masks.n_masks
 
     def forward_passes(self) -> int:
@@ -309,10 +335,11 @@ class CorrRISE:
         n = hi - lo
         if per_eval >= 2 * n:
             emb = model.embed(np.concatenate([xa[None] * mm, xb[None] * mm]))
-            return cosine_to(emb[:n], emb_b), cosine_to(emb[n:], emb_a)
-        ea = np.concatenate([model.embed(xa[None] * mm[i : i + 1]) for i in range(n)])
-        eb = np.concatenate([model.embed(xb[None] * mm[i : i + 1]) for i in range(n)])
-        return cosine_to(ea, emb_b), cosine_to(eb, emb_a)
+            ea, eb = emb[:n], emb[n:]
+        else:
+            ea = np.concatenate([model.embed(xa[None] * mm[i : i + 1]) for i in range(n)])
+            eb = np.concatenate([model.embed(xb[None] * mm[i : i + 1]) for i in range(n)])
+        return _block_cosines(ea, emb_b, lo), _block_cosines(eb, emb_a, lo)
 
     def run_shard(
         self,
