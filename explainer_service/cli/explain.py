@@ -179,10 +179,10 @@ def _cmd_explain(args: argparse.Namespace) -> int:
 
     # 1. everything that can be checked without pixels: files, output folder, method, parameters
     check_input_files([args.image_a, args.image_b])
-    out = check_out_dir(args.out)
     params = method_params(args)
     spec = get_spec(args.model)
     check_method(args.method, spec.chip.size, params)
+    out = check_out_dir(args.out)
     # 2. both images decoded and aligned before a model is opened (a server may take seconds)
     face_aligner = aligner(args)
     t0 = time.perf_counter()
