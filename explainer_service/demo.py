@@ -34,6 +34,8 @@ def make_demo_pair(out_dir: str | Path) -> tuple[Path, Path]:
     photo = np.ascontiguousarray(data.astronaut()[..., :3])
     face = Aligner().align(photo, DLIB_CHIP, name="skimage astronaut")
     pts = face.landmarks  # dlib 5 points: two corners of each eye, base of the nose
+    if pts is None:
+        raise RuntimeError("the demo photo's face has no landmarks")  # detected faces always have them
     eye1 = pts[0:2].mean(axis=0)
     eye2 = pts[2:4].mean(axis=0)
     eye_dist = float(np.linalg.norm(eye1 - eye2))
