@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from explainer_service.datasets import read_dataset  # noqa: E402
-from explainer_service.evaluation import prepare_pairs  # noqa: E402
+from explainer_service.datasets.prepare import prepare_pairs  # noqa: E402
 from explainer_service.methods.corrrise import CorrRISE  # noqa: E402
 from explainer_service.metrics import CausalMetric  # noqa: E402
 from explainer_service.pipeline import load_face_model  # noqa: E402
@@ -32,7 +32,7 @@ def main() -> None:
     ds = read_dataset(f"lfw-aligned:{ROOT.parent / 'shared' / 'data' / 'lfw-dev'}")
     prep = prepare_pairs(ds, model, pairs=args.pairs)
     engine = CorrRISE(model)
-    maps = [engine.attribute(a, b) for a, b in zip(prep.chips_a, prep.chips_b)]
+    maps = [engine.attribute(a, b) for a, b in zip(prep.chips_a, prep.chips_b, strict=True)]
     ma = np.stack([m.s_a for m in maps])
     mb = np.stack([m.s_b for m in maps])
     out = {"pairs": len(ma)}

@@ -21,8 +21,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from chips_io import save_chips  # noqa: E402
+
 from explainer_service.datasets import read_dataset  # noqa: E402
-from explainer_service.evaluation import prepare_pairs  # noqa: E402
+from explainer_service.datasets.prepare import prepare_pairs  # noqa: E402
 from explainer_service.models.convert import dlib_source_path  # noqa: E402
 from explainer_service.models.registry import DLIB_RESNET_V1  # noqa: E402
 

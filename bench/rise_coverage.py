@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from explainer_service.datasets import read_dataset  # noqa: E402
-from explainer_service.evaluation import prepare_pairs  # noqa: E402
+from explainer_service.datasets.prepare import prepare_pairs  # noqa: E402
 from explainer_service.methods.rise import RISE, RISEConfig, rise_masks  # noqa: E402
 from explainer_service.pipeline import load_face_model  # noqa: E402
 
@@ -40,7 +40,7 @@ def main() -> None:
     cfg = RISEConfig()
     masks = rise_masks(cfg, size).astype(np.float64)
     coverage = masks.sum(axis=0)
-    for a, b in zip(prep.chips_a, prep.chips_b):
+    for a, b in zip(prep.chips_a, prep.chips_b, strict=True):
         ex = RISE(model, cfg).attribute(a, b)
         s = np.asarray(ex.scores_b, np.float64)
         centred = np.tensordot(s - s.mean(), masks, axes=1)

@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from explainer_service.datasets import read_dataset  # noqa: E402
-from explainer_service.evaluation import build_method, prepare_pairs  # noqa: E402
+from explainer_service.datasets.prepare import prepare_pairs  # noqa: E402
+from explainer_service.methods import build  # noqa: E402
 from explainer_service.models.convert import dlib_source_path  # noqa: E402
 from explainer_service.models.dlib_format import read_dlib_resnet  # noqa: E402
 from explainer_service.models.registry import DLIB_RESNET_V1  # noqa: E402
@@ -43,17 +44,17 @@ def main() -> None:
     models = {"trained": twin, "randomised": randomize_layers(twin, dlib_stages(twin), seed=0)}
     prep = prepare_pairs(read_dataset(f"lfw-aligned:{ROOT.parent / 'shared' / 'data' / 'lfw-dev'}"),
                          TorchFaceModel(twin, DLIB_RESNET_V1), pairs=args.pairs)
-    grey = [c.astype(np.float64).mean(axis=2) for pair in zip(prep.chips_a, prep.chips_b) for c in pair]
+    grey = [c.astype(np.float64).mean(axis=2) for pair in zip(prep.chips_a, prep.chips_b, strict=True) for c in pair]
     def maps(module: object, seed: int, name: str) -> list[np.ndarray]:
-        method = build_method(name, TorchFaceModel(module, DLIB_RESNET_V1, batch_size=64), seed=seed)
+        method = build(name, TorchFaceModel(module, DLIB_RESNET_V1, batch_size=64), seed=seed)
         out = []
-        for a, b in zip(prep.chips_a, prep.chips_b):
+        for a, b in zip(prep.chips_a, prep.chips_b, strict=True):
             ex = method.attribute(a, b)
             out += [ex.s_a, ex.s_b]
         return out
 
     def rho(xs: list[np.ndarray], ys: list[np.ndarray]) -> float:
-        return float(np.mean([spearmanr(x.ravel(), y.ravel())[0] for x, y in zip(xs, ys)]))
+        return float(np.mean([spearmanr(x.ravel(), y.ravel())[0] for x, y in zip(xs, ys, strict=True)]))
 
     for name in args.methods.split(","):
         t0, t1 = maps(models["trained"], 0, name), maps(models["trained"], 1, name)

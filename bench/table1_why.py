@@ -28,10 +28,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from explainer_service.datasets import read_dataset  # noqa: E402
-from explainer_service.evaluation import build_method, explain_pairs, prepare_pairs, score_maps  # noqa: E402
-from explainer_service.pipeline import load_face_model  # noqa: E402
 from table1_report import paired as paired_difference  # noqa: E402
+
+from explainer_service.datasets import read_dataset  # noqa: E402
+from explainer_service.datasets.prepare import prepare_pairs  # noqa: E402
+from explainer_service.evaluation import explain_pairs, score_maps  # noqa: E402
+from explainer_service.methods import build  # noqa: E402
+from explainer_service.pipeline import load_face_model  # noqa: E402
 
 
 def blurred(maps: np.ndarray, sigma: float) -> np.ndarray:
@@ -63,7 +66,7 @@ def main() -> None:
 
     def run(label: str, name: str, budget: int | None = None) -> None:
         t0 = time.perf_counter()
-        ma, mb, _ = explain_pairs(build_method(name, model, budget=budget), ca, cb)
+        ma, mb, _ = explain_pairs(build(name, model, budget=budget), ca, cb)
         seconds[label] = round(time.perf_counter() - t0, 1)
         variants[label] = (ma, mb)
         print(f"{label}: {seconds[label]} s", flush=True)

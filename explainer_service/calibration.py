@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -53,7 +53,7 @@ def score_pairs(
     def flush() -> None:
         if pending:
             out = model.embed(to_model_input(np.stack(chips)))
-            emb.update(zip(pending, out))
+            emb.update(zip(pending, out, strict=True))
             chips.clear()
             pending.clear()
 

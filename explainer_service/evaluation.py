@@ -18,8 +18,7 @@ from .metrics import CausalCurve, CausalMetric
 from .models.base import FaceModel
 
 __all__ = [
-    "METHODS", "build_method", "MethodResult", "evaluate_methods", "explain_pairs", "score_maps", "PreparedPairs",
-    "prepare_pairs",
+    "METHODS", "build_method", "MethodResult", "evaluate_methods", "explain_pairs", "score_maps",
 ]
 
 #: The methods ``facexplain evaluate --methods`` knows, in the paper's order.
@@ -171,95 +170,3 @@ def score_maps(
         deletion.curve(chips_a, chips_b, maps_a, maps_b, threshold=threshold),
         insertion.curve(chips_a, chips_b, maps_a, maps_b, threshold=threshold),
     )
-
-
-@dataclass(frozen=True)
-class PreparedPairs:
-    """Aligned chips of the matched pairs chosen for an evaluation, and what was left out."""
-
-    chips_a: np.ndarray
-    chips_b: np.ndarray
-    names: list[tuple[str, str]]
-    matched_available: int
-    skipped: dict[str, str]
-    #: chips read from the chip cache / aligned now (both 0 without a cache)
-    cache_hits: int = 0
-    cache_misses: int = 0
-
-    def summary(self) -> str:
-        text = f"{len(self.chips_a)} matched pairs of {self.matched_available}"
-        if self.skipped:
-            text += f"; {len(self.skipped)} skipped (unreadable image or no face)"
-        if self.cache_hits or self.cache_misses:
-            text += f"; chips: {self.cache_hits} from the cache, {self.cache_misses} aligned"
-        return text
-
-
-def _ref_name(ref: Any) -> str:
-    from pathlib import Path
-
-    return str(ref) if isinstance(ref, Path) else str(getattr(ref, "name", ref))
-
-
-def prepare_pairs(
-    dataset: Any,
-    model: FaceModel,
-    *,
-    pairs: int,
-    occlude: bool = False,
-    seed: int = 0,
-    cache: Any = None,
-) -> PreparedPairs:
-    """Choose ``pairs`` matched pairs spread evenly over the dataset (so over all its folds), load
-    and align them for ``model``; with ``occlude`` B gets a seeded synthetic occluder (the
-    occluded-set scenario; needs ArcFace-aligned crops). Skipped pairs are counted, never hidden.
-    ``cache``: a :class:`~explainer_service.chip_cache.ChipCache` to reuse aligned chips (None:
-    align everything now)."""
-    from .alignment import Aligner
-    from .datasets import load_pairs_checked
-    from .errors import FacexplainError
-
-    if pairs < 1:
-        raise InputError(f"--pairs must be >= 1, got {pairs}")
-    if occlude:
-        from .occlusion import Occluder, occluded_dataset
-
-        if not dataset.aligned:
-            raise InputError(
-                f"{dataset.name}: --occlude draws occluders on ArcFace-aligned crops; use the dataset's "
-                "aligned variant (e.g. lfw-aligned:PATH)"
-            )
-        dataset = occluded_dataset(dataset, Occluder(seed=seed), which="b")
-    matched = [p for p in dataset.pairs if p.same]
-    if not matched:
-        raise InputError(f"{dataset.name}: no matched pairs to evaluate")
-    # a few spare pairs stand in for ones that cannot be read or aligned
-    want = min(len(matched), pairs + max(2, pairs // 10))
-    idx = np.unique(np.linspace(0, len(matched) - 1, want).round().astype(int))
-    loaded, report = load_pairs_checked([matched[i] for i in idx])
-    skipped = dict(report.failures)
-    aligner = Aligner(pre_aligned="arcface" if dataset.aligned else "auto")
-
-    def align(image: np.ndarray, name: str) -> np.ndarray:
-        if cache is None:
-            return aligner.align(image, model.spec.chip, name).chip
-        return cache.align(aligner, image, model.spec.chip, name)
-
-    hits0, misses0 = (cache.hits, cache.misses) if cache is not None else (0, 0)
-    chips_a, chips_b, names = [], [], []
-    for lp in loaded:
-        if len(chips_a) == pairs:
-            break
-        try:
-            fa = align(lp.a, _ref_name(lp.pair.a))
-            fb = align(lp.b, _ref_name(lp.pair.b))
-        except FacexplainError as e:
-            skipped[_ref_name(lp.pair.a)] = str(e)
-            continue
-        chips_a.append(fa)
-        chips_b.append(fb)
-        names.append((_ref_name(lp.pair.a), _ref_name(lp.pair.b)))
-    if not chips_a:
-        raise InputError(f"{dataset.name}: none of the chosen pairs could be loaded and aligned")
-    hits, misses = (cache.hits - hits0, cache.misses - misses0) if cache is not None else (0, 0)
-    return PreparedPairs(np.stack(chips_a), np.stack(chips_b), names, len(matched), skipped, hits, misses)

@@ -29,7 +29,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageDraw
 
-from .alignment import ARCFACE_TEMPLATE_112
+from .alignment.geometry import ARCFACE_TEMPLATE_112
 from .datasets import Dataset, ImageRef, Pair, load_pair_image
 from .errors import InputError
 from .images import image_from_array
@@ -145,7 +145,8 @@ class _Geometry:
         self.tx, self.ty = (tx + 0.5) / self.sx, (ty + 0.5) / self.sy  # pixel centres in template units
 
     def to_template_jittered(self, pts: np.ndarray) -> np.ndarray:
-        return (np.asarray(pts, np.float64) - _CENTER) * self.scale + _CENTER + self.shift
+        out: np.ndarray = (np.asarray(pts, np.float64) - _CENTER) * self.scale + _CENTER + self.shift
+        return out
 
     def px(self, pts: np.ndarray) -> list[tuple[float, float]]:
         """Template points (N, 2) -> pixel polygon vertices."""
@@ -170,7 +171,8 @@ class _Geometry:
         ca, sa = np.cos(angle), np.sin(angle)
         dx, dy = self.tx - c[0], self.ty - c[1]
         u, v = dx * ca + dy * sa, -dx * sa + dy * ca
-        return (u / rx) ** 2 + (v / ry) ** 2 <= 1.0
+        inside: np.ndarray = (u / rx) ** 2 + (v / ry) ** 2 <= 1.0
+        return inside
 
 
 def _paint(layer: np.ndarray, mask: np.ndarray, part: np.ndarray, colour: np.ndarray) -> None:
@@ -371,7 +373,7 @@ def occluded_dataset(
     name = f"{dataset.name}+occ-{occluder.kind}-s{occluder.seed}"
     return Dataset(
         name,
-        pairs,
+        tuple(pairs),
         dataset.aligned,
         f"{dataset.source} occluded ({occluder.kind}, seed {occluder.seed}, {which})",
     )

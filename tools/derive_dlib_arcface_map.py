@@ -180,7 +180,7 @@ def end_to_end(
         "lm_crop_vs_raw", "map_true_grid", "map_true_lm", "reg_rms")}
     lm_raw112, lm_crop112 = [], []
     missed = failed = 0
-    for i, (m, crop) in enumerate(zip(sel, crops)):
+    for i, (m, crop) in enumerate(zip(sel, crops, strict=True)):
         raw = load_image(raw_dir / m.rel)
         try:
             det = photo_aligner.detect(raw, m.rel)

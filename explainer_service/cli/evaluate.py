@@ -53,7 +53,8 @@ def register_sanity(sub: Any) -> None:
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from ..datasets import read_dataset
-    from ..evaluation import METHODS, evaluate_methods, prepare_pairs
+    from ..datasets.prepare import prepare_pairs
+    from ..evaluation import METHODS, evaluate_methods
     from ..metrics import default_steps
     from ..report import write_evaluation
 
@@ -105,7 +106,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_sanity(args: argparse.Namespace) -> int:
     from ..datasets import read_dataset
-    from ..evaluation import METHODS, build_method, prepare_pairs
+    from ..datasets.prepare import prepare_pairs
+    from ..evaluation import METHODS, build_method
     from ..methods.gradcam import DLIB_DEFAULT_LAYER, GradCAM, GradCAMPlusPlus, GradTarget
     from ..models.convert import dlib_source_path
     from ..models.dlib_format import read_dlib_resnet

@@ -33,6 +33,7 @@ from explainer_service.alignment import (
     similarity_transform,
     warp_affine,
 )
+from explainer_service.alignment import detector as dlib_detector
 from explainer_service.errors import FaceNotFoundError, InputError
 from explainer_service.images import load_image
 
@@ -167,7 +168,7 @@ def test_arcface_chip_from_raw_photo_matches_shared_crop(raw_files, lfw_dir):
         # dlib's landmarks found on our chip vs on the shared crop, in the 112 frame.
         delta = _landmarks_of_crop(face.chip) - _landmarks_of_crop(crop)
         errors.append(np.hypot(*delta.T).mean())
-    right = np.array([_ncc(c, k) for c, k in zip(chips, crops)])
+    right = np.array([_ncc(c, k) for c, k in zip(chips, crops, strict=True)])
     wrong = np.array([_ncc(c, crops[(i + 5) % len(crops)]) for i, c in enumerate(chips)])
     # Held-out LFW: NCC p5 0.62, mean 0.83; another person's crop: mean 0.17, p95 0.56.
     assert right.min() > 0.5, right
@@ -306,7 +307,7 @@ def test_retries_with_more_upsampling(monkeypatch):
         calls.append(level)
         return [dlib.rectangle(40, 40, 120, 120)] if level >= 2 else []
 
-    monkeypatch.setattr(alignment, "_detector", lambda: fake_detector)
+    monkeypatch.setattr(dlib_detector, "_detector", lambda: fake_detector)
     img = np.full((160, 160, 3), 128, np.uint8)
     det = Aligner(upsample=1).detect(img, "x.png")
     assert calls == [1, 2] and det.upsample == 2 and det.box == (40, 40, 120, 120)

@@ -10,7 +10,7 @@ import pytest
 
 from explainer_service.cli import main
 from explainer_service.datasets import read_dataset
-from explainer_service.evaluation import prepare_pairs
+from explainer_service.datasets.prepare import prepare_pairs
 from explainer_service.pipeline import load_face_model
 
 pytestmark = [pytest.mark.model, pytest.mark.shared]

@@ -276,7 +276,7 @@ def test_bin_round_trip_is_pixel_exact(tmp_path):
     pairs = read_bin_pairs(tmp_path / "rt.bin")
     assert [p.same for p in pairs] == [True, False, True] and [p.fold for p in pairs] == [0, 1, 2]
     got = [load_pair_image(x) for p in pairs for x in (p.a, p.b)]
-    assert all((g == a).all() for g, a in zip(got, arrays))
+    assert all((g == a).all() for g, a in zip(got, arrays, strict=True))
 
 
 @pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
@@ -468,3 +468,86 @@ def test_array_image_and_bad_refs():
         load_pair_image(12)  # type: ignore[arg-type]
     with pytest.raises(InputError, match="mem#1: image too small"):
         ArrayImage("mem#1", np.zeros((8, 8, 3), np.uint8))
+
+
+# --- the package front and prepare_pairs ---------------------------------------------------------
+
+
+def test_package_front_exports_every_reader_and_not_prepare():
+    import explainer_service.datasets as datasets
+
+    assert sorted(datasets.__all__) == sorted(
+        [
+            "ImageSource", "ImageRef", "EncodedImage", "ArrayImage", "Pair", "Dataset", "DATASET_KINDS",
+            "ALIGNED_DIR", "DEFAULT_FOLDS", "read_dataset", "read_lfw_pairs", "read_cfp_pairs",
+            "read_cplfw_pairs", "read_calfw_pairs", "read_bin_pairs", "write_verification_bin",
+            "read_csv_pairs", "consecutive_folds", "load_pair_image", "ref_name", "LoadedPair",
+            "LoadReport", "load_pairs_checked",
+        ]
+    )
+    assert all(hasattr(datasets, n) for n in datasets.__all__)
+    assert not hasattr(datasets, "prepare_pairs")  # it lives in datasets.prepare (aligner, occluder)
+
+
+def test_ref_name_of_paths_strings_and_sources():
+    from explainer_service.datasets import ref_name
+
+    arr = np.zeros((40, 40, 3), np.uint8)
+    assert ref_name(Path("a/b.jpg")) == str(Path("a/b.jpg"))
+    assert ref_name("x.png") == "x.png"
+    assert ref_name(ArrayImage("mem#3", arr)) == "mem#3"
+    assert ref_name(EncodedImage("f.bin#0", _png(0))) == "f.bin#0"
+
+
+def _square_and_odd_csv(tmp_path: Path) -> Path:
+    """An aligned CSV set: pair 1's B and pair 2's A are not square (cannot be taken as ArcFace
+    crops), pair 3's B does not exist, pair 4 is good."""
+    rng = np.random.default_rng(0)
+    for name, shape in [("a1", (112, 112)), ("b1", (100, 120)), ("a2", (90, 112)), ("b2", (112, 112)),
+                        ("a3", (112, 112)), ("a4", (112, 112)), ("b4", (112, 112))]:
+        Image.fromarray(rng.integers(0, 256, (*shape, 3), dtype=np.uint8)).save(tmp_path / f"{name}.png")
+    rows = ["img1,img2,same", "a1.png,b1.png,1", "a2.png,b2.png,1", "a3.png,missing.png,1", "a4.png,b4.png,1"]
+    (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
+    return tmp_path / "pairs.csv"
+
+
+def test_prepare_pairs_keys_each_skipped_pair_by_the_image_that_failed(tmp_path):
+    from types import SimpleNamespace
+
+    from explainer_service.datasets.prepare import prepare_pairs
+    from explainer_service.spec import ARCFACE_CHIP
+
+    ds = read_dataset(f"csv-aligned:{_square_and_odd_csv(tmp_path)}")
+    model = SimpleNamespace(spec=SimpleNamespace(chip=ARCFACE_CHIP))
+    prepared = prepare_pairs(ds, model, pairs=4)
+
+    a, b = str(tmp_path / "a4.png"), str(tmp_path / "b4.png")
+    assert prepared.names == [(a, b)] and prepared.chips_a.shape == (1, 112, 112, 3)
+    assert prepared.matched_available == 4
+    assert set(prepared.skipped) == {str(tmp_path / n) for n in ("b1.png", "a2.png", "missing.png")}
+    b1 = prepared.skipped[str(tmp_path / "b1.png")]
+    assert "image B" in b1 and str(tmp_path / "a1.png") in b1 and "square" in b1 and "120x100" in b1
+    a2 = prepared.skipped[str(tmp_path / "a2.png")]
+    assert "image A" in a2 and str(tmp_path / "b2.png") in a2 and "square" in a2
+    assert "no such file" in prepared.skipped[str(tmp_path / "missing.png")]
+    assert "1 matched pairs of 4; 3 skipped" in prepared.summary()
+
+
+def test_prepare_pairs_refusals(tmp_path):
+    from types import SimpleNamespace
+
+    from explainer_service.datasets.prepare import prepare_pairs
+    from explainer_service.spec import ARCFACE_CHIP
+
+    model = SimpleNamespace(spec=SimpleNamespace(chip=ARCFACE_CHIP))
+    ds = read_dataset(f"csv-aligned:{_square_and_odd_csv(tmp_path)}")
+    with pytest.raises(InputError, match="--pairs must be >= 1"):
+        prepare_pairs(ds, model, pairs=0)
+    with pytest.raises(InputError, match="aligned variant"):
+        prepare_pairs(read_dataset(f"csv:{tmp_path / 'pairs.csv'}"), model, pairs=1, occlude=True)
+    only_bad = Dataset("bad", [p for p in ds.pairs if "a4" not in str(p.a)], True)
+    with pytest.raises(InputError, match="none of the chosen pairs could be loaded and aligned"):
+        prepare_pairs(only_bad, model, pairs=3)
+    no_matched = Dataset("diff", [Pair(p.a, p.b, False, 0) for p in ds.pairs], True)
+    with pytest.raises(InputError, match="no matched pairs"):
+        prepare_pairs(no_matched, model, pairs=1)

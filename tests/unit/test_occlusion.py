@@ -35,7 +35,7 @@ def test_same_seed_and_index_give_identical_results_in_any_order():
     occ = Occluder("random", seed=7)
     later = [occ.occlude(IMG, i) for i in (3, 1, 2)]
     again = Occluder("random", seed=7)
-    for i, (img, mask) in zip((3, 1, 2), later):
+    for i, (img, mask) in zip((3, 1, 2), later, strict=True):
         img2, mask2 = again.occlude(IMG, i)
         assert (img == img2).all() and (mask == mask2).all()
 

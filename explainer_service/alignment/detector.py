@@ -1,0 +1,137 @@
+"""The face detector: dlib's HOG detector and 5-point landmark predictor, and dlib's own chip cut.
+
+Everything that touches dlib is here; the geometry of alignment is in
+:mod:`~explainer_service.alignment.geometry`. From a photo, :func:`detect_face` is dlib's
+reference pipeline up to the landmarks (``get_frontal_face_detector()`` ->
+``shape_predictor_5_face_landmarks``), :func:`dlib_face_chip` the last step
+(``get_face_chip(img, shape, size, 0.25)``), returned with its image -> chip affine.
+
+dlib and its models load lazily on first use and are cached; importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from ..errors import FaceNotFoundError, ModelNotReadyError
+from ..models.store import package_model_file
+from .geometry import DLIB_CHIP_PADDING, dlib_chip_transform
+
+__all__ = [
+    "MULTIPLE_FACES",
+    "FaceDetection",
+    "detect_face",
+    "landmarks_in_box",
+    "dlib_face_chip",
+]
+
+#: The choices when the detector finds several faces: keep the largest, or refuse the image.
+MULTIPLE_FACES = ("largest", "refuse")
+
+
+@dataclass(frozen=True, eq=False)
+class FaceDetection:
+    """The face the detector chose in one image, with its 5 dlib landmarks.
+
+    Attributes:
+        box: ``(left, top, right, bottom)`` of the detection, image pixels.
+        landmarks: ``(5, 2)`` float64 image ``(x, y)`` of dlib's 5 landmarks.
+        faces_found: how many faces the detector found at the level that found any.
+        upsample: the detector upsampling level that found the faces.
+        shape: dlib's ``full_object_detection`` (for ``dlib.get_face_chip``).
+    """
+
+    box: tuple[int, int, int, int]
+    landmarks: np.ndarray
+    faces_found: int
+    upsample: int
+    shape: Any = field(repr=False, compare=False)
+
+
+def detect_face(
+    image: np.ndarray, *, upsample: int, multiple_faces: str, name: str = "<array>"
+) -> FaceDetection:
+    """Find the face and its 5 landmarks in an ``(H, W, 3)`` uint8 RGB image (already validated).
+
+    The detector runs at ``upsample``, and once more at ``upsample + 1`` when it finds nothing;
+    of several faces the largest box is chosen (on a tie, the first in dlib's order).
+
+    Raises:
+        FaceNotFoundError: no face at either level, or several faces with
+            ``multiple_faces="refuse"``. The message starts with ``name``.
+    """
+    detector = _detector()
+    level, rects = upsample, []
+    for level in (upsample, upsample + 1):
+        rects = list(detector(image, level))
+        if rects:
+            break
+    if not rects:
+        raise FaceNotFoundError(
+            f"{name}: no face found (dlib HOG detector, upsample {upsample} and {upsample + 1})"
+        )
+    if len(rects) > 1 and multiple_faces == "refuse":
+        raise FaceNotFoundError(
+            f"{name}: {len(rects)} faces found; choose one with multiple_faces='largest' "
+            "(CLI: --face largest) or crop the image to one face"
+        )
+    rect = max(rects, key=lambda r: r.width() * r.height())
+    shape = _shape_predictor()(image, rect)
+    return FaceDetection(
+        box=(int(rect.left()), int(rect.top()), int(rect.right()), int(rect.bottom())),
+        landmarks=_landmarks(shape),
+        faces_found=len(rects),
+        upsample=level,
+        shape=shape,
+    )
+
+
+def landmarks_in_box(image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[np.ndarray, Any]:
+    """dlib's 5 landmarks inside a given face box ``(left, top, right, bottom)`` (no detector).
+
+    Returns:
+        ``(5, 2)`` float64 image ``(x, y)`` and dlib's ``full_object_detection``.
+    """
+    shape = _shape_predictor()(image, _dlib().rectangle(*box))
+    return _landmarks(shape), shape
+
+
+def dlib_face_chip(image: np.ndarray, shape: Any, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """dlib's face chip of one detection: ``get_face_chip(image, shape, size, 0.25)``.
+
+    Returns:
+        The chip, ``(size, size, 3)`` uint8 C-contiguous, and its ``(2, 3)`` image -> chip affine.
+    """
+    dlib = _dlib()
+    chip = np.asarray(dlib.get_face_chip(image, shape, size, DLIB_CHIP_PADDING))
+    details = dlib.get_face_chip_details(shape, size, DLIB_CHIP_PADDING)
+    return np.ascontiguousarray(chip, dtype=np.uint8), dlib_chip_transform(details)
+
+
+def _landmarks(shape: Any) -> np.ndarray:
+    return np.array([[p.x, p.y] for p in shape.parts()], dtype=np.float64)
+
+
+def _dlib() -> Any:
+    """The dlib module, imported on first use (it is large and loads native code)."""
+    try:
+        import dlib
+    except ImportError as exc:
+        raise ModelNotReadyError(f"dlib cannot be imported ({exc}); install dlib-bin") from None
+    return dlib
+
+
+@lru_cache(maxsize=1)
+def _detector() -> Any:
+    """dlib's HOG frontal face detector (loaded once)."""
+    return _dlib().get_frontal_face_detector()
+
+
+@lru_cache(maxsize=1)
+def _shape_predictor() -> Any:
+    """dlib's 5-point landmark predictor, ``shape_predictor_5_face_landmarks.dat`` (loaded once)."""
+    return _dlib().shape_predictor(str(package_model_file("shape_predictor_5_face_landmarks.dat")))
