@@ -8,64 +8,38 @@ Deletion/Insertion curves over all pairs of each method.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from .errors import InputError
+from .methods import registry
+from .methods.base import SaliencyMethod
+from .methods.registry import METHOD_NAMES
 from .metrics import CausalCurve, CausalMetric
 from .models.base import FaceModel
+from .progress import Progress
 
 __all__ = [
-    "METHODS", "build_method", "MethodResult", "evaluate_methods", "explain_pairs", "score_maps",
+    "METHODS", "MethodResult", "evaluate_methods", "explain_pairs", "score_maps", "check_methods",
 ]
 
-#: The methods ``facexplain evaluate --methods`` knows, in the paper's order.
-METHODS = ("corrrise", "rise", "lime", "xface", "minplus", "gradcam", "gradcampp")
+#: The methods ``facexplain evaluate --methods`` knows, in the paper's order (the registry's).
+METHODS = METHOD_NAMES
 
 
-def build_method(
-    name: str,
-    model: FaceModel,
-    *,
-    seed: int = 0,
-    budget: int | None = None,
-    perturbations_per_eval: int | None = None,
-) -> Any:
-    """An explanation method by name over ``model``; ``budget`` sets the number of perturbations
-    of the sampling methods (CorrRISE, RISE, LIME) for an equal-cost comparison;
-    ``perturbations_per_eval`` the perturbed images per model call of the perturbation methods
-    (speed and memory only, never the maps; None: each method's default)."""
-    batch = {} if perturbations_per_eval is None else {"perturbations_per_eval": perturbations_per_eval}
-    if name == "corrrise":
-        from .masks import MaskConfig
-        from .methods.corrrise import CorrRISE, CorrRISEConfig
-
-        masks = MaskConfig(seed=seed) if budget is None else MaskConfig(seed=seed, n_masks=budget)
-        return CorrRISE(model, CorrRISEConfig(masks=masks, **batch))
-    if name == "rise":
-        from .methods.rise import RISE, RISEConfig
-
-        return RISE(model, RISEConfig(seed=seed, **({} if budget is None else {"n_masks": budget}), **batch))
-    if name == "lime":
-        from .methods.lime import LIME, LIMEConfig
-
-        return LIME(model, LIMEConfig(seed=seed, **({} if budget is None else {"n_samples": budget}), **batch))
-    if name == "xface":
-        from .methods.xface import XFace, XFaceConfig
-
-        return XFace(model, XFaceConfig(**batch))
-    if name == "minplus":
-        from .methods.minplus import MinPlus, MinPlusConfig
-
-        return MinPlus(model, MinPlusConfig(**batch))
-    if name in ("gradcam", "gradcampp"):
-        from .methods.gradcam import GradCAM, GradCAMPlusPlus, GradTarget
-
-        target = GradTarget.from_model_name(model.spec.name)
-        return (GradCAM if name == "gradcam" else GradCAMPlusPlus)(target)
-    raise InputError(f"unknown method {name!r} (known: {', '.join(METHODS)})")
+def check_methods(names: Sequence[str], option: str = "methods") -> list[str]:
+    """The method names, checked against the registry: InputError naming ``option``, the unknown
+    names and the known ones when any is unknown or none is given."""
+    names = [n.strip() for n in names if n.strip()]
+    unknown = [n for n in names if n not in METHOD_NAMES]
+    if unknown or not names:
+        raise InputError(
+            f"{option}: unknown {', '.join(unknown) or '(none given)'} (known: {', '.join(METHOD_NAMES)})"
+        )
+    return names
 
 
 @dataclass(frozen=True)
@@ -81,15 +55,19 @@ class MethodResult:
     params: dict[str, Any] = field(default_factory=dict)
 
     def row(self) -> dict[str, Any]:
-        d_lo, d_hi = self.deletion.confidence_interval()
-        i_lo, i_hi = self.insertion.confidence_interval()
+        """The table row: AUCs, 95 % intervals over pairs ([low, high], None with one pair), speeds."""
+
+        def interval(curve: CausalCurve) -> list[float] | None:
+            ci = curve.confidence_interval()
+            return None if ci is None else [round(ci[0], 2), round(ci[1], 2)]
+
         return {
             "method": self.method,
             "deletion": round(self.deletion.auc, 2),
             "insertion": round(self.insertion.auc, 2),
             "pairs": self.pairs,
-            "deletion_ci95": [round(d_lo, 2), round(d_hi, 2)],
-            "insertion_ci95": [round(i_lo, 2), round(i_hi, 2)],
+            "deletion_ci95": interval(self.deletion),
+            "insertion_ci95": interval(self.insertion),
             "explain_pairs_per_s": round(self.pairs / self.explain_seconds, 4) if self.explain_seconds else None,
             "metric_pairs_per_s": round(self.pairs / self.metric_seconds, 2) if self.metric_seconds else None,
         }
@@ -108,21 +86,22 @@ def evaluate_methods(
     seed: int = 0,
     budget: int | None = None,
     progress: Callable[[str, int, int], None] | None = None,
-    build: Callable[..., Any] = build_method,
+    build: Callable[..., SaliencyMethod] = registry.build,
 ) -> list[MethodResult]:
-    """Deletion/Insertion of each method on matched pairs given as aligned chips (P, S, S, 3)."""
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise InputError(f"unknown method(s) {', '.join(unknown)} (known: {', '.join(METHODS)})")
+    """Deletion/Insertion of each method on matched pairs given as aligned chips (P, S, S, 3).
+
+    Each method is made by ``build(name, model, seed=seed, budget=budget)`` (the registry's
+    :func:`~explainer_service.methods.registry.build`); ``progress(method, done, total)`` counts
+    pairs explained.
+    """
+    methods = check_methods(list(methods))
     if len(chips_a) != len(chips_b) or len(chips_a) == 0:
         raise InputError("evaluation needs the same, non-zero number of A and B chips")
     results = []
     for name in methods:
         method = build(name, model, seed=seed, budget=budget)
         t0 = time.perf_counter()
-        ma, mb, params = explain_pairs(
-            method, chips_a, chips_b, progress=None if progress is None else (lambda i, n, m=name: progress(m, i, n))
-        )
+        ma, mb, params = explain_pairs(method, chips_a, chips_b, progress=_per_method(progress, name))
         t1 = time.perf_counter()
         d, ins = score_maps(chips_a, chips_b, ma, mb, model, steps=steps, substrate=substrate, perturb=perturb,
                             threshold=threshold)
@@ -131,16 +110,23 @@ def evaluate_methods(
     return results
 
 
+def _per_method(progress: Callable[[str, int, int], None] | None, name: str) -> Progress | None:
+    if progress is None:
+        return None
+    return lambda done, total: progress(name, done, total)
+
+
 def explain_pairs(
-    method: Any,
+    method: SaliencyMethod,
     chips_a: np.ndarray,
     chips_b: np.ndarray,
     *,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Maps (P, S, S) of A and of B of each pair by ``method``, and the method's parameters."""
-    maps_a, maps_b, params = [], [], {}
-    for i, (a, b) in enumerate(zip(chips_a, chips_b)):
+    maps_a, maps_b = [], []
+    params: dict[str, Any] = {}
+    for i, (a, b) in enumerate(zip(chips_a, chips_b, strict=True)):
         ex = method.attribute(a, b)
         maps_a.append(ex.s_a)
         maps_b.append(ex.s_b)

@@ -13,8 +13,8 @@ all pairs, goes through the model in large batches.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -129,11 +129,12 @@ class CausalCurve:
         """(pairs,) AUC of each pair's 0/1 curve; their mean is :attr:`auc`."""
         return auc(self.kept.astype(np.float64), self.steps)  # type: ignore[return-value]
 
-    def confidence_interval(self, z: float = 1.96) -> tuple[float, float]:
-        """Normal-approximation interval of :attr:`auc` over pairs (mean +- z * standard error)."""
+    def confidence_interval(self, z: float = 1.96) -> tuple[float, float] | None:
+        """Normal-approximation interval of :attr:`auc` over pairs (mean +- z * standard error);
+        None with fewer than 2 pairs (no spread to estimate), never NaN."""
         per = self.per_pair_auc()
         if len(per) < 2:
-            return (float("nan"), float("nan"))
+            return None
         half = z * per.std(ddof=1) / np.sqrt(len(per))
         return (float(per.mean() - half), float(per.mean() + half))
 

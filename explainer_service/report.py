@@ -129,8 +129,8 @@ def write_evaluation(out_dir: str | Path, results: list[Any], meta: dict[str, An
     writer.writerow(["method", "deletion", "insertion", "pairs", "deletion_ci95_low", "deletion_ci95_high",
                      "insertion_ci95_low", "insertion_ci95_high", "explain_pairs_per_s"])
     for r in rows:
-        writer.writerow([r["method"], r["deletion"], r["insertion"], r["pairs"], *r["deletion_ci95"],
-                         *r["insertion_ci95"], r["explain_pairs_per_s"]])
+        writer.writerow([r["method"], r["deletion"], r["insertion"], r["pairs"], *(r["deletion_ci95"] or ["n/a"] * 2),
+                         *(r["insertion_ci95"] or ["n/a"] * 2), r["explain_pairs_per_s"]])
     atomic_write_text(paths["csv"], buf.getvalue())
 
     head = " | ".join(f"{k}: {v}" for k, v in meta.items() if not isinstance(v, (list, dict)))
@@ -140,8 +140,8 @@ def write_evaluation(out_dir: str | Path, results: list[Any], meta: dict[str, An
     best_d = min(r["deletion"] for r in rows)
     best_i = max(r["insertion"] for r in rows)
     for r in rows:
-        d = f"{r['deletion']:.2f} [{r['deletion_ci95'][0]:.2f}, {r['deletion_ci95'][1]:.2f}]"
-        i = f"{r['insertion']:.2f} [{r['insertion_ci95'][0]:.2f}, {r['insertion_ci95'][1]:.2f}]"
+        d = f"{r['deletion']:.2f} " + (f"[{r['deletion_ci95'][0]:.2f}, {r['deletion_ci95'][1]:.2f}]" if r["deletion_ci95"] else "[n/a]")
+        i = f"{r['insertion']:.2f} " + (f"[{r['insertion_ci95'][0]:.2f}, {r['insertion_ci95'][1]:.2f}]" if r["insertion_ci95"] else "[n/a]")
         if r["deletion"] == best_d:
             d = f"**{d}**"
         if r["insertion"] == best_i:

@@ -7,22 +7,35 @@ import sys
 from typing import Any
 
 from ..errors import InputError
+from ..methods.registry import METHOD_NAMES
 from .common import (
     add_chip_cache_args,
     add_model_args,
+    check_dataset_spec,
+    check_out_dir,
     chip_cache,
     engine_label,
     open_model,
     positive_int,
 )
 
+_ALL_METHODS = ",".join(METHOD_NAMES)
+
+
+def _methods(text: str) -> list[str]:
+    """--methods checked against the registry (InputError naming the unknown and the known ones)."""
+    from ..evaluation import check_methods
+
+    return check_methods(text.split(","), "--methods")
+
+
 def register_evaluate(sub: Any) -> None:
     ev = sub.add_parser("evaluate", help="Deletion/Insertion of explanation methods on a dataset (Table 1)")
     ev.add_argument("--dataset", required=True,
                     help="lfw:PATH, lfw-aligned:PATH, cfp-fp:PATH, cfp-ff:PATH, cplfw:PATH, calfw:PATH, bin:FILE, csv:FILE")
     ev.add_argument("--occlude", action="store_true", help="occlude image B of each pair (seeded synthetic occluders)")
-    ev.add_argument("--methods", default="corrrise,rise,lime,xface,minplus,gradcam,gradcampp",
-                    help="comma-separated: corrrise,rise,lime,xface,minplus,gradcam,gradcampp")
+    ev.add_argument("--methods", default=_ALL_METHODS,
+                    help=f"comma-separated, of {_ALL_METHODS} (default: all; `facexplain methods` lists them)")
     ev.add_argument("--pairs", type=positive_int, default=100, help="matched pairs to evaluate (default 100)")
     ev.add_argument("--out", required=True, help="output folder (table.md, table.csv, curves.png)")
     ev.add_argument("--steps", type=positive_int, default=11, help="curve points from 0 to 100 %% (default 11)")
@@ -31,7 +44,8 @@ def register_evaluate(sub: Any) -> None:
     ev.add_argument("--budget", type=positive_int, default=None,
                     help="perturbations per face for CorrRISE/RISE/LIME (default: each method's own, 500)")
     ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--no-progress", action="store_true")
+    ev.add_argument("--no-progress", action="store_true",
+                    help="no progress (default: a bar on a terminal, else a log line every 30 s)")
     add_chip_cache_args(ev)
     add_model_args(ev)
     ev.set_defaults(func=_cmd_evaluate)
@@ -40,7 +54,7 @@ def register_evaluate(sub: Any) -> None:
 def register_sanity(sub: Any) -> None:
     sa = sub.add_parser("sanity", help="model-randomisation sanity check of explanation methods")
     sa.add_argument("--dataset", required=True, help="a dataset spec, as for evaluate")
-    sa.add_argument("--methods", default="corrrise,rise,lime,xface,minplus,gradcam,gradcampp")
+    sa.add_argument("--methods", default=_ALL_METHODS, help=f"comma-separated, of {_ALL_METHODS} (default: all)")
     sa.add_argument("--pairs", type=positive_int, default=5)
     sa.add_argument("--budget", type=positive_int, default=None, help="perturbations for CorrRISE/RISE/LIME")
     sa.add_argument("--measure", default="1,2,4,8,16",
@@ -54,30 +68,39 @@ def register_sanity(sub: Any) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from ..datasets import read_dataset
     from ..datasets.prepare import prepare_pairs
-    from ..evaluation import METHODS, evaluate_methods
+    from ..evaluation import evaluate_methods
     from ..metrics import default_steps
+    from ..progress import LogProgress
     from ..report import write_evaluation
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown or not methods:
-        raise InputError(f"--methods: unknown {', '.join(unknown) or '(none given)'} (known: {', '.join(METHODS)})")
+    methods = _methods(args.methods)
     steps = default_steps(args.steps)
+    check_dataset_spec(args.dataset)
     dataset = read_dataset(args.dataset)
+    check_out_dir(args.out)
     bar = None
     with open_model(args) as model:
         prepared = prepare_pairs(dataset, model, pairs=args.pairs, occlude=args.occlude, seed=args.seed,
                                  cache=chip_cache(args))
         print(f"{dataset.name}: {prepared.summary()}", flush=True)
+        total = len(methods) * len(prepared.chips_a)
+        log = None
         if not args.no_progress and sys.stderr.isatty():
             from tqdm import tqdm
 
-            bar = tqdm(total=len(methods) * len(prepared.chips_a), unit="pair", file=sys.stderr)
+            bar = tqdm(total=total, unit="pair", file=sys.stderr)
+        elif not args.no_progress:  # under nohup, CI, a worker: periodic log lines
+            log = LogProgress("evaluate")
+        finished = [0]
 
-        def progress(method: str, done: int, total: int) -> None:
+        def progress(method: str, done: int, pairs: int) -> None:
+            finished[0] += 1
             if bar is not None:
                 bar.set_description(method)
                 bar.update(1)
+            if log is not None:
+                log.label = f"evaluate ({method}, pairs x methods)"
+                log(finished[0], total)
 
         try:
             results = evaluate_methods(
@@ -107,34 +130,28 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_sanity(args: argparse.Namespace) -> int:
     from ..datasets import read_dataset
     from ..datasets.prepare import prepare_pairs
-    from ..evaluation import METHODS, build_method
-    from ..methods.gradcam import DLIB_DEFAULT_LAYER, GradCAM, GradCAMPlusPlus, GradTarget
-    from ..models.convert import dlib_source_path
-    from ..models.dlib_format import read_dlib_resnet
-    from ..models.registry import DEFAULT_MODEL, get_spec
-    from ..models.torch_dlib import build_torch
+    from ..methods.base import SaliencyMethod
+    from ..models.registry import DEFAULT_MODEL
     from ..models.torch_model import TorchFaceModel
+    from ..models.twins import load_twin
     from ..report import write_sanity
-    from ..sanity import cascading_randomization, dlib_stages
+    from ..sanity import cascading_randomization, dlib_stages, method_on_twin
 
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown or not methods:
-        raise InputError(f"--methods: unknown {', '.join(unknown) or '(none given)'} (known: {', '.join(METHODS)})")
+    methods = _methods(args.methods)
     try:
         measure = [int(v) for v in args.measure.split(",") if v.strip()]
     except ValueError:
         raise InputError(f"--measure must be comma-separated integers, got {args.measure!r}") from None
-    spec = get_spec(DEFAULT_MODEL)
-    twin = build_torch(read_dlib_resnet(dlib_source_path()))
+    if any(k < 1 for k in measure):
+        raise InputError(f"--measure counts layer groups and must be >= 1, got {args.measure!r}")
+    check_dataset_spec(args.dataset)
+    check_out_dir(args.out)
+    twin, spec = load_twin(DEFAULT_MODEL)  # shared and never changed: randomising works on copies
     stages = dlib_stages(twin)
     measure = [k for k in measure if k <= len(stages)] or [len(stages)]
 
-    def make(name: str, module: Any) -> Any:
-        if name in ("gradcam", "gradcampp"):
-            target = GradTarget.for_module(module, DLIB_DEFAULT_LAYER, spec=spec)
-            return (GradCAM if name == "gradcam" else GradCAMPlusPlus)(target)
-        return build_method(name, TorchFaceModel(module, spec, batch_size=64), seed=args.seed, budget=args.budget)
+    def make(name: str, module: Any) -> SaliencyMethod:
+        return method_on_twin(name, module, spec, seed=args.seed, budget=args.budget)
 
     dataset = read_dataset(args.dataset)
     prepared = prepare_pairs(dataset, TorchFaceModel(twin, spec), pairs=args.pairs, seed=args.seed,

@@ -1,11 +1,14 @@
-"""The evaluation library: method construction knobs, and evaluate = explain + score."""
+"""The evaluation library: method construction knobs, evaluate = explain + score, the table rows."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from explainer_service.evaluation import build_method, evaluate_methods, explain_pairs, score_maps
+from explainer_service.errors import InputError
+from explainer_service.evaluation import METHODS, check_methods, evaluate_methods, explain_pairs, score_maps
+from explainer_service.methods import METHOD_NAMES
+from explainer_service.methods import build as build_method
 from explainer_service.metrics import default_steps
 from tests.toy import ToyModel, toy_pair
 
@@ -39,3 +42,37 @@ def test_evaluate_is_explain_then_score():
     d51, _ = score_maps(ca, cb, ma, mb, model, steps=default_steps(51))
     assert d51.kept.shape == (3, 51)
     np.testing.assert_array_equal(d51.kept[:, [0, -1]], d.kept[:, [0, -1]])
+
+
+def test_the_method_list_is_the_registrys_and_is_checked():
+    assert METHODS is METHOD_NAMES
+    assert check_methods([" rise", "lime "]) == ["rise", "lime"]
+    with pytest.raises(InputError, match="--methods: unknown shap .*known: corrrise, rise"):
+        check_methods(["corrrise", "shap"], "--methods")
+    with pytest.raises(InputError, match="none given"):
+        check_methods(["", " "])
+    a, b = toy_pair(0)
+    with pytest.raises(InputError, match="shap"):
+        evaluate_methods(a[None], b[None], ToyModel(), ["shap"])
+
+
+def test_one_pair_has_no_interval_and_no_nan(tmp_path):
+    """With one pair there is no spread to estimate: the interval is None / n/a, never NaN."""
+    from explainer_service.report import write_evaluation
+
+    a, b = toy_pair(1)
+    (res,) = evaluate_methods(a[None], b[None], ToyModel(), ["corrrise"], budget=16)
+    assert res.deletion.confidence_interval() is None
+    row = res.row()
+    assert row["deletion_ci95"] is None and row["insertion_ci95"] is None
+    paths = write_evaluation(tmp_path, [res], {"model": "toy"})
+    for key in ("md", "csv", "json"):
+        text = paths[key].read_text()
+        assert "nan" not in text.lower(), key
+    assert "n/a" in paths["md"].read_text() and "n/a" in paths["csv"].read_text()
+    # two pairs or more: an interval around the AUC
+    pairs = [toy_pair(s) for s in range(3)]
+    (res3,) = evaluate_methods(np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]), ToyModel(),
+                               ["corrrise"], budget=16)
+    lo, hi = res3.row()["deletion_ci95"]
+    assert lo <= res3.row()["deletion"] <= hi
