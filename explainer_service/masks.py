@@ -220,4 +220,4 @@ def mask_coverage(masks: np.ndarray) -> np.ndarray:
     masks = np.asarray(masks)
     if masks.ndim != 3 or masks.shape[0] < 1:
         raise InputError(f"masks must be an (N, H, W) array with N >= 1, got shape {masks.shape}")
-    return np.mean(masks != 1, axis=0, dtype=np.float64)
+    return np.asarray(np.mean(masks != 1, axis=0, dtype=np.float64), np.float64)
