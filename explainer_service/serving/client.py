@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -254,7 +255,7 @@ class TritonFaceModel:
             lambda t: self._client.infer(self.model_name, [inp], outputs=out, client_timeout=t),
             f"an inference of {len(x)} image(s)",
         )
-        return result.as_numpy("embedding")
+        return np.asarray(result.as_numpy("embedding"))
 
     def _map(self, fn: Callable[[np.ndarray], np.ndarray], chunks: list[np.ndarray]) -> list[np.ndarray]:
         """``fn`` over ``chunks`` on the pool, in order; on the first failure the chunks not yet
@@ -295,7 +296,7 @@ class TritonFaceModel:
             f"scoring masks {params['start']}..{params['stop']}",
             CORRRISE_MODEL,
         )
-        return result.as_numpy("scores")
+        return np.asarray(result.as_numpy("scores"))
 
     def score_masks(
         self,
@@ -382,10 +383,7 @@ class _ShmPool:
                 h_out = shm.create_shared_memory_region(names[1], "/" + names[1], self._out_bytes)
                 self._handles.append(h_out)
                 for name, size in ((names[0], self._in_bytes), (names[1], self._out_bytes)):
-                    owner._call(
-                        lambda t, n=name, z=size: client.register_system_shared_memory(n, "/" + n, z, client_timeout=t),
-                        "registering shared memory",
-                    )
+                    owner._call(partial(_register, client, name, size), "registering shared memory")
                     self._registered.append(name)
                 self._free.append((names[0], h_in, names[1], h_out))
         except FacexplainError:
@@ -449,6 +447,10 @@ class _ShmPool:
         self._free = []
         self._all = []
         self._release_sigterm()
+
+
+def _register(client: Any, name: str, size: int, timeout: float) -> None:
+    client.register_system_shared_memory(name, "/" + name, size, client_timeout=timeout)
 
 
 def _status(e: BaseException) -> str:

@@ -20,7 +20,7 @@ import time
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
-from facexplain_masks.masks import MaskConfig, generate_masks
+from facexplain_masks.masks import MaskConfig, generate_masks  # type: ignore[import-not-found]
 
 
 def _error(message, code=None):

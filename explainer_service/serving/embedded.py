@@ -427,6 +427,7 @@ class EmbeddedTriton:
         lines += [e[:300] for e in _error_lines(log)[1:5]]
         if log:
             try:
+                self.settings.runtime_dir.mkdir(parents=True, exist_ok=True)
                 kept = atomic_write_bytes(self.settings.runtime_dir / FAILED_START_LOG, log.encode())
                 lines.append(f"(the server's whole log: {kept})")
             except OSError:

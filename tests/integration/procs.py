@@ -54,7 +54,8 @@ def children(name: str, parent: int | None = None) -> list[int]:
 
 
 def listening(pid: int) -> list[tuple[str, int]]:
-    """(address, port) of every TCP socket the process ``pid`` listens on (IPv4 and IPv6)."""
+    """(address, port) of every TCP socket the process ``pid`` listens on (IPv4 and IPv6; an
+    IPv4-mapped IPv6 address is given as the IPv4 one)."""
     inodes = set()
     for fd in Path(f"/proc/{pid}/fd").iterdir():
         try:
@@ -85,4 +86,5 @@ def _address(hex_addr: str, v6: bool) -> str:
     if not v6:
         return str(ipaddress.IPv4Address(raw[::-1]))
     words = b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))  # each 32-bit word is host order
-    return str(ipaddress.IPv6Address(words))
+    v6addr = ipaddress.IPv6Address(words)
+    return str(v6addr.ipv4_mapped or v6addr)  # ::ffff:127.0.0.1 is 127.0.0.1
