@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import BackendError, InputError, ModelNotReadyError
+from ..errors import BackendError, InputError, ModelFormatError, ModelNotReadyError
 from ..spec import ModelSpec
 
 __all__ = ["OnnxFaceModel", "DEFAULT_BATCH_SIZE"]
@@ -19,6 +19,11 @@ class OnnxFaceModel:
 
     ``batch_size`` bounds how many chips go through one ``run`` call; ``threads`` sets
     onnxruntime's intra-op threads (None: its default, one per core).
+
+    Errors: ModelNotReadyError when the file is missing (not built or imported yet),
+    ModelFormatError when onnxruntime cannot load it (corrupted, truncated, not ONNX),
+    InputError for input of the wrong shape, BackendError when onnxruntime fails on a batch
+    (permanent: the same batch would fail again).
     """
 
     def __init__(
@@ -45,7 +50,7 @@ class OnnxFaceModel:
                 str(path), sess_options=opts, providers=["CPUExecutionProvider"]
             )
         except Exception as e:  # onnxruntime raises its own exception types
-            raise ModelNotReadyError(f"{path}: onnxruntime cannot load it ({e})") from None
+            raise ModelFormatError(f"{path}: not a model onnxruntime can load ({_first_line(e)})") from None
         self._input = self._session.get_inputs()[0].name
         self._output = self._session.get_outputs()[0].name
         self.spec = spec
@@ -63,7 +68,12 @@ class OnnxFaceModel:
             try:
                 out.append(self._session.run([self._output], {self._input: x[i : i + self.batch_size]})[0])
             except Exception as e:
-                raise BackendError(f"onnxruntime failed on {self.spec.name}: {e}") from None
+                raise BackendError(f"onnxruntime failed on {self.spec.name}: {_first_line(e)}") from None
         if not out:
             return np.zeros((0, self.spec.embedding_dim), np.float32)
         return np.concatenate(out).astype(np.float32, copy=False)
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0] if lines else type(e).__name__
