@@ -106,6 +106,7 @@ NUMERIC: list[tuple[str, tuple[str, ...], str, frozenset[str]]] = [
     ("explain", ("explain", "{good_a}", "{good_b}", *EXPLAIN[1:]), "--patches", frozenset()),
     ("explain", ("explain", "{good_a}", "{good_b}", *EXPLAIN[1:]), "--patch-size", frozenset()),
     ("explain", ("explain", "{good_a}", "{good_b}", *EXPLAIN[1:]), "--batch", frozenset()),
+    ("explain", ("explain", "{good_a}", "{good_b}", *EXPLAIN[1:-3], "--no-progress"), "--budget", frozenset()),
     ("explain", ("explain", "{good_a}", "{good_b}", *EXPLAIN[1:]), "--seed", frozenset({"0", str(10**9)})),
     ("embed", ("embed", "{good_a}", "--engine", "local"), "--batch", frozenset()),
     ("evaluate", EVALUATE, "--pairs", frozenset()),
