@@ -87,7 +87,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _stop)
     try:
         server.start()
-        print(f"Triton ready: gRPC 127.0.0.1:{server.grpc_port}, HTTP 127.0.0.1:{server.http_port}; "
+        print(f"Triton ready: gRPC {server.url}, HTTP port {server.http_port} on {server.bind_host}; "
               f"models: {', '.join(server.served)} (Ctrl-C stops)", flush=True)
         code = server.wait()
         print(f"facexplain: error: tritonserver exited with code {code}:\n{server.log_tail()}", file=sys.stderr)

@@ -7,11 +7,13 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BackendError, InputError, ModelFormatError, ModelNotReadyError
+from ..settings import DEFAULT_BATCH_LOCAL
 from ..spec import ModelSpec
 
 __all__ = ["OnnxFaceModel", "DEFAULT_BATCH_SIZE"]
 
-DEFAULT_BATCH_SIZE = 32
+#: Images per onnxruntime call unless told otherwise (Settings' in-process default).
+DEFAULT_BATCH_SIZE = DEFAULT_BATCH_LOCAL
 
 
 class OnnxFaceModel:
