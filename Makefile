@@ -4,14 +4,22 @@ PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Every install goes through a constraints file: the whole resolved set, pinned (`make lock` rewrites them).
+CONSTRAINTS := constraints.txt
 # The embedded Triton lives in its own environment: nvidia-pytriton pins numpy<2.
 TRITON_VENV := .venv-triton
 TRITON_STAMP := $(TRITON_VENV)/.installed
 TRITON_PKGS := nvidia-pytriton==0.7.0 onnxruntime>=1.17
+TRITON_CONSTRAINTS := constraints-triton.txt
 DEMO_OUT ?= demo-out
 PYTEST_ARGS ?=
+# Until the tree is clean under the wider lint and the type checker, `make test` reports their findings
+# without stopping (only ruff's F and E9 rules stop it). STRICT_CHECKS=1 makes lint and typecheck gate the tests.
+STRICT_CHECKS ?= 0
+GATE := $(if $(filter 1,$(STRICT_CHECKS)),,-)
+LINT_PATHS := explainer_service tests bench tools
 
-.PHONY: setup venv triton-env model demo test test-fast bench clean
+.PHONY: setup venv triton-env model demo test test-fast lint typecheck lock bench clean
 
 setup: venv triton-env model
 
@@ -19,17 +27,26 @@ venv: $(STAMP)
 
 triton-env: $(TRITON_STAMP)
 
-$(TRITON_STAMP): Makefile
+$(TRITON_STAMP): Makefile $(TRITON_CONSTRAINTS)
 	@test -x $(TRITON_VENV)/bin/python || $(PY) -m venv $(TRITON_VENV)
-	$(TRITON_VENV)/bin/python -m pip install -q --upgrade pip
-	$(TRITON_VENV)/bin/python -m pip install -q $(foreach p,$(TRITON_PKGS),'$(p)')
+	$(TRITON_VENV)/bin/python -m pip install -q -c $(TRITON_CONSTRAINTS) --upgrade pip
+	$(TRITON_VENV)/bin/python -m pip install -q -c $(TRITON_CONSTRAINTS) $(foreach p,$(TRITON_PKGS),'$(p)')
 	@touch $(TRITON_STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(CONSTRAINTS)
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[torch,test]'
+	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) --upgrade pip
+	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) -e '.[torch,test]'
 	@touch $(STAMP)
+
+# Rewrites both constraints files from the installed environments (after changing a dependency).
+lock:
+	@{ sed -n '/^#/p' $(CONSTRAINTS); \
+	   $(BIN)/python -m pip freeze --all --exclude-editable --disable-pip-version-check \
+	     | sed -E 's/^torch==([^+]*)\+.*/torch==\1/'; } > $(CONSTRAINTS).new && mv $(CONSTRAINTS).new $(CONSTRAINTS)
+	@{ sed -n '/^#/p' $(TRITON_CONSTRAINTS); \
+	   $(TRITON_VENV)/bin/python -m pip freeze --all --disable-pip-version-check; } \
+	   > $(TRITON_CONSTRAINTS).new && mv $(TRITON_CONSTRAINTS).new $(TRITON_CONSTRAINTS)
 
 # Converts dlib's network to ONNX once (cached by the source file's SHA-256).
 model: $(STAMP)
@@ -38,12 +55,21 @@ model: $(STAMP)
 demo: setup
 	$(BIN)/python -m explainer_service.demo --out $(DEMO_OUT)
 
+lint: venv
+	$(BIN)/ruff check $(LINT_PATHS)
+
+typecheck: venv
+	$(BIN)/mypy
+
 test: setup
-	$(BIN)/ruff check explainer_service tests bench tools
+	$(BIN)/ruff check --select F,E9 $(LINT_PATHS)
+	$(GATE)$(MAKE) --no-print-directory lint
+	$(GATE)$(MAKE) --no-print-directory typecheck
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-fast: venv
-	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+# Everything not marked slow or integration (no server starts); about a minute.
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow and not integration" $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python bench/bench_explain.py

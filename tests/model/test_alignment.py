@@ -98,6 +98,7 @@ def _crop_of(lfw_dir: Path, raw: Path) -> Path:
 # ---- dlib chips from photos --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.shared
 def test_dlib_chip_is_byte_identical_to_dlib_pipeline(raw_files):
     aligner = Aligner()

@@ -16,6 +16,7 @@ from explainer_service.pipeline import load_face_model
 pytestmark = [pytest.mark.model, pytest.mark.shared]
 
 
+@pytest.mark.slow
 def test_evaluate_writes_table_and_curves(lfw_dir, tmp_path, capsys):
     out = tmp_path / "eval"
     code = main(["evaluate", "--dataset", f"lfw-aligned:{lfw_dir}", "--methods", "corrrise,rise,gradcam",

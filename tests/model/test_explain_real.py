@@ -11,7 +11,7 @@ import pytest
 
 from explainer_service.cli import main
 
-pytestmark = [pytest.mark.model, pytest.mark.shared]
+pytestmark = [pytest.mark.model, pytest.mark.shared, pytest.mark.slow]
 
 
 def lfw(lfw_dir, kind, name, i):
