@@ -160,9 +160,9 @@ def check_method(method: str, chip_size: int, params: Mapping[str, Any] | None =
         InputError: unknown method or parameter, or a bad value.
         LimitExceededError: more perturbations per face than the limit (``FACEXPLAIN_MAX_MASKS``).
     """
-    from .methods import forward_passes
+    from .methods import check_params
 
-    passes = int(forward_passes(method, chip_size, **dict(params or {})))
+    passes = int(check_params(method, chip_size, **dict(params or {})))
     per_face = max(0, (passes - 2) // 2)
     limit = get_settings().limits.max_masks
     if per_face > limit:

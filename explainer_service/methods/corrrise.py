@@ -71,6 +71,10 @@ class CorrRISEConfig:
         if self.masks.n_masks < 2:
             raise InputError(f"CorrRISE needs at least 2 masks, got {self.masks.n_masks}")
 
+    def check_for_chip(self, chip_size: int) -> None:
+        """InputError unless the masks fit a ``chip_size`` chip (``patch_size`` at most its side)."""
+        self.masks.patch_size_for(chip_size)
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON values: ``{"masks": {...}, "correlation": ..., "perturbations_per_eval": ...}``."""
         return {
@@ -292,12 +296,13 @@ class CorrRISE:
             raise InputError(f"CorrRISE needs a CorrRISEConfig, got {type(config).__name__}")
         self.model = model
         self.config = config or CorrRISEConfig()
+        self.config.check_for_chip(model.spec.chip.size)  # refused here, before any model call
 
     @classmethod
     def forward_passes_for(cls, config: CorrRISEConfig, chip_size: int) -> int:
         """Model evaluations of one pair: 2N masked chips and the clean pair (InputError for a
         patch larger than the chip, so a request is refused before any work)."""
-        config.masks.patch_size_for(chip_size)
+        config.check_for_chip(chip_size)
         return 2 + 2 * config.masks.n_masks
 
     def forward_passes(self) -> int:

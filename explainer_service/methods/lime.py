@@ -48,6 +48,8 @@ from .perturbation import (
     PerturbationMethod,
     _Group,
     _is_number,
+    _require_at_most,
+    _require_chip_size,
     _require_choice,
     _require_int,
     _require_positive,
@@ -76,8 +78,10 @@ class LIMEConfig:
     Attributes:
         n_samples: samples N per face (>= 2), the first being the clean image.
         segmentation: ``"slic"`` or ``"quickshift"`` (skimage.segmentation).
-        n_segments, compactness: SLIC's target number of superpixels and compactness.
-        kernel_size, max_dist, ratio: quickshift's parameters (lime_image's defaults).
+        n_segments, compactness: SLIC's target number of superpixels (at most the chip's pixels)
+            and compactness.
+        kernel_size, max_dist, ratio: quickshift's parameters (lime_image's defaults; the kernel
+            at most the chip side).
         substrate: what an "off" superpixel becomes: ``"zero"`` (black) or ``"mean"`` (its mean
             colour, lime_image's ``hide_color=None``).
         kernel_width: width of the exponential kernel on the cosine distance (> 0).
@@ -114,6 +118,13 @@ class LIMEConfig:
             raise InputError(f"alpha must be a number >= 0, got {self.alpha!r}")
         _require_int("seed", self.seed, 0)
         _require_int("perturbations_per_eval", self.perturbations_per_eval, 1)
+
+    def check_for_chip(self, chip_size: int) -> None:
+        """InputError unless the segmentation fits a ``chip_size`` chip: at most one superpixel
+        per pixel (``n_segments <= chip_size**2``) and a quickshift kernel no wider than the chip."""
+        size = _require_chip_size(chip_size)
+        _require_at_most("n_segments", self.n_segments, size * size, f"the chip's pixels ({size * size})")
+        _require_at_most("kernel_size", float(self.kernel_size), size, f"the chip side ({size} px)")
 
 
 def segment_chip(chip: np.ndarray, config: LIMEConfig) -> np.ndarray:
@@ -201,6 +212,7 @@ class LIME(PerturbationMethod[LIMEConfig]):
 
     @classmethod
     def forward_passes_for(cls, config: LIMEConfig, chip_size: int) -> int:
+        config.check_for_chip(chip_size)
         return 2 + 2 * config.n_samples
 
     def _substrate(self, chip: np.ndarray, segments: np.ndarray) -> np.ndarray:

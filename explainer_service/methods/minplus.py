@@ -58,6 +58,8 @@ from .perturbation import (
     PerturbationMethod,
     _Group,
     _is_number,
+    _require_at_most,
+    _require_chip_size,
     _require_choice,
     _require_int,
 )
@@ -71,6 +73,9 @@ __all__ = [
     "MODES",
     "SUBSTRATES",
     "PAPER_CHIP",
+    "MIN_SIGMA",
+    "minplus_stride",
+    "minplus_grid",
     "minplus_centres",
     "minplus_sigma",
     "minplus_gaussians",
@@ -82,6 +87,8 @@ SUBSTRATES = ("zero", "blur")
 #: Chip side (px) on which the default sigma and stride are given.
 PAPER_CHIP = 112
 _DEFAULT_SIGMA = 7.0
+#: Narrowest Gaussian region or blur (px): below it the Gaussian is one pixel, or underflows.
+MIN_SIGMA = 0.1
 _DEFAULT_STRIDE = 14
 
 
@@ -91,13 +98,15 @@ class MinPlusConfig:
 
     Attributes:
         steps: greedy steps T per search (>= 1, at most the number of candidates).
-        sigma: standard deviation of a Gaussian region in chip pixels; ``None``: 7 px on 112 px
-            scaled to the chip.
-        stride: spacing of the candidate centres in chip pixels; ``None``: 14 px on 112 px scaled.
+        sigma: standard deviation of a Gaussian region in chip pixels (:data:`MIN_SIGMA` to the
+            chip side); ``None``: 7 px on 112 px scaled to the chip.
+        stride: spacing of the candidate centres in chip pixels (at most the chip side); ``None``:
+            14 px on 112 px scaled.
             The centres form a g x g grid, g = max(1, round(S / stride)), centred on the chip.
         substrate: what a removed pixel becomes: ``"zero"`` (black) or ``"blur"`` (a Gaussian blur
             of the face with ``blur_sigma``).
-        blur_sigma: blur of the ``"blur"`` substrate in chip pixels; ``None``: the region's sigma.
+        blur_sigma: blur of the ``"blur"`` substrate in chip pixels (:data:`MIN_SIGMA` to the chip
+            side); ``None``: the region's sigma.
         mode: ``"minplus"`` (removal + insertion), ``"minus"`` (removal only) or ``"plus"``.
         perturbations_per_eval: perturbed images per model call (>= 1); speed and memory only.
     """
@@ -122,6 +131,24 @@ class MinPlusConfig:
         _require_choice("mode", self.mode, MODES)
         _require_int("perturbations_per_eval", self.perturbations_per_eval, 1)
 
+    def check_for_chip(self, chip_size: int) -> None:
+        """InputError naming the parameter unless the search fits a ``chip_size`` chip: stride and
+        sigmas at most the chip side (sigmas at least :data:`MIN_SIGMA`), and at most as many
+        steps as there are candidate regions."""
+        size = _require_chip_size(chip_size)
+        if self.stride is not None:
+            _require_at_most("stride", self.stride, size, f"the chip side ({size} px)")
+        for name in ("sigma", "blur_sigma"):
+            v = getattr(self, name)
+            if v is not None and not MIN_SIGMA <= float(v) <= size:
+                raise InputError(f"{name} {v} must be in [{MIN_SIGMA}, {size}] px on a {size} px chip")
+        g = minplus_grid(self, size)
+        if self.steps > g * g:
+            raise InputError(
+                f"steps {self.steps} must be at most the number of candidate regions ({g * g}: a {g} x {g} "
+                f"grid, stride {minplus_stride(self, size)} px on a {size} px chip)"
+            )
+
 
 def minplus_sigma(config: MinPlusConfig, chip_size: int) -> float:
     """Sigma (px) of a region on a ``chip_size`` chip."""
@@ -130,12 +157,24 @@ def minplus_sigma(config: MinPlusConfig, chip_size: int) -> float:
     return _DEFAULT_SIGMA * chip_size / PAPER_CHIP
 
 
+def minplus_stride(config: MinPlusConfig, chip_size: int) -> int:
+    """Spacing (px) of the candidate centres on a ``chip_size`` chip: the configured one, else
+    14 px on 112 px scaled."""
+    if config.stride is not None:
+        return int(config.stride)
+    return max(1, round(_DEFAULT_STRIDE * chip_size / PAPER_CHIP))
+
+
+def minplus_grid(config: MinPlusConfig, chip_size: int) -> int:
+    """Side g of the grid of candidate centres: max(1, round(S / stride))."""
+    return max(1, int(round(chip_size / minplus_stride(config, chip_size))))
+
+
 def minplus_centres(config: MinPlusConfig, chip_size: int) -> np.ndarray:
     """Candidate centres (row, col) in pixel coordinates, float64 (g*g, 2), row-major: the centres
     of a g x g grid of equal cells covering the chip, g = max(1, round(S / stride))."""
     _require_int("chip_size", chip_size, 1)
-    stride = config.stride if config.stride is not None else max(1, round(_DEFAULT_STRIDE * chip_size / PAPER_CHIP))
-    g = max(1, int(round(chip_size / stride)))
+    g = minplus_grid(config, chip_size)
     axis = (np.arange(g) + 0.5) * chip_size / g - 0.5
     return np.stack(np.meshgrid(axis, axis, indexing="ij"), -1).reshape(-1, 2)
 
@@ -261,6 +300,7 @@ class MinPlus(PerturbationMethod[MinPlusConfig]):
 
     @classmethod
     def forward_passes_for(cls, config: MinPlusConfig, chip_size: int) -> int:
+        config.check_for_chip(chip_size)
         return minplus_forward_passes(len(minplus_centres(config, chip_size)), config.steps, config.mode)
 
     def params(self) -> dict[str, Any]:
@@ -291,9 +331,7 @@ class MinPlus(PerturbationMethod[MinPlusConfig]):
         cfg = self.config
         size = self.model.spec.chip.size
         centres = minplus_centres(cfg, size)
-        k = len(centres)
-        if cfg.steps > k:
-            raise InputError(f"steps ({cfg.steps}) must be at most the number of candidate regions ({k})")
+        cfg.check_for_chip(size)
         sigma = minplus_sigma(cfg, size)
         gaussians = minplus_gaussians(centres, sigma, size)
         a, b, score = pair.a, pair.b, pair.score

@@ -59,6 +59,20 @@ def _require_positive(name: str, value: object) -> None:
         raise InputError(f"{name} must be a finite number > 0, got {value!r}")
 
 
+def _require_chip_size(chip_size: object) -> int:
+    """``chip_size`` as an int; InputError unless it is an integer >= 1."""
+    if not isinstance(chip_size, (int, np.integer)) or isinstance(chip_size, (bool, np.bool_)) or chip_size < 1:
+        raise InputError(f"chip_size must be an integer >= 1, got {chip_size!r}")
+    return int(chip_size)
+
+
+def _require_at_most(name: str, value: int | float, bound: int | float, what: str) -> None:
+    """InputError naming ``name`` unless ``value <= bound``; ``what`` names the bound in the
+    message (``"the chip side (150 px)"``)."""
+    if value > bound:
+        raise InputError(f"{name} {value} must be at most {what}")
+
+
 def _require_choice(name: str, value: object, choices: Sequence[str]) -> None:
     if value not in choices:
         raise InputError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
@@ -188,7 +202,9 @@ class PerturbationMethod(Generic[ConfigT]):
 
     Subclasses set ``name`` and ``config_class`` and implement two hooks:
     :meth:`forward_passes_for` (the cost of one pair) and :meth:`_explain` (perturbations to maps).
-    The config must have a ``perturbations_per_eval`` field (images per model call).
+    The config must have a ``perturbations_per_eval`` field (images per model call) and a
+    ``check_for_chip(chip_size)`` method (InputError naming a parameter that does not fit the
+    chip), which the constructor calls with the model's chip.
     """
 
     name: ClassVar[str] = ""
@@ -203,6 +219,8 @@ class PerturbationMethod(Generic[ConfigT]):
             )
         self.model = model
         self.config: ConfigT = config
+        checked: Any = config
+        checked.check_for_chip(model.spec.chip.size)  # refused here, before any model call
 
     # ------------------------------------------------------------------ hooks
 

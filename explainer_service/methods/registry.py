@@ -8,6 +8,8 @@ later the API's ListMethods and the dashboard) goes through this table:
 - :func:`list_methods`: one :class:`MethodInfo` per method with its parameters (name, type,
   default, help), what it needs and its forward-pass budget per pair on a chip;
 - :func:`forward_passes`: the budget of one configuration;
+- :func:`check_params`: a request checked before any work: parameters, their ranges on the chip
+  and ``Settings.limits`` (what :func:`build` checks too);
 - :func:`parse_params`: parameters given as text (``--param k=v``, a request's strings).
 
 Three parameters are accepted by every method and applied where they mean something, so that a
@@ -16,6 +18,20 @@ caller can treat the methods alike: ``seed`` (ignored by the deterministic metho
 ``budget`` (the number of perturbations per face of the sampling methods: CorrRISE's and RISE's
 ``n_masks``, LIME's ``n_samples``; ignored by the others). Any other unknown parameter is an
 InputError naming the method's parameters.
+
+Limits: before a method is built (and in :func:`check_params`, which callers run before they open
+a model or start a server) every parameter is checked twice, the same way for the CLI and the API:
+
+- its range on the chip, by the method's config (``check_for_chip``: a RISE grid, an xFace patch
+  or stride, a MinPlus stride or sigma larger than the chip, more MinPlus steps than candidate
+  regions, more LIME superpixels than pixels): an InputError naming the parameter;
+- its size against ``Settings.limits`` (:data:`PARAM_LIMITS`): perturbations per face
+  (``n_masks``, ``n_samples``, ``budget``) against ``max_masks``, CorrRISE's ``patches`` and
+  LIME's ``n_segments`` against ``max_patches``, patch sides against ``max_patch_size``,
+  ``perturbations_per_eval`` against ``max_batch``; and the whole cost, the forward passes of one
+  pair, against ``2 * max_masks + 2`` (``max_masks`` perturbations per face, whatever makes them:
+  xFace's stride, MinPlus's steps...). A LimitExceededError names the parameter, the limit and
+  its ``FACEXPLAIN_*`` variable.
 """
 
 from __future__ import annotations
@@ -25,7 +41,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import FacexplainError, InputError
+import numpy as np
+
+from ..errors import FacexplainError, InputError, LimitExceededError
 from ..masks import MaskConfig
 from ..models.base import FaceModel
 from .base import SaliencyMethod
@@ -45,7 +63,9 @@ __all__ = [
     "list_methods",
     "method_info",
     "forward_passes",
+    "check_params",
     "parse_params",
+    "PARAM_LIMITS",
 ]
 
 #: Parameters every method accepts (applied where they mean something; see the module docstring).
@@ -115,6 +135,7 @@ class _Entry:
     helps: dict[str, str]
     budget_param: str | None = None
     needs: str = NEEDS_MODEL
+    limits: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def params(self) -> tuple[MethodParam, ...]:
         if self.config_class is CorrRISEConfig:
@@ -140,6 +161,9 @@ class _Entry:
         return self.config_class(**values)
 
 
+#: Parameters bounded by ``Settings.limits``, whatever the method: parameter -> ``Limits`` field.
+GENERIC_LIMITS: Mapping[str, str] = {"budget": "max_masks", "perturbations_per_eval": "max_batch"}
+
 _PPE = "perturbed images per model call (speed and memory only, never the maps)"
 _SEED = "seed of the random perturbations"
 
@@ -160,6 +184,7 @@ _ENTRIES: tuple[_Entry, ...] = (
             "perturbations_per_eval": _PPE + " (None: the model's hint)",
         },
         budget_param="n_masks",
+        limits={"n_masks": "max_masks", "patches": "max_patches", "patch_size": "max_patch_size"},
     ),
     _Entry(
         "rise", "RISE",
@@ -173,6 +198,7 @@ _ENTRIES: tuple[_Entry, ...] = (
             "perturbations_per_eval": _PPE,
         },
         budget_param="n_masks",
+        limits={"n_masks": "max_masks"},
     ),
     _Entry(
         "lime", "LIME",
@@ -193,6 +219,7 @@ _ENTRIES: tuple[_Entry, ...] = (
             "perturbations_per_eval": _PPE,
         },
         budget_param="n_samples",
+        limits={"n_samples": "max_masks", "n_segments": "max_patches"},
     ),
     _Entry(
         "xface", "xFace",
@@ -205,6 +232,7 @@ _ENTRIES: tuple[_Entry, ...] = (
             "smooth": "Gaussian smoothing of each per-size map",
             "perturbations_per_eval": _PPE,
         },
+        limits={"patch_sizes": "max_patch_size"},
     ),
     _Entry(
         "minplus", "MinPlus",
@@ -246,6 +274,12 @@ _ENTRIES: tuple[_Entry, ...] = (
 
 _BY_NAME = {e.name: e for e in _ENTRIES}
 
+#: Each method's parameters bounded by ``Settings.limits`` (parameter -> ``Limits`` field), the
+#: generic ones included; the forward passes of a pair are bounded by ``2 * max_masks + 2``.
+PARAM_LIMITS: Mapping[str, Mapping[str, str]] = {
+    e.name: {**GENERIC_LIMITS, **e.limits} for e in _ENTRIES
+}
+
 #: The methods, in the paper's order (Table 1).
 METHOD_NAMES: tuple[str, ...] = tuple(e.name for e in _ENTRIES)
 
@@ -278,6 +312,65 @@ def _own_params(entry: _Entry, params: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in own.items() if not (k in GENERIC_PARAMS and v is None)}
 
 
+def _over_limit(method: str, param: str, value: Any, field: str, limit: int) -> LimitExceededError:
+    var = "FACEXPLAIN_" + field.upper()
+    return LimitExceededError(
+        f"method {method}: {param} {value} is over the limit {limit} of {field} (set {var} to change it)"
+    )
+
+
+def _check_limits(entry: _Entry, params: Mapping[str, Any], own: Mapping[str, Any], passes: int) -> None:
+    """LimitExceededError naming the first parameter over its ``Settings.limits`` bound, or the
+    forward passes of one pair over ``2 * max_masks + 2``; InputError for a generic parameter
+    that is not an integer >= 1."""
+    from ..settings import get_settings
+
+    limits = get_settings().limits
+    for param, field in GENERIC_LIMITS.items():
+        value = params.get(param)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise InputError(f"method {entry.name}: {param} must be an integer >= 1, got {value!r}")
+        if value > getattr(limits, field):
+            raise _over_limit(entry.name, param, value, field, getattr(limits, field))
+    for param, field in entry.limits.items():
+        value = own.get(param)
+        limit = getattr(limits, field)
+        for v in value if isinstance(value, (tuple, list)) else (value,):
+            if v is not None and v > limit:
+                raise _over_limit(entry.name, param, v, field, limit)
+    per_face = max(0, (passes - 2) // 2)
+    if per_face > limits.max_masks:
+        cost = ", ".join(f"{k}={v}" for k, v in own.items() if k not in ("seed", "perturbations_per_eval"))
+        raise LimitExceededError(
+            f"method {entry.name}{' with ' + cost if cost else ''}: {passes} forward passes per pair "
+            f"({per_face} perturbations per face) is over the limit max_masks={limits.max_masks} "
+            "perturbations per face (set FACEXPLAIN_MAX_MASKS to change it)"
+        )
+
+
+def check_params(name: str, chip_size: int, **params: Any) -> int:
+    """Check a request for method ``name`` on a ``chip_size`` chip before any work; return the
+    forward passes one pair will take.
+
+    The parameters are checked as :func:`build` takes them: known names and types, ranges on the
+    chip (the config's ``check_for_chip``) and ``Settings.limits`` (see the module docstring).
+
+    Raises:
+        InputError: an unknown method or parameter, or a value out of its range (the message
+            names the parameter).
+        LimitExceededError: a parameter, or the forward passes of one pair, over a limit (the
+            message names the parameter, the limit and its ``FACEXPLAIN_*`` variable).
+    """
+    entry = _entry(name)
+    own = _own_params(entry, params)
+    config = entry.config(own)
+    passes = int(entry.method_class.forward_passes_for(config, int(chip_size)))
+    _check_limits(entry, params, own, passes)
+    return passes
+
+
 def build(name: str, model: FaceModel, **params: Any) -> SaliencyMethod:
     """The method ``name`` over ``model`` with ``params`` (the rest at their defaults).
 
@@ -285,9 +378,11 @@ def build(name: str, model: FaceModel, **params: Any) -> SaliencyMethod:
     ``budget`` and ``perturbations_per_eval``. The gradient methods (Grad-CAM, Grad-CAM++) run on
     the model's PyTorch twin: the module of a ``TorchFaceModel``, else the twin of the model's name
     (``models.twins``; ModelNotReadyError when it has none). InputError for an unknown method or
-    parameter, or a bad value.
+    parameter, or a bad value; LimitExceededError for a request over ``Settings.limits`` (both
+    checked by :func:`check_params` on the model's chip before anything is built).
     """
     entry = _entry(name)
+    check_params(name, model.spec.chip.size, **params)
     config = entry.config(_own_params(entry, params))
     if entry.needs == NEEDS_TWIN:
         target = GradTarget.for_face_model(model, config.layer)
@@ -299,7 +394,8 @@ def build(name: str, model: FaceModel, **params: Any) -> SaliencyMethod:
 
 def forward_passes(name: str, chip_size: int, **params: Any) -> int:
     """Model evaluations of one pair by method ``name`` with ``params`` on a ``chip_size`` chip
-    (both faces, the clean pair included)."""
+    (both faces, the clean pair included). InputError for a bad parameter or one that does not fit
+    the chip; ``Settings.limits`` are not applied (:func:`check_params` applies them)."""
     entry = _entry(name)
     config = entry.config(_own_params(entry, params))
     return int(entry.method_class.forward_passes_for(config, int(chip_size)))

@@ -42,6 +42,8 @@ from .perturbation import (
     _Group,
     _is_int,
     _is_number,
+    _require_at_most,
+    _require_chip_size,
     _require_int,
 )
 
@@ -71,7 +73,8 @@ class RISEConfig:
 
     Attributes:
         n_masks: number of masks N (>= 1).
-        grid: side s of the random binary grid (>= 1).
+        grid: side s of the random binary grid (>= 1; at most the chip side, see
+            :meth:`check_for_chip`).
         p: probability that a grid cell is kept (0 < p <= 1).
         seed: seed of the mask set (non-negative integer).
         perturbations_per_eval: perturbed images per model call (>= 1); speed and memory only.
@@ -90,6 +93,12 @@ class RISEConfig:
             raise InputError(f"p must be a number in (0, 1], got {self.p!r}")
         _require_int("seed", self.seed, 0)
         _require_int("perturbations_per_eval", self.perturbations_per_eval, 1)
+
+    def check_for_chip(self, chip_size: int) -> None:
+        """InputError unless the grid fits a ``chip_size`` chip: at most one cell per pixel
+        (``grid <= chip_size``), so the grids and the upsampling stay chip-sized."""
+        size = _require_chip_size(chip_size)
+        _require_at_most("grid", self.grid, size, f"the chip side ({size} px)")
 
 
 def rise_cell_size(chip_size: int, grid: int) -> int:
@@ -183,6 +192,7 @@ class RISE(PerturbationMethod[RISEConfig]):
 
     @classmethod
     def forward_passes_for(cls, config: RISEConfig, chip_size: int) -> int:
+        config.check_for_chip(chip_size)
         return 2 + 2 * config.n_masks
 
     def params(self) -> dict[str, Any]:

@@ -47,6 +47,7 @@ from .perturbation import (
     _Group,
     _is_int,
     _is_number,
+    _require_at_most,
     _require_int,
 )
 
@@ -81,8 +82,10 @@ class XFaceConfig:
     """xFace's options; the defaults are the paper's.
 
     Attributes:
-        patch_sizes: patch sides in chip pixels; ``None``: 7, 14, 28 px on 112 px scaled to the chip.
-        stride: step between patch positions in chip pixels; ``None``: 5 px on 112 px scaled.
+        patch_sizes: patch sides in chip pixels, each smaller than the chip; ``None``: 7, 14, 28 px
+            on 112 px scaled to the chip.
+        stride: step between patch positions in chip pixels (at most the chip side); ``None``:
+            5 px on 112 px scaled.
         fill_value: value of the occluded pixels (0 = black, the authors' default), in [0, 255].
         smooth: Gaussian smoothing of each per-size map (kernel ``stride``, sigma ``stride``), as in
             the authors' code.
@@ -114,6 +117,13 @@ class XFaceConfig:
             raise InputError(f"smooth must be a bool, got {self.smooth!r}")
         _require_int("perturbations_per_eval", self.perturbations_per_eval, 1)
 
+    def check_for_chip(self, chip_size: int) -> None:
+        """InputError unless the patches and stride fit a ``chip_size`` chip: every patch side
+        smaller than the chip, the stride at most the chip side."""
+        xface_patch_sizes(self, chip_size)
+        if self.stride is not None:
+            _require_at_most("stride", self.stride, int(chip_size), f"the chip side ({chip_size} px)")
+
 
 def xface_patch_sizes(config: XFaceConfig, chip_size: int) -> tuple[int, ...]:
     """Patch sides (px) on a ``chip_size`` chip: the configured ones or the paper's scaled.
@@ -122,7 +132,8 @@ def xface_patch_sizes(config: XFaceConfig, chip_size: int) -> tuple[int, ...]:
     sizes = config.patch_sizes or tuple(_scaled(p, chip_size) for p in PAPER_PATCH_SIZES)
     for p in sizes:
         if p >= chip_size:
-            raise InputError(f"patch size {p} must be smaller than the chip ({chip_size} px)")
+            what = "patch_sizes: patch size" if config.patch_sizes else "default patch size"
+            raise InputError(f"{what} {p} must be smaller than the chip ({chip_size} px)")
     return sizes
 
 
@@ -203,6 +214,7 @@ class XFace(PerturbationMethod[XFaceConfig]):
 
     @classmethod
     def forward_passes_for(cls, config: XFaceConfig, chip_size: int) -> int:
+        config.check_for_chip(chip_size)
         stride = xface_stride(config, chip_size)
         sizes = xface_patch_sizes(config, chip_size)
         return 2 + 2 * sum(xface_occlusion_count(chip_size, p, stride) for p in sizes)
