@@ -20,7 +20,7 @@ from typing import Any, Union
 import numpy as np
 
 from .alignment import AlignedFace, Aligner
-from .errors import FacexplainError, InputError, LimitExceededError
+from .errors import FacexplainError, InputError
 from .explanation import Explanation
 from .images import decode_image
 from .methods.corrrise import CorrRISE, CorrRISEConfig
@@ -37,7 +37,6 @@ __all__ = [
     "load_face_model",
     "open_face_model",
     "align_image",
-    "check_method",
     "model_info",
     "explain_pair",
     "PairExplanation",
@@ -151,28 +150,6 @@ def align_image(
     )
 
 
-def check_method(method: str, chip_size: int, params: Mapping[str, Any] | None = None) -> int:
-    """Validate an explanation request before any work: the method and its parameters (as the
-    registry takes them) and its cost against ``Settings.limits.max_masks`` (perturbations per
-    face). Returns the forward passes one pair will take.
-
-    Raises:
-        InputError: unknown method or parameter, or a bad value.
-        LimitExceededError: more perturbations per face than the limit (``FACEXPLAIN_MAX_MASKS``).
-    """
-    from .methods import check_params
-
-    passes = int(check_params(method, chip_size, **dict(params or {})))
-    per_face = max(0, (passes - 2) // 2)
-    limit = get_settings().limits.max_masks
-    if per_face > limit:
-        raise LimitExceededError(
-            f"method {method}: {per_face} perturbations per face is over the limit {limit} "
-            "(set FACEXPLAIN_MAX_MASKS to change it)"
-        )
-    return passes
-
-
 def _source_sha256(name: str) -> str | None:
     """The SHA-256 of the weights a model was built from, when its record has one."""
     from .models.store import read_record
@@ -226,15 +203,15 @@ def explain_pair(
         FaceNotFoundError: no face in an image.
         BackendError: the model failed (TransientError and subclasses: worth retrying).
     """
+    from .methods import build, check_params
+
     params = dict(params or {})
     chip = model.spec.chip
-    check_method(method, chip.size, params)
+    check_params(method, chip.size, **params)  # before any image is decoded
     t0 = time.perf_counter()
     face_a = align_image(image_a, chip, aligner=aligner, name="image_a")
     face_b = align_image(image_b, chip, aligner=aligner, name="image_b")
     t1 = time.perf_counter()
-    from .methods import build
-
     explainer = build(method, model, **params)
     explanation = explainer.attribute(face_a.chip, face_b.chip, progress=progress)
     t2 = time.perf_counter()

@@ -173,15 +173,16 @@ def _progress(args: argparse.Namespace, method: str) -> Iterator[Callable[[int, 
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
+    from ..methods import check_params
     from ..models.registry import get_spec
-    from ..pipeline import align_image, check_method, explain_pair
+    from ..pipeline import align_image, explain_pair
     from ..results import Timing
 
     # 1. everything that can be checked without pixels: files, output folder, method, parameters
     check_input_files([args.image_a, args.image_b])
     params = method_params(args)
     spec = get_spec(args.model)
-    check_method(args.method, spec.chip.size, params)
+    check_params(args.method, spec.chip.size, **params)
     out = check_out_dir(args.out)
     # 2. both images decoded and aligned before a model is opened (a server may take seconds)
     face_aligner = aligner(args)

@@ -19,7 +19,8 @@ from explainer_service.alignment import AlignedFace, Aligner
 from explainer_service.errors import InputError, LimitExceededError
 from explainer_service.explanation import Explanation
 from explainer_service.fileio import default_file_mode
-from explainer_service.pipeline import align_image, check_method, explain_pair, model_info
+from explainer_service.methods import check_params
+from explainer_service.pipeline import align_image, explain_pair, model_info
 from explainer_service.results import (
     RESULT_FORMAT,
     FaceRecord,
@@ -307,7 +308,7 @@ def test_any_input_kind_gives_the_same_maps(tmp_path):
 def test_every_perturbation_method_and_its_forward_passes(method, params):
     result, model = explained(method, params)
     assert result.method == method and result.model == "toy"
-    assert result.forward_passes == model.images == check_method(method, 32, params)
+    assert result.forward_passes == model.images == check_params(method, 32, **params)
     assert result.s_a.shape == result.s_b.shape == (32, 32)
     assert result.engine is None and result.server_masks is False
     assert result.model_info == ModelInfo("toy", ChipSpec("arcface", 32), 0, 0.9, None)
@@ -336,6 +337,23 @@ def test_requests_are_checked_before_any_model_call(monkeypatch):
         explain_pair(a, b, model, "corrrise", {"budget": 64}, aligner=PRE_ALIGNED)
     assert explain_pair(a, b, model, "corrrise", {"budget": 10}, aligner=PRE_ALIGNED).masks == 10
     assert model.images == 22  # the accepted request only
+
+
+@pytest.mark.parametrize(
+    "method,params,error,needle",
+    [
+        ("rise", {"perturbations_per_eval": 5000}, LimitExceededError, "perturbations_per_eval"),
+        ("corrrise", {"patches": 10**9}, LimitExceededError, "patches"),
+        ("lime", {"n_segments": 32 * 32 + 1}, InputError, "n_segments"),
+        ("corrrise", {"patch_size": 33}, InputError, "patch_size"),
+        ("lime", {"n_samples": 10**9}, LimitExceededError, "n_samples"),
+    ],
+)
+def test_out_of_range_requests_are_refused_before_any_image_is_read(method, params, error, needle):
+    model = ToyModel()
+    with pytest.raises(error, match=needle):
+        explain_pair(b"not even decoded", b"", model, method, params)
+    assert model.calls == 0
 
 
 def test_a_face_cut_for_another_chip_is_refused():
