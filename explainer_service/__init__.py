@@ -25,12 +25,14 @@ from .errors import (
     UnknownModelError,
 )
 from .explanation import Explanation
-from .images import load_image
+from .images import decode_image, load_image
 from .masks import MaskConfig, generate_masks
+from .methods import list_methods
 from .methods.corrrise import CorrRISE, CorrRISEConfig
 from .models.base import FaceModel
 from .models.registry import DEFAULT_MODEL, get_spec
-from .pipeline import explain_files, load_face_model, open_face_model
+from .pipeline import explain_files, explain_pair, load_face_model, open_face_model
+from .results import PairResult
 from .settings import Limits, Settings, get_settings
 from .spec import ARCFACE_CHIP, DLIB_CHIP, ChipSpec, ModelSpec
 
@@ -61,6 +63,7 @@ __all__ = [
     "DeadlineExceededError",
     # images and alignment
     "load_image",
+    "decode_image",
     "AlignedFace",
     "Aligner",
     # models
@@ -74,7 +77,10 @@ __all__ = [
     "generate_masks",
     "CorrRISE",
     "CorrRISEConfig",
+    "list_methods",
     # results
     "Explanation",
+    "PairResult",
+    "explain_pair",
     "explain_files",
 ]

@@ -20,6 +20,8 @@ def test_public_names_are_pinned():
             "LimitExceededError", "UnknownModelError", "NotFoundError", "AuthenticationError",
             "CancelledError", "TransientError", "BackendUnavailableError", "DeadlineExceededError",
             "Limits", "Settings", "get_settings",
+            # issue 8: methods by name, one result type, any method on a pair, images from bytes
+            "list_methods", "PairResult", "explain_pair", "decode_image",
         ]
     )
     for name in explainer_service.__all__:
