@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import InputError, LimitExceededError
 from .perturbation import (
     DEFAULT_PERTURBATIONS_PER_EVAL,
     CleanPair,
@@ -57,6 +57,10 @@ __all__ = [
     "DEFAULT_PERTURBATIONS_PER_EVAL",
 ]
 
+#: Most grid cells of one mask set (n_masks * grid^2): the bool grids stay under 1 GB.
+MAX_GRID_CELLS = 1_000_000_000
+#: Grid cells drawn per block from the generator (bounds the float64 draw to about 64 MB).
+_GRID_DRAW_CELLS = 8_000_000
 #: Masks per block when the map is accumulated (fixed, so the sum order never depends on batching).
 _MAP_BLOCK = 64
 
@@ -99,6 +103,12 @@ class RISEConfig:
         (``grid <= chip_size``), so the grids and the upsampling stay chip-sized."""
         size = _require_chip_size(chip_size)
         _require_at_most("grid", self.grid, size, f"the chip side ({size} px)")
+        cells = self.n_masks * self.grid * self.grid
+        if cells > MAX_GRID_CELLS:
+            raise LimitExceededError(
+                f"RISE's grids would hold {cells} cells (n_masks {self.n_masks} x grid {self.grid}^2), over "
+                f"{MAX_GRID_CELLS}: lower n_masks (or budget) or grid"
+            )
 
 
 def rise_cell_size(chip_size: int, grid: int) -> int:
@@ -142,7 +152,12 @@ def rise_grids(config: RISEConfig, chip_size: int) -> tuple[np.ndarray, np.ndarr
     ``(dy, dx)`` in [0, C). Drawn from ``default_rng(seed)``: the grids first, then the shifts."""
     cell = rise_cell_size(chip_size, config.grid)
     rng = np.random.default_rng(config.seed)
-    grids = rng.random((config.n_masks, config.grid, config.grid)) < config.p
+    # drawn in blocks (the same stream as one draw) so no (N, s, s) float64 array is ever made
+    grids = np.empty((config.n_masks, config.grid, config.grid), bool)
+    per_block = max(1, _GRID_DRAW_CELLS // (config.grid * config.grid))
+    for lo in range(0, config.n_masks, per_block):
+        hi = min(lo + per_block, config.n_masks)
+        grids[lo:hi] = rng.random((hi - lo, config.grid, config.grid)) < config.p
     shifts = rng.integers(0, cell, size=(config.n_masks, 2))
     return grids, shifts
 

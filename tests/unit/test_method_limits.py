@@ -221,3 +221,27 @@ def test_huge_values_of_every_numeric_parameter_are_refused_at_once(huge):
             check_params(method, 150, **{param: value})
         assert time.monotonic() - t0 < 1.0, (method, param)
         assert param in str(err.value), (method, param, str(err.value))
+
+
+def test_rise_grids_drawn_in_blocks_equal_one_draw(monkeypatch):
+    """Blocks keep memory bounded without changing a single grid cell or shift."""
+    from explainer_service.methods import rise
+
+    config = rise.RISEConfig(n_masks=37, grid=5, seed=11)
+    rng = np.random.default_rng(11)
+    expected_grids = rng.random((37, 5, 5)) < config.p
+    expected_shifts = rng.integers(0, rise.rise_cell_size(150, 5), size=(37, 2))
+    monkeypatch.setattr(rise, "_GRID_DRAW_CELLS", 3 * 25 + 7)  # 3 masks per block, a ragged last block
+    grids, shifts = rise.rise_grids(config, 150)
+    assert np.array_equal(grids, expected_grids)
+    assert np.array_equal(shifts, expected_shifts)
+
+
+def test_rise_grid_memory_is_bounded():
+    from explainer_service.errors import LimitExceededError
+    from explainer_service.methods import rise
+
+    at_limit = rise.RISEConfig(n_masks=rise.MAX_GRID_CELLS // (150 * 150), grid=150)
+    at_limit.check_for_chip(150)
+    with pytest.raises(LimitExceededError, match="n_masks .* grid"):
+        rise.RISEConfig(n_masks=rise.MAX_GRID_CELLS // (150 * 150) + 1, grid=150).check_for_chip(150)
