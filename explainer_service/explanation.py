@@ -50,19 +50,23 @@ class Explanation:
 
     @property
     def similar_a(self) -> np.ndarray:
-        return np.maximum(self.s_a, 0)
+        out: np.ndarray = np.maximum(self.s_a, 0)
+        return out
 
     @property
     def dissimilar_a(self) -> np.ndarray:
-        return np.maximum(-self.s_a, 0)
+        out: np.ndarray = np.maximum(-self.s_a, 0)
+        return out
 
     @property
     def similar_b(self) -> np.ndarray:
-        return np.maximum(self.s_b, 0)
+        out: np.ndarray = np.maximum(self.s_b, 0)
+        return out
 
     @property
     def dissimilar_b(self) -> np.ndarray:
-        return np.maximum(-self.s_b, 0)
+        out: np.ndarray = np.maximum(-self.s_b, 0)
+        return out
 
     def summary(self) -> dict[str, Any]:
         """JSON-ready description (no arrays)."""

@@ -118,7 +118,8 @@ class CausalCurve:
     @property
     def accuracy(self) -> np.ndarray:
         """(steps,) fraction of pairs still verified as the same person."""
-        return self.kept.mean(axis=0)
+        accuracy: np.ndarray = self.kept.mean(axis=0)
+        return accuracy
 
     @property
     def auc(self) -> float:

@@ -22,7 +22,8 @@ __all__ = ["render_figure", "render_figure_png", "write_outputs", "write_evaluat
 
 
 def _gray(chip: np.ndarray) -> np.ndarray:
-    return chip.astype(np.float32).mean(axis=2) / 255.0
+    gray: np.ndarray = chip.astype(np.float32).mean(axis=2) / 255.0
+    return gray
 
 
 def _pyplot() -> Any:

@@ -383,7 +383,8 @@ def _cosine(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 def gradcam_weights(gradients: np.ndarray) -> np.ndarray:
     """Grad-CAM channel weights: the spatial mean of the gradients, (N, C, h, w) -> (N, C)."""
     g = np.asarray(gradients, np.float64)
-    return g.mean(axis=(2, 3))
+    weights: np.ndarray = g.mean(axis=(2, 3))
+    return weights
 
 
 def gradcampp_weights(activations: np.ndarray, gradients: np.ndarray) -> np.ndarray:
@@ -400,7 +401,8 @@ def gradcampp_weights(activations: np.ndarray, gradients: np.ndarray) -> np.ndar
     nz = denom != 0
     alpha = np.zeros_like(g)
     alpha[nz] = g2[nz] / denom[nz]
-    return (alpha * np.maximum(g, 0.0)).sum(axis=(2, 3))
+    weights: np.ndarray = (alpha * np.maximum(g, 0.0)).sum(axis=(2, 3))
+    return weights
 
 
 def weighted_activation_map(activations: np.ndarray, weights: np.ndarray, *, relu: bool = True) -> np.ndarray:
@@ -408,7 +410,8 @@ def weighted_activation_map(activations: np.ndarray, weights: np.ndarray, *, rel
     a = np.asarray(activations, np.float64)
     w = np.asarray(weights, np.float64)
     m = np.einsum("nc,nchw->nhw", w, a)
-    return np.maximum(m, 0.0) if relu else m
+    cam: np.ndarray = np.maximum(m, 0.0) if relu else m
+    return cam
 
 
 def upsample_maps(maps: np.ndarray, size: int) -> np.ndarray:

@@ -162,7 +162,8 @@ def lime_kernel_weights(samples: np.ndarray, kernel_width: float) -> np.ndarray:
     n_on = z.sum(axis=1)
     f = z.shape[1]
     d = 1.0 - np.sqrt(n_on / f)
-    return np.sqrt(np.exp(-(d**2) / float(kernel_width) ** 2))
+    weights: np.ndarray = np.sqrt(np.exp(-(d**2) / float(kernel_width) ** 2))
+    return weights
 
 
 def fit_weighted_ridge(
@@ -221,7 +222,8 @@ class LIME(PerturbationMethod[LIMEConfig]):
         n = int(segments.max()) + 1
         counts = np.bincount(segments.ravel(), minlength=n)[:, None]
         sums = np.stack([np.bincount(segments.ravel(), chip[..., c].ravel(), n) for c in range(3)], 1)
-        return (sums / counts)[segments].astype(np.float32)
+        substrate: np.ndarray = (sums / counts)[segments].astype(np.float32)
+        return substrate
 
     def _explain(self, pair: CleanPair, evaluate: Evaluator) -> Maps:
         cfg = self.config

@@ -184,7 +184,8 @@ def minplus_gaussians(centres: np.ndarray, sigma: float, chip_size: int) -> np.n
     coords = np.arange(chip_size, dtype=np.float64)
     dy = (coords[None, :] - centres[:, 0:1]) ** 2  # (K, S)
     dx = (coords[None, :] - centres[:, 1:2]) ** 2
-    return np.exp(-(dy[:, :, None] + dx[:, None, :]) / (2.0 * sigma * sigma))
+    regions: np.ndarray = np.exp(-(dy[:, :, None] + dx[:, None, :]) / (2.0 * sigma * sigma))
+    return regions
 
 
 def minplus_forward_passes(n_candidates: int, steps: int, mode: str = "minplus") -> int:
@@ -236,7 +237,8 @@ class MinPlusResult:
 
 def _combine(minus: GreedyPath | None, plus: GreedyPath | None) -> np.ndarray:
     parts = [p.saliency for p in (minus, plus) if p is not None]
-    return np.sum(parts, axis=0)
+    combined: np.ndarray = np.sum(parts, axis=0)
+    return combined
 
 
 class _Search:
@@ -257,7 +259,8 @@ class _Search:
         self.saliency = np.zeros((size, size), np.float64)
 
     def _union(self, c: int) -> np.ndarray:
-        return 1.0 - (1.0 - self.amount) * (1.0 - self.gaussians[c])
+        union: np.ndarray = 1.0 - (1.0 - self.amount) * (1.0 - self.gaussians[c])
+        return union
 
     def render(self, lo: int, hi: int) -> np.ndarray:
         amounts = np.stack([self._union(c) for c in self.remaining[lo:hi]])[..., None]
@@ -267,7 +270,8 @@ class _Search:
             img = chip * (1.0 - amounts) + sub * amounts
         else:
             img = chip * amounts + sub * (1.0 - amounts)
-        return img.astype(np.float32)
+        rendered: np.ndarray = img.astype(np.float32)
+        return rendered
 
     def group(self) -> _Group:
         return _Group(len(self.remaining), self.render, self.reference)

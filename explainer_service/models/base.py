@@ -37,4 +37,5 @@ def cosine_to(embeddings: np.ndarray, reference: np.ndarray) -> np.ndarray:
     e = np.asarray(embeddings, np.float64)
     r = np.asarray(reference, np.float64)
     norms = np.linalg.norm(e, axis=1) * np.linalg.norm(r)
-    return (e @ r) / np.maximum(norms, 1e-12)
+    cos: np.ndarray = (e @ r) / np.maximum(norms, 1e-12)
+    return cos

@@ -194,7 +194,10 @@ class _Reader:
         version = self.int_(what)
         if version != 1:
             raise self.fail(what, f"unknown alias_tensor version {version}")
-        return tuple(self.int_(what) for _ in range(4))  # type: ignore[return-value]
+        return self.int_(what), self.int_(what), self.int_(what), self.int_(what)
+
+
+_Pool = tuple[int, int, int, int]  # (window side, window side, stride, padding) of a square pool
 
 
 def _read_trailer(r: _Reader, with_expansion: bool) -> None:
@@ -274,7 +277,7 @@ def _read_bn_as_affine(r: _Reader) -> Affine:
     return Affine(gamma=gamma.astype(np.float32), beta=beta.astype(np.float32))
 
 
-def _read_pool(r: _Reader) -> tuple[int, int, int, int]:
+def _read_pool(r: _Reader) -> _Pool:
     nr, nc = r.int_("pool nr"), r.int_("pool nc")
     sy, sx = r.int_("pool stride_y"), r.int_("pool stride_x")
     py, px = r.int_("pool padding_y"), r.int_("pool padding_x")
@@ -302,7 +305,10 @@ def _read_fc(r: _Reader, tag: str) -> np.ndarray:
     return flat.reshape(num_inputs, num_outputs).copy()
 
 
-_Layer = tuple[str, object]  # (kind, payload): kind in con, affine, relu, max_pool, avg_pool, add, fc
+#: A layer's payload by kind: con -> Conv, affine -> Affine, max_pool/avg_pool -> _Pool,
+#: fc -> the (in, out) matrix, relu/add -> None.
+_Payload = Conv | Affine | _Pool | np.ndarray | None
+_Layer = tuple[str, _Payload]  # (kind, payload): kind in con, affine, relu, max_pool, avg_pool, add, fc
 
 
 def _read_layers(r: _Reader, input_version: int) -> list[_Layer]:
@@ -331,8 +337,13 @@ def _read_layers(r: _Reader, input_version: int) -> list[_Layer]:
     return layers
 
 
-def _assemble(layers: list[_Layer], name: str) -> tuple:
-    """Recover the anet_type topology from the flat record list (the file stores no tags)."""
+def _assemble(
+    layers: list[_Layer], name: str
+) -> tuple[Conv, Affine, tuple[int, int], tuple[ResBlock, ...], np.ndarray]:
+    """Recover the anet_type topology from the flat record list (the file stores no tags).
+
+    Returns (stem conv, stem affine, stem max pool (kernel, stride), blocks, fc matrix).
+    """
     kinds = [k for k, _ in layers]
 
     def bad(i: int, expected: str) -> ModelFormatError:
@@ -342,41 +353,67 @@ def _assemble(layers: list[_Layer], name: str) -> tuple:
             "this is not dlib's face-recognition ResNet (anet_type)"
         )
 
-    def expect(i: int, kind: str) -> object:
+    def expect(i: int, kind: str) -> _Payload:
         if i >= len(kinds) or kinds[i] != kind:
             raise bad(i, kind)
         return layers[i][1]
 
-    stem_conv = expect(0, "con")
-    stem_affine = expect(1, "affine")
+    # _read_layers pairs every kind with one payload type, so the isinstance checks below only
+    # narrow the type; a mismatch would be a bug in this module, not a bad file.
+    def conv(i: int) -> Conv:
+        payload = expect(i, "con")
+        if not isinstance(payload, Conv):
+            raise TypeError(f"layer {i}: con payload is {type(payload).__name__}")
+        return payload
+
+    def affine(i: int) -> Affine:
+        payload = expect(i, "affine")
+        if not isinstance(payload, Affine):
+            raise TypeError(f"layer {i}: affine payload is {type(payload).__name__}")
+        return payload
+
+    def pool(i: int, kind: str) -> _Pool:
+        payload = expect(i, kind)
+        if not isinstance(payload, tuple):
+            raise TypeError(f"layer {i}: {kind} payload is {type(payload).__name__}")
+        return payload
+
+    def fc_matrix(i: int) -> np.ndarray:
+        payload = expect(i, "fc")
+        if not isinstance(payload, np.ndarray):
+            raise TypeError(f"layer {i}: fc payload is {type(payload).__name__}")
+        return payload
+
+    stem_conv = conv(0)
+    stem_affine = affine(1)
     expect(2, "relu")
-    mp = expect(3, "max_pool")
+    mp = pool(3, "max_pool")
     i = 4
     blocks: list[ResBlock] = []
     while i < len(kinds) and kinds[i] == "con":
-        c1, a1 = expect(i, "con"), expect(i + 1, "affine")
+        c1, a1 = conv(i), affine(i + 1)
         expect(i + 2, "relu")
-        c2, a2 = expect(i + 3, "con"), expect(i + 4, "affine")
+        c2, a2 = conv(i + 3), affine(i + 4)
         if i + 5 < len(kinds) and kinds[i + 5] == "avg_pool":
-            pool = layers[i + 5][1]
+            skip_pool = pool(i + 5, "avg_pool")
             expect(i + 6, "add")
             expect(i + 7, "relu")
-            blocks.append(ResBlock(c1, a1, c2, a2, down=True, pool=pool[0]))  # type: ignore[index]
+            blocks.append(ResBlock(c1, a1, c2, a2, down=True, pool=skip_pool[0]))
             i += 8
         else:
             expect(i + 5, "add")
             expect(i + 6, "relu")
             blocks.append(ResBlock(c1, a1, c2, a2, down=False))
             i += 7
-    gp = expect(i, "avg_pool")
-    if gp[0] != 0:  # type: ignore[index]
+    gp = pool(i, "avg_pool")
+    if gp[0] != 0:
         raise bad(i, "avg_pool_everything")
-    fc = expect(i + 1, "fc")
+    fc = fc_matrix(i + 1)
     if i + 2 != len(kinds):
         raise bad(i + 2, "end of file")
     if not blocks:
         raise bad(4, "a residual block")
-    return stem_conv, stem_affine, (mp[0], mp[2]), tuple(blocks), fc  # type: ignore[index]
+    return stem_conv, stem_affine, (mp[0], mp[2]), tuple(blocks), fc
 
 
 def parse_dlib_resnet(data: bytes, name: str = "<bytes>") -> DlibResNet:
@@ -412,13 +449,13 @@ def parse_dlib_resnet(data: bytes, name: str = "<bytes>") -> DlibResNet:
         raise ModelFormatError(f"{name}: file ends early (truncated?)") from None
     stem_conv, stem_affine, stem_pool, blocks, fc = _assemble(layers, name)
     return DlibResNet(
-        mean_rgb=mean,  # type: ignore[arg-type]
+        mean_rgb=mean,
         chip_size=nr,
-        stem_conv=stem_conv,  # type: ignore[arg-type]
-        stem_affine=stem_affine,  # type: ignore[arg-type]
+        stem_conv=stem_conv,
+        stem_affine=stem_affine,
         stem_pool=stem_pool,
         blocks=blocks,
-        fc=fc,  # type: ignore[arg-type]
+        fc=fc,
         dist_thresh=dist_thresh,
         sha256=hashlib.sha256(data).hexdigest(),
         source=name,

@@ -8,6 +8,7 @@ applied in exactly one place. Each conv is fused with the affine (folded batch-n
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -138,7 +139,16 @@ def build_onnx(net: DlibResNet, opset: int = 17) -> Any:
     return model
 
 
-def _pad_to(x: str, c: int, side: int, c_out: int, side_out: int, node: Any, const: Any, prefix: str) -> str:
+def _pad_to(
+    x: str,
+    c: int,
+    side: int,
+    c_out: int,
+    side_out: int,
+    node: Callable[..., str],
+    const: Callable[[np.ndarray, str], str],
+    prefix: str,
+) -> str:
     """Zero-pad (N, c, side, side) at the end of channels, rows and columns to (N, c_out, side_out)."""
     if (c, side) == (c_out, side_out):
         return x

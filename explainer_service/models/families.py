@@ -225,7 +225,8 @@ def build_backbone(
     w = tuple(widths) if widths is not None else (64, 128, 256, 512)
     if len(w) != 4 or any(int(c) < 1 for c in w):
         raise InputError(f"widths must be four positive channel counts, got {widths!r}")
-    return _build(family, _arch_table(family)[name], w, embedding_dim).eval()
+    backbone: torch.nn.Module = _build(family, _arch_table(family)[name], w, embedding_dim).eval()
+    return backbone
 
 
 def randomize_weights(module: torch.nn.Module, *, seed: int = 0) -> torch.nn.Module:
@@ -651,7 +652,8 @@ def _preprocessed_class() -> type:
 
         def forward(self, image: torch.Tensor) -> torch.Tensor:
             x = image.index_select(1, self.order) if self.flip else image
-            return self.backbone((x - self.mean) / self.std)
+            embedding: torch.Tensor = self.backbone((x - self.mean) / self.std)
+            return embedding
 
     Preprocessed.__module__ = __name__
     Preprocessed.__qualname__ = "Preprocessed"

@@ -105,13 +105,14 @@ def _check(model: onnx.ModelProto, name: str, chip: int | None) -> tuple[onnx.Va
         if chip is not None and chip != h:
             raise ModelFormatError(f"{name}: input {inp.name!r} is fixed at {h}x{w}, not the chip {chip} asked for")
         chip = h
-    elif isinstance(h, int) or isinstance(w, int):
-        fixed = h if isinstance(h, int) else w
-        if chip is not None and chip != fixed:
-            raise ModelFormatError(f"{name}: input {inp.name!r} has a side fixed at {fixed}, not the chip {chip}")
-        chip = fixed
-    elif chip is None:
-        raise ModelFormatError(f"{name}: input {inp.name!r} has no fixed size ({dims}); give the chip size")
+    else:
+        fixed = h if isinstance(h, int) else w if isinstance(w, int) else None
+        if fixed is not None:
+            if chip is not None and chip != fixed:
+                raise ModelFormatError(f"{name}: input {inp.name!r} has a side fixed at {fixed}, not the chip {chip}")
+            chip = fixed
+        elif chip is None:
+            raise ModelFormatError(f"{name}: input {inp.name!r} has no fixed size ({dims}); give the chip size")
     if chip < 1:
         raise ModelFormatError(f"{name}: chip size must be positive, got {chip}")
     odims = _dims(out)
@@ -212,7 +213,7 @@ def _runs_batched(model: onnx.ModelProto, chip: int) -> bool:
         (y,) = sess.run(None, {sess.get_inputs()[0].name: x})
     except Exception:
         return False
-    return y.ndim == 2 and y.shape[0] == 2
+    return bool(y.ndim == 2 and y.shape[0] == 2)
 
 
 def wrap_onnx(
@@ -268,9 +269,10 @@ def wrap_onnx(
         nodes.append(helper.make_node("Constant", [], [cname], value=numpy_helper.from_array(const, cname),
                                       name=_unique(f"facexplain_{op.lower()}_const_node", taken)))
         target = old_in if k == len(steps) - 1 else _unique(f"facexplain_{op.lower()}_out", taken)
-        attrs = {"axis": 1} if op == "Gather" else {}
-        nodes.append(helper.make_node(op, [current, cname], [target], name=_unique(f"facexplain_{op.lower()}", taken),
-                                      **attrs))
+        node = helper.make_node(op, [current, cname], [target], name=_unique(f"facexplain_{op.lower()}", taken))
+        if op == "Gather":
+            node.attribute.append(helper.make_attribute("axis", 1))
+        nodes.append(node)
         current = target
     if not steps:
         nodes.append(helper.make_node("Identity", [INPUT_NAME], [old_in], name=_unique("facexplain_identity", taken)))

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .dlib_format import DlibResNet
+from .dlib_format import Affine, Conv, DlibResNet, ResBlock
 from .dlib_resnet import block_output_shapes, fold_affine
 
 __all__ = ["build_torch"]
@@ -23,17 +23,20 @@ def build_torch(net: DlibResNet) -> Any:
     from torch import nn
     from torch.nn import functional as F
 
-    def make_conv(c: Any, a: Any) -> nn.Conv2d:
+    def make_conv(c: Conv, a: Affine) -> nn.Conv2d:
         w, b = fold_affine(c, a)
         out, cin, k, _ = w.shape
         m = nn.Conv2d(cin, out, k, stride=c.stride, padding=c.padding)
+        bias = m.bias
+        if bias is None:  # nn.Conv2d(bias=True), the default, always makes one
+            raise RuntimeError("nn.Conv2d was built without a bias")
         with torch.no_grad():
             m.weight.copy_(torch.from_numpy(w))
-            m.bias.copy_(torch.from_numpy(b))
+            bias.copy_(torch.from_numpy(b))
         return m
 
     class Block(nn.Module):
-        def __init__(self, b: Any, c_out: int, side_out: int) -> None:
+        def __init__(self, b: ResBlock, c_out: int, side_out: int) -> None:
             super().__init__()
             self.conv1 = make_conv(b.conv1, b.affine1)
             self.conv2 = make_conv(b.conv2, b.affine2)
@@ -51,6 +54,8 @@ def build_torch(net: DlibResNet) -> Any:
             return F.relu(self._pad(y) + self._pad(skip))
 
     class DlibResNetModule(nn.Module):
+        mean: torch.Tensor  # a buffer (register_buffer below): (1, 3, 1, 1) mean RGB
+
         def __init__(self) -> None:
             super().__init__()
             self.register_buffer("mean", torch.tensor(net.mean_rgb, dtype=torch.float32).view(1, 3, 1, 1))
@@ -74,7 +79,8 @@ def build_torch(net: DlibResNet) -> Any:
 
         def head(self, feats: torch.Tensor) -> torch.Tensor:
             """Embedding from the last block's output."""
-            return self.fc(feats.mean(dim=(2, 3)))
+            embedding: torch.Tensor = self.fc(feats.mean(dim=(2, 3)))
+            return embedding
 
         def forward(self, image: torch.Tensor) -> torch.Tensor:
             return self.head(self.features(image))

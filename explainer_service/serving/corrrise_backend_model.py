@@ -15,24 +15,27 @@ A bad request is answered with an INVALID_ARG error (not retried by the client),
 face model with its own error; the model stays up either way.
 """
 
+from __future__ import annotations
+
 import json
 import time
+from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 from facexplain_masks.masks import MaskConfig, generate_masks  # type: ignore[import-not-found]
 
 
-def _error(message, code=None):
+def _error(message: str, code: Any = None) -> Any:
     err = pb_utils.TritonError(message) if code is None else pb_utils.TritonError(message, code)
     return pb_utils.InferenceResponse(error=err)
 
 
 class TritonPythonModel:
-    def execute(self, requests):
+    def execute(self, requests: list[Any]) -> list[Any]:
         return [self._one(r) for r in requests]
 
-    def _one(self, request):
+    def _one(self, request: Any) -> Any:
         began = time.monotonic()
         try:
             image = pb_utils.get_input_tensor_by_name(request, "image").as_numpy().astype(np.float32)

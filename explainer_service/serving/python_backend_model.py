@@ -10,13 +10,16 @@ refuses, is answered with a ``TritonError`` (INVALID_ARG for bad input, which a 
 retry; INTERNAL otherwise); the model itself stays up.
 """
 
+from __future__ import annotations
+
 import json
+from typing import Any
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
 
-def _code(e):
+def _code(e: Exception) -> Any:
     """INVALID_ARG for onnxruntime's input errors (wrong shape or type), INTERNAL otherwise."""
     name = type(e).__name__
     if name in ("InvalidArgument", "InvalidGraph") or isinstance(e, ValueError):
@@ -25,7 +28,7 @@ def _code(e):
 
 
 class TritonPythonModel:
-    def initialize(self, args):
+    def initialize(self, args: dict[str, str]) -> None:
         import onnxruntime as ort
 
         config = json.loads(args["model_config"])
@@ -39,7 +42,7 @@ class TritonPythonModel:
         self.input = config["input"][0]["name"]
         self.output = config["output"][0]["name"]
 
-    def execute(self, requests):
+    def execute(self, requests: list[Any]) -> list[Any]:
         responses = [None] * len(requests)
         arrays, index = [], []
         for i, r in enumerate(requests):

@@ -44,7 +44,7 @@ def test_occluded_variant_changes_only_b(lfw_dir):
     assert [a for a, _ in clean.names] == [a for a, _ in occl.names]
     assert all("occluded" in b for _, b in occl.names)
     np.testing.assert_array_equal(clean.chips_a, occl.chips_a)
-    assert all(np.abs(c.astype(int) - o.astype(int)).sum() > 0 for c, o in zip(clean.chips_b, occl.chips_b))
+    assert all(np.abs(c.astype(int) - o.astype(int)).sum() > 0 for c, o in zip(clean.chips_b, occl.chips_b, strict=True))
 
 
 def test_pairs_are_spread_over_all_folds(lfw_dir):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import time
 import warnings
@@ -171,7 +172,7 @@ def test_shard_merge_equals_one_pass() -> None:
     masks, scores = _inputs(5)
     bounds = [0, 3, 4, 4, 40]  # uneven shards of 3, 1, 0 and 36 samples
     shards = []
-    for a, b in zip(bounds[:-1], bounds[1:]):
+    for a, b in itertools.pairwise(bounds):
         acc = CorrelationAccumulator((H, W))
         acc.update(masks[a:b], scores[a:b])
         shards.append(acc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import numpy as np
@@ -156,7 +157,7 @@ def test_chunked_generation_is_bit_identical(name: str) -> None:
     config = CONFIGS[name]
     whole = generate_masks(config, 56)
     bounds = [0, 7, 7, 8, 23, 40]  # uneven pieces, one empty
-    pieces = [generate_masks(config, 56, a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    pieces = [generate_masks(config, 56, a, b) for a, b in itertools.pairwise(bounds)]
     assert pieces[1].shape == (0, 56, 56)
     np.testing.assert_array_equal(np.concatenate(pieces), whole)
     np.testing.assert_array_equal(generate_masks(config, 56, start=23), whole[23:])

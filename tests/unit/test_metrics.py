@@ -8,7 +8,7 @@ import pytest
 from explainer_service.errors import InputError
 from explainer_service.metrics import CausalMetric, auc, default_steps, resolve_substrate, top_fraction_masks
 from explainer_service.models.base import cosine_to, to_model_input
-from tests.toy import Q, R, SIZE, ToyModel, toy_pair
+from tests.toy import SIZE, Q, R, ToyModel, toy_pair
 
 
 def test_auc_is_the_normalised_trapezoid_times_100():

@@ -61,7 +61,8 @@ class BasicBlockIR(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.res_layer(x) + self.shortcut_layer(x)
+        out: torch.Tensor = self.res_layer(x) + self.shortcut_layer(x)
+        return out
 
 
 class AdaFaceIR(nn.Module):
@@ -95,7 +96,7 @@ class AdaFaceIR(nn.Module):
         )
         units: list[nn.Module] = []
         in_channel = self.widths[0]
-        for blocks, depth in zip(self.layers_spec, self.widths):
+        for blocks, depth in zip(self.layers_spec, self.widths, strict=True):
             units.append(BasicBlockIR(in_channel, depth, 2))
             units += [BasicBlockIR(depth, depth, 1) for _ in range(blocks - 1)]
             in_channel = depth
@@ -109,4 +110,5 @@ class AdaFaceIR(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.output_layer(self.body(self.input_layer(x)))
+        embedding: torch.Tensor = self.output_layer(self.body(self.input_layer(x)))
+        return embedding

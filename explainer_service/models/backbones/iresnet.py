@@ -75,8 +75,8 @@ class IBasicBlock(nn.Module):
         self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.bn3(self.conv2(self.prelu(self.bn2(self.conv1(self.bn1(x))))))
-        shortcut = x if self.downsample is None else self.downsample(x)
+        out: torch.Tensor = self.bn3(self.conv2(self.prelu(self.bn2(self.conv1(self.bn1(x))))))
+        shortcut: torch.Tensor = x if self.downsample is None else self.downsample(x)
         return out + shortcut
 
 
@@ -89,6 +89,12 @@ class IResNet(nn.Module):
 
     #: Names of the batch-norms that close each residual branch (used by random initialisers).
     residual_bn_suffix = ".bn3"
+
+    # The four stages are registered with setattr under the state-dict names; declared for mypy.
+    layer1: nn.Sequential
+    layer2: nn.Sequential
+    layer3: nn.Sequential
+    layer4: nn.Sequential
 
     def __init__(
         self,
@@ -113,7 +119,7 @@ class IResNet(nn.Module):
         self.bn1 = _bn2d(self.widths[0], variant)
         self.prelu = nn.PReLU(self.widths[0])
         inplanes = self.widths[0]
-        for i, (blocks, planes) in enumerate(zip(self.layers_spec, self.widths), start=1):
+        for i, (blocks, planes) in enumerate(zip(self.layers_spec, self.widths, strict=True), start=1):
             seq = [IBasicBlock(inplanes, planes, 2, variant=variant)]
             seq += [IBasicBlock(planes, planes, 1, variant=variant) for _ in range(blocks - 1)]
             setattr(self, f"layer{i}", nn.Sequential(*seq))
@@ -133,4 +139,5 @@ class IResNet(nn.Module):
             x = torch.flatten(self.dropout(x), 1)
         else:
             x = self.dropout(torch.flatten(x, 1))
-        return self.features(self.fc(x))
+        embedding: torch.Tensor = self.features(self.fc(x))
+        return embedding
