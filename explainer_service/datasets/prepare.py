@@ -16,8 +16,9 @@ from ..alignment import Aligner
 from ..chip_cache import ChipCache
 from ..errors import FacexplainError, InputError
 from ..models.base import FaceModel
-from ..occlusion import Occluder, occluded_dataset
+from ..occlusion import Occluder
 from .loading import load_pairs_checked
+from .occluded import occluded_dataset
 from .pairs import Dataset
 from .sources import ref_name
 

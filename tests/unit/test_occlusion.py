@@ -10,15 +10,9 @@ import numpy as np
 import pytest
 
 from explainer_service.datasets import Dataset, load_pair_image, load_pairs_checked, read_dataset
+from explainer_service.datasets.occluded import OccludedImage, occluded_dataset, occluder_mask
 from explainer_service.errors import InputError
-from explainer_service.occlusion import (
-    ARCFACE_TEMPLATE_112,
-    OCCLUDER_KINDS,
-    OccludedImage,
-    Occluder,
-    occluded_dataset,
-    occluder_mask,
-)
+from explainer_service.occlusion import ARCFACE_TEMPLATE_112, OCCLUDER_KINDS, Occluder
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "datasets"
 IMG = np.random.default_rng(0).integers(0, 256, (112, 112, 3), dtype=np.uint8)
