@@ -28,7 +28,7 @@ from .models.base import FaceModel, to_model_input
 from .models.registry import DEFAULT_MODEL, get_spec
 from .progress import Progress
 from .results import FaceRecord, ModelInfo, PairResult, Timing
-from .settings import get_settings
+from .settings import DEFAULT_BATCH_LOCAL, get_settings
 from .spec import ChipSpec, ModelSpec
 
 __all__ = [
@@ -55,7 +55,7 @@ ImageInput = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, np.nda
 ENGINES = ("auto", "triton", "local")
 
 
-def load_face_model(name: str = DEFAULT_MODEL, *, batch_size: int = 32) -> FaceModel:
+def load_face_model(name: str = DEFAULT_MODEL, *, batch_size: int = DEFAULT_BATCH_LOCAL) -> FaceModel:
     """The in-process (onnxruntime) FaceModel by name; converts the default model on first use."""
     from .models.convert import ensure_default_model
     from .models.onnx_local import OnnxFaceModel
@@ -87,7 +87,7 @@ def open_face_model(
     if engine not in ENGINES:
         raise InputError(f"unknown engine {engine!r} (available: {', '.join(ENGINES)})")
     if engine == "local":
-        yield load_face_model(name, batch_size=batch_size or 32)
+        yield load_face_model(name, batch_size=batch_size or DEFAULT_BATCH_LOCAL)
         return
     from .serving.client import TritonFaceModel
 
