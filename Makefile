@@ -15,9 +15,9 @@ DEMO_OUT ?= demo-out
 PYTEST_ARGS ?=
 LINT_PATHS := explainer_service tests bench tools
 
-.PHONY: setup venv triton-env model demo test test-fast lint typecheck lock bench clean
+.PHONY: setup venv api-stubs triton-env model demo test test-fast lint typecheck lock bench clean
 
-setup: venv triton-env model
+setup: venv api-stubs triton-env model
 
 venv: $(STAMP)
 
@@ -44,6 +44,16 @@ lock:
 	   $(TRITON_VENV)/bin/python -m pip freeze --all --disable-pip-version-check; } \
 	   > $(TRITON_CONSTRAINTS).new && mv $(TRITON_CONSTRAINTS).new $(TRITON_CONSTRAINTS)
 
+# The API's Python stubs from protos/facexplain/v1/*.proto (explainer_service/api/_gen/, not committed),
+# rebuilt when a .proto or the environment (grpcio-tools) changes; __init__.py is written last.
+API_PROTOS := $(wildcard protos/facexplain/v1/*.proto)
+API_STUBS := explainer_service/api/_gen/__init__.py
+
+api-stubs: $(API_STUBS)
+
+$(API_STUBS): $(API_PROTOS) $(STAMP)
+	$(BIN)/python -m explainer_service.api.generate
+
 # Converts dlib's network to ONNX once (cached by the source file's SHA-256).
 model: $(STAMP)
 	$(BIN)/facexplain setup
@@ -54,7 +64,7 @@ demo: setup
 lint: venv
 	$(BIN)/ruff check $(LINT_PATHS)
 
-typecheck: venv
+typecheck: venv api-stubs
 	$(BIN)/mypy
 
 # Lint and the type checker gate the tests.
@@ -71,4 +81,4 @@ bench: setup
 	$(BIN)/python bench/bench_explain.py
 
 clean:
-	rm -rf $(VENV) $(TRITON_VENV) $(DEMO_OUT) build *.egg-info
+	rm -rf $(VENV) $(TRITON_VENV) $(DEMO_OUT) build *.egg-info explainer_service/api/_gen
