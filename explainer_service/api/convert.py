@@ -15,7 +15,8 @@ here, so a value means the same thing on both sides of the wire:
 - models and methods: :func:`model_info_to_message` (a ``ModelRecord``/``ModelSpec``/
   ``results.ModelInfo``), :func:`model_info_from_message`, :func:`method_info_to_message`,
   :func:`method_info_from_message`, :func:`list_methods_response`.
-- errors: :func:`error_to_message` (a job's ``JobError``: the status name of ``errors.grpc_status``).
+- errors and jobs: :func:`error_to_message` (a job's ``JobError``: the status name of
+  ``errors.grpc_status``), :func:`job_to_message` (the store's ``JobRecord`` as a ``Job``).
 
 Messages go out as the generated classes of :mod:`explainer_service.api.pb`; anything read from a
 message is validated (an InputError names the field), because messages come from the network.
@@ -26,7 +27,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -36,6 +37,9 @@ from ..models.store import ModelRecord
 from ..results import FaceRecord, ModelInfo, PairResult, Timing
 from ..spec import ChipSpec, ModelSpec
 from .pb import service_pb2, types_pb2
+
+if TYPE_CHECKING:  # the store is the server's: clients convert without importing it (or redis)
+    from ..store.records import JobRecord
 
 __all__ = [
     "DTYPES",
@@ -59,6 +63,9 @@ __all__ = [
     "method_info_from_message",
     "list_methods_response",
     "error_to_message",
+    "job_to_message",
+    "JOB_STATES",
+    "JOB_KINDS",
 ]
 
 #: The dtypes a TypedArray carries: enum value -> numpy dtype (little-endian).
@@ -495,3 +502,56 @@ def error_to_message(exc: BaseException) -> types_pb2.JobError:
     else:
         message = f"internal error ({type(exc).__name__})"
     return types_pb2.JobError(code=grpc_status(exc), message=message, retryable=is_retryable(exc))
+
+
+#: The store's job states (``store.records.JobState`` values) as the API's enum.
+JOB_STATES: Mapping[str, types_pb2.JobState] = {
+    "queued": types_pb2.JOB_STATE_QUEUED,
+    "running": types_pb2.JOB_STATE_RUNNING,
+    "done": types_pb2.JOB_STATE_SUCCEEDED,
+    "failed": types_pb2.JOB_STATE_FAILED,
+    "cancelled": types_pb2.JOB_STATE_CANCELLED,
+}
+#: The store's job kinds (``store.records.JobKind`` values) as the API's enum.
+JOB_KINDS: Mapping[str, types_pb2.JobKind] = {"explain": types_pb2.JOB_KIND_EXPLAIN, "audit": types_pb2.JOB_KIND_AUDIT}
+_RETRYABLE_STATUSES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED"})
+
+
+def _set_time(field: Any, seconds: float) -> None:
+    """Set a ``google.protobuf.Timestamp`` field (the store keeps milliseconds)."""
+    field.FromNanoseconds(round(seconds * 1000) * 1_000_000)
+
+
+def job_to_message(record: JobRecord, *, unit: str | None = None, attempts: int = 0) -> types_pb2.Job:
+    """The store's record of a job as the API's ``Job``. ``unit`` names the progress unit
+    (default: ``"pairs"`` for an audit, ``"masks"`` for a CorrRISE explanation, else
+    ``"perturbations"``); an audit's methods are the record's comma-separated ``method``."""
+    kind = str(record.kind.value)
+    methods = [m for m in record.method.split(",") if m] if kind == "audit" else [record.method]
+    if unit is None:
+        unit = "pairs" if kind == "audit" else "masks" if record.method == "corrrise" else "perturbations"
+    msg = types_pb2.Job(
+        id=record.id,
+        kind=JOB_KINDS[kind],
+        state=JOB_STATES[str(record.state.value)],
+        progress=types_pb2.Progress(done=int(record.done), total=int(record.total), unit=unit),
+        model=record.model,
+        methods=methods,
+        cancel_requested=bool(record.cancel_requested),
+        attempts=int(attempts),
+    )
+    _set_time(msg.created_at, record.created_at)
+    _set_time(msg.expires_at, record.expires_at)
+    if record.started_at is not None:
+        _set_time(msg.started_at, record.started_at)
+    if record.finished_at is not None:
+        _set_time(msg.finished_at, record.finished_at)
+    if record.error is not None:
+        msg.error.CopyFrom(
+            types_pb2.JobError(
+                code=record.error.status,
+                message=record.error.message,
+                retryable=record.error.status in _RETRYABLE_STATUSES,
+            )
+        )
+    return msg

@@ -400,3 +400,45 @@ def test_a_result_parameter_given_twice_is_refused():
     msg.params.append(types_pb2.Param(name="seed", value=types_pb2.ParamValue(int_value=1)))
     with pytest.raises(InputError, match="result.params: 'seed' given twice"):
         convert.pair_result_from_message(_wire(msg))
+
+
+def test_job_records_of_the_store_become_job_messages():
+    from explainer_service.store.records import JobError, JobKind, JobRecord, JobState
+
+    running = JobRecord(
+        id="ab" * 32, kind=JobKind.EXPLAIN, state=JobState.RUNNING, done=64, total=500, model="dlib-resnet-v1",
+        method="corrrise", params={"n_masks": 500}, created_at=1_700_000_000.123, updated_at=1_700_000_001.0,
+        expires_at=1_700_086_400.123, started_at=1_700_000_000.5, cancel_requested=True,
+    )
+    msg = _wire(convert.job_to_message(running, attempts=2))
+    assert (msg.id, msg.kind, msg.state) == ("ab" * 32, types_pb2.JOB_KIND_EXPLAIN, types_pb2.JOB_STATE_RUNNING)
+    assert (msg.progress.done, msg.progress.total, msg.progress.unit) == (64, 500, "masks")
+    assert list(msg.methods) == ["corrrise"] and msg.cancel_requested and msg.attempts == 2
+    assert msg.created_at.ToMilliseconds() == 1_700_000_000_123 and msg.expires_at.ToMilliseconds() == 1_700_086_400_123
+    assert msg.HasField("started_at") and not msg.HasField("finished_at") and not msg.HasField("error")
+
+    failed = JobRecord(
+        id="audit-1", kind=JobKind.AUDIT, state=JobState.FAILED, done=3, total=10, model="m",
+        method="corrrise,rise", params={}, created_at=1.0, updated_at=2.0, expires_at=3.0, started_at=1.5,
+        finished_at=2.0, error=JobError.from_exception(BackendUnavailableError("Triton at 127.0.0.1:1 is down")),
+    )
+    msg = _wire(convert.job_to_message(failed))
+    assert (msg.kind, msg.state, msg.progress.unit) == (types_pb2.JOB_KIND_AUDIT, types_pb2.JOB_STATE_FAILED, "pairs")
+    assert list(msg.methods) == ["corrrise", "rise"] and msg.finished_at.ToMilliseconds() == 2000
+    assert (msg.error.code, msg.error.retryable) == ("UNAVAILABLE", True) and "down" in msg.error.message
+    assert {JobState(s) for s in convert.JOB_STATES} == set(JobState)
+    assert {JobKind(k) for k in convert.JOB_KINDS} == set(JobKind)
+    done = JobRecord(**{**failed.__dict__, "state": JobState.DONE, "error": None, "kind": JobKind.EXPLAIN,
+                        "method": "lime"})
+    msg = convert.job_to_message(done)
+    assert msg.state == types_pb2.JOB_STATE_SUCCEEDED and msg.progress.unit == "perturbations"
+
+
+def test_converting_does_not_import_the_store_or_redis():
+    import subprocess
+    import sys
+
+    code = ("import sys, explainer_service.api.convert; "
+            "print(sorted(m for m in sys.modules if m.startswith(('explainer_service.store', 'redis', 'celery'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
