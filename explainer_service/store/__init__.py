@@ -12,7 +12,7 @@ Intended use (the API and the workers are later work; this is the contract they 
     # API, Explain: the id is a content hash, so asking again is a cache hit
     job_id = content_job_id("explain", [img_a, img_b], model=m, model_sha256=sha,
                             method="corrrise", params=params)
-    if force:                                             # recompute: drop the old job whole
+    if force or a failed/cancelled job of that id exists: # recompute: drop the old job whole
         with contextlib.suppress(NotFoundError):
             store.delete_job(job_id)
     record, created = store.create_job(job_id, "explain", model=m, method="corrrise",

@@ -46,6 +46,7 @@ from explainer_service.store import (
     find_redis_server,
     job_keys,
     lease_unit,
+    stop_pid,
 )
 from explainer_service.store.redis_store import shard_from_bytes, shard_to_bytes
 from tests.integration.procs import listening
@@ -482,3 +483,18 @@ def test_listing_prunes_ids_whose_record_is_gone(job_store):
     finally:
         client.close()
     assert job_store.list_jobs(limit=0) == []
+
+
+def test_a_detached_server_is_stopped_through_its_pid_file(tmp_path):
+    server = EmbeddedRedis(tmp_path / "d", detach=True, startup_timeout=30).start()
+    try:
+        deadline = time.monotonic() + 5
+        while not server.pid_path.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        pid = int(server.pid_path.read_text())
+        assert pid == server.pid
+        assert stop_pid(pid) is True
+        assert server._proc is not None and server._proc.wait(timeout=10) == 0  # SIGTERM: a clean shutdown
+        assert stop_pid(pid) is False
+    finally:
+        server.stop()
