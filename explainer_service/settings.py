@@ -31,6 +31,21 @@ FACEXPLAIN_MAX_PATCH_SIZE          largest patch side in chip pixels (4096)
 FACEXPLAIN_MAX_PAIRS               most pairs of one evaluation or sanity run (1000000)
 FACEXPLAIN_MAX_STEPS               most points of one Deletion/Insertion curve (10000)
 FACEXPLAIN_MAX_THREADS             most inference threads per model (1024)
+FACEXPLAIN_MAX_MESSAGE_BYTES       largest gRPC message the API receives or sends (142606336:
+                                   two images at the byte limit and room for the rest)
+FACEXPLAIN_MAX_JOBS                most jobs queued or running at once; more: RESOURCE_EXHAUSTED
+                                   (10000)
+FACEXPLAIN_API_PORT                port of the gRPC API (50051)
+FACEXPLAIN_TOKEN_FILE              the API server's bearer token, in a file (none: no token needed)
+FACEXPLAIN_TOKEN                   the token a client sends (`facexplain client`; none: no token)
+FACEXPLAIN_SHARD_MASKS             masks of one CorrRISE worker task (96; rounded up to the
+                                   accumulation block of 16)
+FACEXPLAIN_TASK_RETRIES            retries of a worker task after a retryable error (3; 0: none)
+FACEXPLAIN_TASK_TIME_LIMIT         seconds one worker task may run before it is killed (1800)
+FACEXPLAIN_VISIBILITY_TIMEOUT      seconds before Redis redelivers a task no worker acknowledged
+                                   (3600; must exceed the task time limit)
+FACEXPLAIN_LEASE                   seconds a worker's claim on a unit of a job lasts unless
+                                   renewed (30; a dead worker's unit is taken over after it)
 =================================  ============================================================
 """
 
@@ -58,6 +73,12 @@ __all__ = [
     "DEFAULT_BATCH_LOCAL",
     "DEFAULT_BATCH_TRITON",
     "TRITON_DEFAULT_GRPC_PORT",
+    "DEFAULT_API_PORT",
+    "DEFAULT_SHARD_MASKS",
+    "DEFAULT_TASK_RETRIES",
+    "DEFAULT_TASK_TIME_LIMIT_S",
+    "DEFAULT_VISIBILITY_TIMEOUT_S",
+    "DEFAULT_LEASE_S",
 ]
 
 #: The default face model: dlib's ResNet, converted by setup.
@@ -77,6 +98,16 @@ DEFAULT_BATCH_LOCAL = 32
 DEFAULT_BATCH_TRITON = 16
 #: Triton's own default gRPC port (``--triton HOST`` without a port).
 TRITON_DEFAULT_GRPC_PORT = 8001
+#: The gRPC API's port (``facexplain api``, ``facexplain up``): gRPC's customary one.
+DEFAULT_API_PORT = 50051
+#: Workers: masks per CorrRISE task (a few seconds of work, so a lost task costs little), retries
+#: of a retryable failure, a task's hard time limit, Redis's redelivery of unacknowledged tasks
+#: (longer than any task, or a running task would be delivered twice), a worker's lease on a unit.
+DEFAULT_SHARD_MASKS = 96
+DEFAULT_TASK_RETRIES = 3
+DEFAULT_TASK_TIME_LIMIT_S = 1800.0
+DEFAULT_VISIBILITY_TIMEOUT_S = 3600.0
+DEFAULT_LEASE_S = 30.0
 
 _CHECKOUT = Path(__file__).resolve().parents[1]
 
@@ -95,6 +126,8 @@ class Limits:
     max_pairs: int = 1_000_000
     max_steps: int = 10_000
     max_threads: int = 1024
+    max_message_bytes: int = 136 * 1024 * 1024
+    max_jobs: int = 10_000
 
     def check(self, name: str, value: int | float) -> None:
         """LimitExceededError if ``value`` exceeds limit ``name`` (e.g. ``"max_masks"``)."""
@@ -121,6 +154,14 @@ class Settings:
     request_timeout_s: float = DEFAULT_REQUEST_TIMEOUT_S
     startup_timeout_s: float = DEFAULT_STARTUP_TIMEOUT_S
     limits: Limits = field(default_factory=Limits)
+    api_port: int = DEFAULT_API_PORT
+    token_file: Path | None = None
+    token: str | None = field(default=None, repr=False)
+    shard_masks: int = DEFAULT_SHARD_MASKS
+    task_retries: int = DEFAULT_TASK_RETRIES
+    task_time_limit_s: float = DEFAULT_TASK_TIME_LIMIT_S
+    visibility_timeout_s: float = DEFAULT_VISIBILITY_TIMEOUT_S
+    lease_s: float = DEFAULT_LEASE_S
 
     @property
     def chip_cache_dir(self) -> Path:
@@ -189,7 +230,39 @@ class Settings:
             request_timeout_s=number("REQUEST_TIMEOUT", DEFAULT_REQUEST_TIMEOUT_S),
             startup_timeout_s=number("STARTUP_TIMEOUT", DEFAULT_STARTUP_TIMEOUT_S),
             limits=limits,
+            api_port=_port(text("API_PORT"), "FACEXPLAIN_API_PORT", DEFAULT_API_PORT),
+            token_file=None if text("TOKEN_FILE") is None else Path(str(text("TOKEN_FILE"))).expanduser(),
+            token=text("TOKEN"),
+            shard_masks=int(number("SHARD_MASKS", DEFAULT_SHARD_MASKS, integer=True)),
+            task_retries=_count(text("TASK_RETRIES"), "FACEXPLAIN_TASK_RETRIES", DEFAULT_TASK_RETRIES),
+            task_time_limit_s=number("TASK_TIME_LIMIT", DEFAULT_TASK_TIME_LIMIT_S),
+            visibility_timeout_s=number("VISIBILITY_TIMEOUT", DEFAULT_VISIBILITY_TIMEOUT_S),
+            lease_s=number("LEASE", DEFAULT_LEASE_S),
         )
+
+
+def _port(raw: str | None, name: str, default: int) -> int:
+    if raw is None:
+        return default
+    try:
+        port = int(raw)
+    except ValueError:
+        raise InputError(f"{name} must be a port number, got {raw!r}") from None
+    if not 1 <= port <= 65535:
+        raise InputError(f"{name} must be a port in [1, 65535], got {raw!r}")
+    return port
+
+
+def _count(raw: str | None, name: str, default: int) -> int:
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InputError(f"{name} must be an integer >= 0, got {raw!r}") from None
+    if not 0 <= value <= 100:
+        raise InputError(f"{name} must be an integer in [0, 100], got {raw!r}")
+    return value
 
 
 def get_settings() -> Settings:

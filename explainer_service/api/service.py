@@ -1,0 +1,432 @@
+"""The API's use cases, without gRPC: what each call does with the store, the models and the queue.
+
+:class:`ApiService` is what the servicer (:mod:`.servicer`) calls, one method per call, with
+library values in and out (bytes, dicts, :class:`~explainer_service.results.PairResult`, the
+store's :class:`~explainer_service.store.JobRecord`); errors are the library's, which the servicer
+turns into status codes. Everything blocking (Redis, models) happens here, in the caller's thread.
+
+- Verify: both images decoded and aligned (``pipeline.align_image``, limits from the settings),
+  embedded by the model (opened once per process, lazily, :meth:`ApiService.model`), cosine score,
+  the model's threshold and the decision.
+- Explain: the method and its parameters checked on the model's chip (``registry.check_params``),
+  both images decoded and their faces found, all before a job exists; the job id is the content
+  hash of the store (``store.content_job_id``), so the same request is a cache hit (the stored job,
+  ``reused``) unless ``force``; a failed or cancelled job of that id is recreated. A new job is
+  queued by ``worker.enqueue_explain`` (the contract with the workers); if queueing fails the job is
+  removed, so no job waits for a task that was never sent.
+- Jobs: records, results, partial CorrRISE maps (the stored shards merged in mask order and
+  finished: the exact maps over the masks done so far), cancel, delete, listing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import FacexplainError, InputError, LimitExceededError, ModelNotReadyError, NotFoundError
+from ..explanation import decide
+from ..results import FaceRecord, PairResult
+from ..settings import Settings, get_settings
+from ..spec import ModelSpec
+from .status import JobNotFinishedError
+
+if TYPE_CHECKING:
+    from ..models.base import FaceModel
+    from ..store import JobRecord, JobStore
+
+__all__ = [
+    "ALIGN_DEFAULTS",
+    "ApiService",
+    "ModelEntry",
+    "PartialMaps",
+    "Verification",
+    "plain_params",
+]
+
+log = logging.getLogger(__name__)
+
+#: How the API aligns the faces of a request (the CLI's defaults: the largest face; 112x112
+#: images taken as ArcFace crops).
+ALIGN_DEFAULTS: Mapping[str, str] = {"face": "largest", "aligned": "auto"}
+#: Enqueue a job's tasks by id: ``enqueue(job_id)`` (the default sends them through Celery).
+Enqueue = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Verification:
+    """A pair verified now: cosine ``score``, the model's ``threshold`` (None: not calibrated),
+    ``decision`` (``"match"``, ``"non-match"``, ``"unknown"``), the model's name, how each face
+    was aligned (chips included) and the seconds spent aligning and embedding."""
+
+    score: float
+    threshold: float | None
+    decision: str
+    model: str
+    face_a: FaceRecord
+    face_b: FaceRecord
+    align_s: float
+    embed_s: float
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """One model as ListModels lists it: its spec (None for an empty slot, whose weights are not
+    imported yet), family, the weights' SHA-256, and whether requests can use it now."""
+
+    name: str
+    family: str
+    spec: ModelSpec | None
+    sha256: str | None
+    description: str
+    ready: bool
+    not_ready_reason: str
+    is_default: bool
+
+
+@dataclass(frozen=True)
+class PartialMaps:
+    """The exact CorrRISE maps over the ``masks`` finished so far ((H, W) float32 each)."""
+
+    masks: int
+    s_a: np.ndarray
+    s_b: np.ndarray
+
+
+def plain_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Parameters as plain JSON values (tuples as lists), the form the job record and the content
+    hash keep, and that ``methods.registry.build`` takes back."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        out[str(key)] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+class ApiService:
+    """The use cases of the API over one job store.
+
+    Args:
+        store: the job store (a :class:`~explainer_service.store.RedisJobStore`).
+        settings: limits and defaults (default: :func:`get_settings`).
+        engine, triton_url: where the models run (see ``pipeline.open_face_model``); a model is
+            opened on first use and kept until :meth:`close`.
+        enqueue: queues a new job's tasks by id; default: ``worker.enqueue_explain`` on a Celery
+            app of ``redis_url`` (imported on first use, so the API starts without the workers'
+            code loaded).
+        redis_url: the broker of the default ``enqueue`` (default: the store's URL).
+    """
+
+    def __init__(
+        self,
+        store: JobStore,
+        *,
+        settings: Settings | None = None,
+        engine: str = "auto",
+        triton_url: str | None = None,
+        enqueue: Enqueue | None = None,
+        redis_url: str | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings or get_settings()
+        self.engine = engine
+        self.triton_url = triton_url
+        self._enqueue = enqueue
+        self._redis_url = redis_url or getattr(store, "url", None) or self.settings.redis_url
+        self._models: dict[str, FaceModel] = {}
+        self._stack = ExitStack()
+        self._lock = threading.Lock()
+        self._model_locks: dict[str, threading.Lock] = {}
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the models (stopping any server started for them)."""
+        with self._lock:
+            self._models.clear()
+            stack, self._stack = self._stack, ExitStack()
+        stack.close()
+
+    def __enter__(self) -> ApiService:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def ping(self) -> None:
+        """BackendUnavailableError unless the store answers."""
+        self.store.ping()
+
+    def spec(self, name: str = "") -> ModelSpec:
+        """The spec of model ``name`` ("" for the default); UnknownModelError / ModelNotReadyError."""
+        from ..models.registry import get_spec
+
+        return get_spec(name or self.settings.default_model)
+
+    def model(self, name: str = "") -> FaceModel:
+        """Model ``name`` ("" for the default) on the service's engine, opened once per process."""
+        from ..pipeline import open_face_model
+
+        spec = self.spec(name)
+        with self._lock:
+            lock = self._model_locks.setdefault(spec.name, threading.Lock())
+        with lock:  # one opening per model; other models open meanwhile
+            model = self._models.get(spec.name)
+            if model is None:
+                model = self._stack.enter_context(
+                    open_face_model(spec.name, engine=self.engine, triton_url=self.triton_url)
+                )
+                self._models[spec.name] = model
+                log.info("model %s opened (engine %s)", spec.name, self.engine)
+            return model
+
+    def _enqueue_job(self, job_id: str) -> None:
+        if self._enqueue is None:
+            worker: Any = importlib.import_module("explainer_service.worker")  # on first use only
+            app = worker.make_app(self._redis_url)
+            store = self.store
+
+            def enqueue(jid: str) -> None:
+                worker.enqueue_explain(app, store, jid)
+
+            self._enqueue = enqueue
+        self._enqueue(job_id)
+
+    # -- Verify ---------------------------------------------------------------------------------
+
+    def verify(self, image_a: bytes, image_b: bytes, model: str = "", *, names: Sequence[str] = ("", "")) -> Verification:
+        """Verify a pair now (see the module docstring). InputError for a bad image or no face,
+        LimitExceededError over the image limits, UnknownModelError / ModelNotReadyError."""
+        from ..models.base import cosine_to
+        from ..pipeline import embed_chips
+
+        spec = self.spec(model)
+        t0 = time.perf_counter()
+        face_a, face_b = self._align(image_a, image_b, spec, names)
+        t1 = time.perf_counter()
+        emb = embed_chips([face_a.chip, face_b.chip], self.model(spec.name))
+        score = float(cosine_to(emb[:1], emb[1])[0])
+        t2 = time.perf_counter()
+        return Verification(
+            score=score,
+            threshold=spec.threshold,
+            decision=decide(score, spec.threshold),
+            model=spec.name,
+            face_a=FaceRecord.from_aligned(face_a),
+            face_b=FaceRecord.from_aligned(face_b),
+            align_s=t1 - t0,
+            embed_s=t2 - t1,
+        )
+
+    def _align(self, image_a: bytes, image_b: bytes, spec: ModelSpec, names: Sequence[str]) -> tuple[Any, Any]:
+        from ..alignment import Aligner
+        from ..pipeline import align_image
+
+        aligner = Aligner(multiple_faces=ALIGN_DEFAULTS["face"], pre_aligned=ALIGN_DEFAULTS["aligned"])
+        label_a = names[0] if names and names[0] else "image a"
+        label_b = names[1] if len(names) > 1 and names[1] else "image b"
+        for data, label in ((image_a, label_a), (image_b, label_b)):
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise InputError(f"{label}: expected image bytes, got {type(data).__name__}")
+        face_a = align_image(bytes(image_a), spec.chip, aligner=aligner, name=label_a)
+        face_b = align_image(bytes(image_b), spec.chip, aligner=aligner, name=label_b)
+        return face_a, face_b
+
+    # -- Explain --------------------------------------------------------------------------------
+
+    def job_request(self, image_a: bytes, image_b: bytes, model: str, method: str, params: Mapping[str, Any]) -> tuple[str, ModelSpec, dict[str, Any], int]:
+        """Check an explain request's method and parameters on the model's chip (limits included)
+        and name its job: ``(job_id, spec, job params, total units)``. The images are checked by
+        :meth:`explain` when the job is new (the same bytes were checked when it was created)."""
+        from ..methods.registry import check_params, forward_passes
+        from ..pipeline import model_info
+
+        spec = self.spec(model)
+        method = method or "corrrise"
+        own = plain_params(params)
+        check_params(method, spec.chip.size, **own)  # before any image is decoded
+        for data, label in ((image_a, "image a"), (image_b, "image b")):
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise InputError(f"{label}: expected image bytes, got {type(data).__name__}")
+        job_params = {"method": own, "align": dict(ALIGN_DEFAULTS)}
+        total = (forward_passes(method, spec.chip.size, **own) - 2) // 2 if method == "corrrise" else 1
+        from ..store import content_job_id
+
+        job_id = content_job_id(
+            "explain",
+            [bytes(image_a), bytes(image_b)],
+            model=spec.name,
+            model_sha256=model_info(spec).sha256 or "",
+            method=method,
+            params=job_params,
+        )
+        return job_id, spec, job_params, total
+
+    def explain(
+        self,
+        image_a: bytes,
+        image_b: bytes,
+        model: str = "",
+        method: str = "",
+        params: Mapping[str, Any] | None = None,
+        *,
+        force: bool = False,
+    ) -> tuple[JobRecord, bool]:
+        """Submit an explanation: ``(record, reused)``; ``reused`` when the job of this content
+        existed and nothing new was queued. Every check runs before the job is created."""
+        from ..store import JobState
+
+        method = method or "corrrise"
+        job_id, spec, job_params, total = self.job_request(image_a, image_b, model, method, params or {})
+        existing = self.store.find_job(job_id)
+        if existing is not None:
+            if not force and existing.state not in (JobState.FAILED, JobState.CANCELLED):
+                return existing, True
+            if not existing.final:
+                with contextlib.suppress(NotFoundError):
+                    self.store.request_cancel(job_id)
+            with contextlib.suppress(NotFoundError):
+                self.store.delete_job(job_id)
+        self._align(image_a, image_b, spec, ("image a", "image b"))  # bad images and no face: here
+        self._check_capacity()
+        record, created = self.store.create_job(
+            job_id, "explain", model=spec.name, method=method, params=job_params, total=total,
+            inputs={"a": bytes(image_a), "b": bytes(image_b)},
+        )
+        if not created:  # another request of the same content won the race
+            return record, True
+        try:
+            self._enqueue_job(job_id)
+        except BaseException:
+            with contextlib.suppress(FacexplainError):
+                self.store.delete_job(job_id)
+            raise
+        log.info("job %s queued (explain, %s, %s, %d units)", job_id, spec.name, method, total)
+        return record, False
+
+    def _check_capacity(self) -> None:
+        limit = self.settings.limits.max_jobs
+        counts = self.store.count_by_state()
+        active = sum(n for state, n in counts.items() if not state.final)
+        if active >= limit:
+            raise LimitExceededError(
+                f"{active} jobs are queued or running, the limit is {limit} (set FACEXPLAIN_MAX_JOBS "
+                "to change it); try again when some have finished"
+            )
+
+    # -- jobs -----------------------------------------------------------------------------------
+
+    def get_job(self, job_id: str) -> JobRecord:
+        return self.store.get_job(job_id)
+
+    def get_result(self, job_id: str) -> tuple[JobRecord, PairResult]:
+        """A succeeded explain job's record and result; JobNotFinishedError for a job in another
+        state (the message gives its progress, or its error)."""
+        from ..errors import BackendError
+        from ..store import JobState
+
+        record = self.store.get_job(job_id)
+        if record.kind.value != "explain":
+            raise JobNotFinishedError(f"job {job_id} is an audit: this server does not serve audit results yet")
+        if record.state is not JobState.DONE:
+            raise JobNotFinishedError(_not_finished(record))
+        result = self.store.get_result(job_id)
+        if result is None:
+            raise BackendError(f"job {job_id} succeeded but its result is missing from the store")
+        return record, result
+
+    def partial_maps(self, record: JobRecord) -> PartialMaps | None:
+        """The exact maps of a CorrRISE job over the masks stored so far; None for another method
+        or before the first shard."""
+        from ..methods.registry import build
+
+        if record.kind.value != "explain" or record.method != "corrrise":
+            return None
+        merged = self.store.merged_shard(record.id)
+        if merged is None:
+            return None
+        params = record.params.get("method", {})
+        if not isinstance(params, dict):
+            raise InputError(f"job {record.id}: malformed method parameters")
+        corrrise: Any = build("corrrise", self.model(record.model), **params)
+        explanation = corrrise.finish(merged)
+        return PartialMaps(
+            masks=int(merged.masks),
+            s_a=np.asarray(explanation.s_a, np.float32),
+            s_b=np.asarray(explanation.s_b, np.float32),
+        )
+
+    def cancel(self, job_id: str) -> JobRecord:
+        """Ask a job to stop (a finished job is returned unchanged)."""
+        record = self.store.get_job(job_id)
+        if record.final:
+            return record
+        return self.store.request_cancel(job_id)
+
+    def delete(self, job_id: str) -> None:
+        """Remove every key of a job now; a running job is asked to stop first."""
+        record = self.store.get_job(job_id)
+        if not record.final:
+            with contextlib.suppress(NotFoundError):
+                self.store.request_cancel(job_id)
+        self.store.delete_job(job_id)
+
+    def list_jobs(
+        self, *, offset: int = 0, limit: int = 50, states: Sequence[str] | None = None, kind: str | None = None
+    ) -> tuple[list[JobRecord], bool]:
+        """Jobs newest first from ``offset``: ``(jobs, more)``, ``more`` when others follow."""
+        if offset < 0 or limit < 0:
+            raise InputError(f"page offset and size must be >= 0, got {offset} and {limit}")
+        records = self.store.list_jobs(limit=offset + limit + 1, states=states, kind=kind)
+        page = records[offset : offset + limit]
+        return page, len(records) > offset + limit
+
+    # -- models ---------------------------------------------------------------------------------
+
+    def list_models(self) -> list[ModelEntry]:
+        """Every model: the default, the imported ones and the empty slots (not ready)."""
+        from ..models.registry import DEFAULT_MODEL, DLIB_RESNET_V1
+        from ..models.store import SLOTS, list_records, onnx_path
+
+        default = self.settings.default_model
+        records = {r.name: r for r in list_records()}
+        out: list[ModelEntry] = []
+        if DEFAULT_MODEL not in records:
+            out.append(ModelEntry(DEFAULT_MODEL, "dlib", DLIB_RESNET_V1, None, DLIB_RESNET_V1.description, False,
+                                  "not built (run `facexplain setup`)", default == DEFAULT_MODEL))
+        for r in records.values():
+            sha = r.source.get("sha256")
+            ready = onnx_path(r.name).is_file()
+            out.append(ModelEntry(r.name, r.family, r.spec(), sha if isinstance(sha, str) else None, r.description,
+                                  ready, "" if ready else "model.onnx missing (run `facexplain setup`)",
+                                  r.name == default))
+        for slot in SLOTS:
+            if slot.name not in records:
+                reason = f"no weights: import them with `facexplain models import FILE --name {slot.name} --family {slot.family}`"
+                out.append(ModelEntry(slot.name, slot.family, None, None, slot.description, False, reason,
+                                      slot.name == default))
+        return out
+
+    def check_model_ready(self, name: str = "") -> ModelSpec:
+        """The spec of a model that can be used now (ModelNotReadyError naming why not)."""
+        spec = self.spec(name)
+        for entry in self.list_models():
+            if entry.name == spec.name and not entry.ready:
+                raise ModelNotReadyError(f"model {spec.name!r} is not ready: {entry.not_ready_reason}")
+        return spec
+
+
+def _not_finished(record: JobRecord) -> str:
+    state = record.state.value
+    if record.error is not None:
+        return f"job {record.id} {state}: {record.error.status}: {record.error.message}"
+    if record.final:
+        return f"job {record.id} was {state}: it has no result"
+    return f"job {record.id} is {state} ({record.done}/{record.total} done): no result yet"
