@@ -1,0 +1,414 @@
+"""The typed Python client of the API: :class:`FacexplainClient`.
+
+What the CLI client and the dashboard use: library values in and out (bytes of images, parameter
+dicts, :class:`~explainer_service.results.PairResult`, :class:`JobInfo`), and the library's
+errors out — a status the server answers becomes the error class of that code
+(:func:`.status.error_from_status`): INVALID_ARGUMENT an InputError, RESOURCE_EXHAUSTED a
+LimitExceededError, NOT_FOUND a NotFoundError, UNAVAILABLE a BackendUnavailableError
+(retryable)... so ``errors.exit_code`` and ``is_retryable`` work on them unchanged.
+
+Depends on the API package alone (messages and conversions), never on the server, the workers
+or the store::
+
+    with FacexplainClient("127.0.0.1:50051") as client:
+        job = client.explain(open("a.jpg", "rb").read(), open("b.jpg", "rb").read(),
+                             params={"n_masks": 500, "seed": 0}).job
+        for update in client.watch(job.id):
+            print(update.job.done, "/", update.job.total)
+        result = client.get_result(job.id)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+
+from ..errors import FacexplainError, InputError
+from ..methods.registry import MethodInfo
+from ..results import FaceRecord, PairResult
+from . import convert
+from .pb import service_pb2, service_pb2_grpc, types_pb2
+from .status import error_from_status
+
+__all__ = [
+    "DEFAULT_TIMEOUT_S",
+    "FINAL_STATES",
+    "FacexplainClient",
+    "JobErrorInfo",
+    "JobInfo",
+    "JobUpdate",
+    "ModelEntry",
+    "PartialMaps",
+    "Submitted",
+    "VerifyResult",
+    "job_from_message",
+]
+
+#: Seconds one unary call may take (a stream's whole life is ``watch``'s own ``timeout``).
+DEFAULT_TIMEOUT_S = 60.0
+#: Job states after which nothing changes.
+FINAL_STATES = frozenset({"done", "failed", "cancelled"})
+
+_T = TypeVar("_T")
+_STATES = {code: name for name, code in convert.JOB_STATES.items()}
+_KINDS = {code: name for name, code in convert.JOB_KINDS.items()}
+
+
+@dataclass(frozen=True)
+class JobErrorInfo:
+    """Why a job failed: a gRPC status name, a message, whether retrying may help."""
+
+    code: str
+    message: str
+    retryable: bool
+
+    def exception(self) -> FacexplainError:
+        """The library's error of this status (to raise, or to map to an exit code)."""
+        return error_from_status(self.code, self.message)
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """A job's record as the server reports it. ``state``: ``"queued"``, ``"running"``,
+    ``"done"``, ``"failed"`` or ``"cancelled"``; ``kind``: ``"explain"`` or ``"audit"``;
+    times in seconds since the epoch (None when unset)."""
+
+    id: str
+    kind: str
+    state: str
+    done: int
+    total: int
+    unit: str
+    model: str
+    methods: tuple[str, ...]
+    created_at: float | None
+    started_at: float | None
+    finished_at: float | None
+    expires_at: float | None
+    error: JobErrorInfo | None
+    cancel_requested: bool
+    attempts: int
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STATES
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON values (``facexplain client jobs --json``)."""
+        d = dict(self.__dict__)
+        d["methods"] = list(self.methods)
+        d["error"] = None if self.error is None else dict(self.error.__dict__)
+        return d
+
+
+def _time(msg: Any, name: str) -> float | None:
+    if not msg.HasField(name):
+        return None
+    return float(getattr(msg, name).ToNanoseconds()) / 1e9
+
+
+def job_from_message(msg: types_pb2.Job) -> JobInfo:
+    """A ``Job`` message as a :class:`JobInfo` (InputError for an unknown state or kind)."""
+    if msg.state not in _STATES:
+        raise InputError(f"job {msg.id}: unknown state {msg.state}")
+    if msg.kind not in _KINDS:
+        raise InputError(f"job {msg.id}: unknown kind {msg.kind}")
+    error = None
+    if msg.HasField("error"):
+        error = JobErrorInfo(msg.error.code, msg.error.message, bool(msg.error.retryable))
+    return JobInfo(
+        id=msg.id,
+        kind=_KINDS[msg.kind],
+        state=_STATES[msg.state],
+        done=int(msg.progress.done),
+        total=int(msg.progress.total),
+        unit=msg.progress.unit,
+        model=msg.model,
+        methods=tuple(msg.methods),
+        created_at=_time(msg, "created_at"),
+        started_at=_time(msg, "started_at"),
+        finished_at=_time(msg, "finished_at"),
+        expires_at=_time(msg, "expires_at"),
+        error=error,
+        cancel_requested=bool(msg.cancel_requested),
+        attempts=int(msg.attempts),
+    )
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """A submitted job; ``reused`` when the server already had it (nothing new queued)."""
+
+    job: JobInfo
+    reused: bool
+
+
+@dataclass(frozen=True)
+class PartialMaps:
+    """The exact running CorrRISE maps over ``masks`` masks ((H, W) float32)."""
+
+    masks: int
+    s_a: np.ndarray
+    s_b: np.ndarray
+
+
+@dataclass(frozen=True)
+class JobUpdate:
+    """One message of ``watch``: the job now, and the running maps when asked and changed."""
+
+    job: JobInfo
+    partial: PartialMaps | None = None
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """A pair verified now (see the API's VerifyResponse)."""
+
+    score: float
+    threshold: float | None
+    decision: str
+    model: str
+    face_a: FaceRecord
+    face_b: FaceRecord
+    align_s: float
+    embed_s: float
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A model the server knows (ListModels)."""
+
+    name: str
+    family: str
+    chip_kind: str
+    chip_size: int
+    embedding_dim: int
+    threshold: float | None
+    sha256: str
+    description: str
+    ready: bool
+    not_ready_reason: str
+    is_default: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class FacexplainClient:
+    """A connection to the facexplain API at ``address`` (``HOST:PORT``).
+
+    Args:
+        address: the server.
+        token: bearer token sent with every call (None: none).
+        timeout: seconds each unary call may take.
+        tls_ca: PEM of the certificate authority to trust; enables TLS (None: plain text).
+        max_message_bytes: largest message sent or received (the server has its own limit).
+
+    Every method raises the library's errors (see the module docstring). Use as a context manager
+    or call :meth:`close`.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        token: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        tls_ca: bytes | None = None,
+        max_message_bytes: int = 136 * 1024 * 1024,
+    ) -> None:
+        if not address or any(c.isspace() for c in address):
+            raise InputError(f"server address {address!r} is not HOST:PORT")
+        if not timeout > 0:
+            raise InputError(f"timeout must be > 0 s, got {timeout!r}")
+        self.address = address
+        self.timeout = float(timeout)
+        options = [
+            ("grpc.max_receive_message_length", int(max_message_bytes)),
+            ("grpc.max_send_message_length", int(max_message_bytes)),
+        ]
+        if tls_ca is not None:
+            self._channel = grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=tls_ca), options)
+        else:
+            self._channel = grpc.insecure_channel(address, options)
+        self._stub = service_pb2_grpc.FacexplainStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> FacexplainClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    def _error(self, exc: grpc.RpcError) -> FacexplainError:
+        code = exc.code() if hasattr(exc, "code") else None
+        details = exc.details() if hasattr(exc, "details") else None
+        name = code.name if code is not None else "UNKNOWN"
+        return error_from_status(name, str(details or ""), where=f"API server {self.address}")
+
+    def _call(self, method: Callable[..., _T], request: Any, timeout: float | None = None) -> _T:
+        try:
+            return method(request, timeout=timeout or self.timeout, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+
+    # -- calls ----------------------------------------------------------------------------------
+
+    def verify(
+        self, image_a: bytes, image_b: bytes, *, model: str = "", names: Sequence[str] = ("", ""),
+        include_chips: bool = False,
+    ) -> VerifyResult:
+        """Verify a pair now: score, threshold, decision and how each face was aligned."""
+        msg = self._call(self._stub.Verify, service_pb2.VerifyRequest(
+            pair=_pair(image_a, image_b, names), model=model, include_chips=include_chips))
+        return VerifyResult(
+            score=float(msg.score),
+            threshold=float(msg.threshold) if msg.HasField("threshold") else None,
+            decision=convert.decision_from_message(msg.decision),
+            model=msg.model,
+            face_a=convert.face_from_message(msg.face_a, where="face_a"),
+            face_b=convert.face_from_message(msg.face_b, where="face_b"),
+            align_s=float(msg.timing.align_s),
+            embed_s=float(msg.timing.explain_s),
+        )
+
+    def explain(
+        self,
+        image_a: bytes,
+        image_b: bytes,
+        *,
+        model: str = "",
+        method: str = "corrrise",
+        params: Mapping[str, Any] | None = None,
+        force: bool = False,
+        names: Sequence[str] = ("", ""),
+    ) -> Submitted:
+        """Submit an explanation of a pair by ``method`` with ``params`` (values as the library
+        takes them: ints, floats, bools, strings, tuples of ints, None)."""
+        request = service_pb2.ExplainRequest(
+            pair=_pair(image_a, image_b, names),
+            model=model,
+            method=method,
+            force=force,
+        )
+        for key, value in (params or {}).items():
+            request.params[str(key)].CopyFrom(convert.param_to_message(value, where=f"params.{key}"))
+        msg = self._call(self._stub.Explain, request)
+        return Submitted(job_from_message(msg.job), bool(msg.reused))
+
+    def get_job(self, job_id: str) -> JobInfo:
+        return job_from_message(self._call(self._stub.GetJob, service_pb2.JobRef(id=job_id)))
+
+    def watch(self, job_id: str, *, partial_maps: bool = False, timeout: float | None = None) -> Iterator[JobUpdate]:
+        """The job's updates until its terminal state (``timeout``: seconds for the whole stream;
+        None: no limit)."""
+        request = service_pb2.WatchJobRequest(id=job_id, partial_maps=partial_maps)
+        try:
+            for msg in self._stub.WatchJob(request, timeout=timeout, metadata=self._metadata):
+                partial = None
+                if msg.HasField("partial"):
+                    p = msg.partial
+                    partial = PartialMaps(
+                        int(p.masks),
+                        convert.array_from_message(p.s_a, where="partial.s_a", dtype=np.float32, shape=(None, None)),
+                        convert.array_from_message(p.s_b, where="partial.s_b", dtype=np.float32, shape=(None, None)),
+                    )
+                yield JobUpdate(job_from_message(msg.job), partial)
+        except grpc.RpcError as exc:
+            raise self._error(exc) from None
+
+    def wait(
+        self, job_id: str, *, progress: Callable[[int, int], None] | None = None, timeout: float | None = None,
+        reconnects: int = 3,
+    ) -> JobInfo:
+        """Follow a job to its terminal state (``progress(done, total)`` on each update); a
+        dropped stream is re-opened up to ``reconnects`` times (the server restarts from the
+        current record). Returns the final record (raise ``job.error.exception()`` yourself)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        tries = 0
+        while True:
+            left = None if deadline is None else max(0.001, deadline - time.monotonic())
+            last: JobInfo | None = None
+            try:
+                for update in self.watch(job_id, timeout=left):
+                    last = update.job
+                    if progress is not None:
+                        progress(last.done, last.total)
+            except FacexplainError as exc:
+                if not exc.retryable or tries >= reconnects or (deadline is not None and time.monotonic() > deadline):
+                    raise
+                tries += 1
+                time.sleep(min(2.0, 0.2 * 2**tries))
+                continue
+            if last is not None and last.final:
+                return last
+            return self.get_job(job_id)
+
+    def get_result(self, job_id: str, *, summary_only: bool = False) -> PairResult:
+        """A succeeded explain job's result (maps exact); JobNotFinishedError while it is not done."""
+        msg = self._call(self._stub.GetResult, service_pb2.GetResultRequest(id=job_id, summary_only=summary_only))
+        if msg.WhichOneof("result") != "pair":
+            raise InputError(f"job {job_id} is not an explanation (its result is an audit)")
+        return convert.pair_result_from_message(msg.pair)
+
+    def cancel(self, job_id: str) -> JobInfo:
+        return job_from_message(self._call(self._stub.CancelJob, service_pb2.JobRef(id=job_id)))
+
+    def delete(self, job_id: str) -> None:
+        self._call(self._stub.DeleteJob, service_pb2.JobRef(id=job_id))
+
+    def list_jobs(self, *, state: str | None = None, kind: str | None = None, limit: int = 1000) -> list[JobInfo]:
+        """Jobs newest first (every page up to ``limit``), optionally of one state or kind."""
+        if state is not None and state not in convert.JOB_STATES:
+            raise InputError(f"state must be one of {', '.join(convert.JOB_STATES)}, got {state!r}")
+        if kind is not None and kind not in convert.JOB_KINDS:
+            raise InputError(f"kind must be one of {', '.join(convert.JOB_KINDS)}, got {kind!r}")
+        out: list[JobInfo] = []
+        token = ""
+        while len(out) < limit:
+            request = service_pb2.ListJobsRequest(
+                page_size=min(1000, limit - len(out)), page_token=token,
+                state=convert.JOB_STATES[state] if state else types_pb2.JOB_STATE_UNSPECIFIED,
+                kind=convert.JOB_KINDS[kind] if kind else types_pb2.JOB_KIND_UNSPECIFIED,
+            )
+            msg = self._call(self._stub.ListJobs, request)
+            out.extend(job_from_message(j) for j in msg.jobs)
+            token = msg.next_page_token
+            if not token:
+                break
+        return out
+
+    def list_models(self) -> list[ModelEntry]:
+        msg = self._call(self._stub.ListModels, service_pb2.ListModelsRequest())
+        return [
+            ModelEntry(
+                name=m.name, family=m.family, chip_kind=m.chip.kind, chip_size=int(m.chip.size),
+                embedding_dim=int(m.embedding_dim), threshold=float(m.threshold) if m.HasField("threshold") else None,
+                sha256=m.sha256, description=m.description, ready=bool(m.ready),
+                not_ready_reason=m.not_ready_reason, is_default=bool(m.is_default),
+            )
+            for m in msg.models
+        ]
+
+    def list_methods(self, *, model: str = "", chip_size: int = 0) -> list[MethodInfo]:
+        msg = self._call(self._stub.ListMethods, service_pb2.ListMethodsRequest(model=model, chip_size=chip_size))
+        return [convert.method_info_from_message(m) for m in msg.methods]
+
+
+def _pair(image_a: bytes, image_b: bytes, names: Sequence[str]) -> types_pb2.ImagePair:
+    for data, label in ((image_a, "image a"), (image_b, "image b")):
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise InputError(f"{label}: expected the bytes of an image file, got {type(data).__name__}")
+    name_a = names[0] if names else ""
+    name_b = names[1] if len(names) > 1 else ""
+    return types_pb2.ImagePair(
+        a=types_pb2.Image(data=bytes(image_a), name=name_a), b=types_pb2.Image(data=bytes(image_b), name=name_b)
+    )
