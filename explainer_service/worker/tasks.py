@@ -1,0 +1,83 @@
+"""The Celery tasks: thin shims over ``worker.explain`` (parse the ids, call one function, turn
+its outcome into Celery's terms), and :func:`enqueue_explain`, which plans and sends them.
+
+- ``facexplain.explain_shard(job_id, lo, hi)``: masks [lo, hi) of a CorrRISE job;
+- ``facexplain.explain_job(job_id)``: any other method, the whole pair.
+
+Both take ``failures`` (retries spent so far on retryable errors). A unit another worker holds
+(HELD) is tried again after half a lease without spending the budget; a retryable error after a
+jittered exponential backoff while the budget (``Settings.task_retries``) lasts; anything else
+fails the job. A task that runs over the soft time limit fails its job with DEADLINE_EXCEEDED.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from ..errors import InputError
+from ..store import JobError, JobStore
+from .app import JOB_TASK, SHARD_TASK, process_context, worker_config
+from .explain import Outcome, fail_job, handle_failure, run_unit
+from .plan import Unit, plan_explain
+
+__all__ = ["register_tasks", "enqueue_explain"]
+
+
+def _run(task: Any, job_id: str, unit: Unit, failures: int) -> str:
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    config = worker_config(task.app)
+    ctx = process_context(task.app)
+    try:
+        outcome = run_unit(ctx, job_id, unit)
+    except SoftTimeLimitExceeded:
+        limit = config.settings.task_time_limit_s
+        fail_job(ctx.store, job_id, JobError(
+            "DEADLINE_EXCEEDED",
+            f"a worker task ran over the time limit of {limit:g} s (FACEXPLAIN_TASK_TIME_LIMIT)",
+        ))
+        return "failed"
+    except Exception as exc:
+        delay = handle_failure(ctx.store, job_id, exc, failures=failures, budget=config.retries)
+        with contextlib.suppress(Exception):
+            ctx.store.release(job_id, unit.lease, ctx.worker)
+        if delay is None:
+            return "failed"
+        raise task.retry(kwargs={"failures": failures + 1}, countdown=delay) from None
+    if outcome is Outcome.HELD:
+        raise task.retry(kwargs={"failures": failures}, countdown=max(0.5, config.lease_s / 2))
+    return outcome.value
+
+
+def _explain_shard(task: Any, job_id: str, lo: int, hi: int, failures: int = 0) -> str:
+    return _run(task, str(job_id), Unit(int(lo), int(hi)), int(failures))
+
+
+def _explain_job(task: Any, job_id: str, failures: int = 0) -> str:
+    return _run(task, str(job_id), Unit(), int(failures))
+
+
+def register_tasks(app: Any) -> None:
+    """Register the explain tasks on ``app`` (``make_app`` does). Retries are bounded by the
+    shims themselves (``failures``), so Celery's own count is unlimited."""
+    app.task(bind=True, name=SHARD_TASK, max_retries=None)(_explain_shard)
+    app.task(bind=True, name=JOB_TASK, max_retries=None)(_explain_job)
+
+
+def enqueue_explain(app: Any, store: JobStore, job_id: str) -> None:
+    """Send the tasks of explain job ``job_id`` (ids only, never images): mask shards of
+    ``Settings.shard_masks`` for CorrRISE (the record's ``total`` masks), one task otherwise.
+    Nothing is sent for a job that is already final. NotFoundError for an unknown job."""
+    record = store.get_job(job_id)
+    if record.final:
+        return
+    if record.method == "corrrise" and record.total < 1:
+        raise InputError(f"job {job_id}: a CorrRISE job needs its masks as total, got {record.total}")
+    units = plan_explain(record.method, record.total, worker_config(app).shard_masks)
+    with app.producer_or_acquire() as producer:
+        for unit in units:
+            if unit.lo is not None:
+                app.send_task(SHARD_TASK, args=[job_id, unit.lo, unit.hi], producer=producer)
+            else:
+                app.send_task(JOB_TASK, args=[job_id], producer=producer)
