@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from ..errors import EXIT_INPUT, FacexplainError, exit_code, is_retryable
-from . import evaluate, explain, methods, models, worker
+from . import api, client, evaluate, explain, methods, models, worker
 from .common import check_limits
 
 __all__ = ["main", "build_parser", "error_line"]
@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.register_sanity(sub)
     models.register_models(sub)
     methods.register_methods(sub)
+    api.register_api(sub)
+    client.register_client(sub)
     worker.register_worker(sub)
     return parser
 
