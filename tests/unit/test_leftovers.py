@@ -81,7 +81,17 @@ def test_remove_shm_by_prefix(tmp_path):
     assert shm_names("facexplain_", tmp_path) == ["facexplain_1_b_py_x"]
 
 
-def test_sigterm_unwinds_while_held_and_only_then():
+@pytest.fixture
+def fresh_guard(monkeypatch):
+    """SIGTERM at its default action and an unheld guard for the test, whatever servers other tests
+    keep running for the whole session (a session-wide redis-server holds the real guard)."""
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    monkeypatch.setattr(leftovers, "_GUARD", leftovers._SigtermGuard())
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
+def test_sigterm_unwinds_while_held_and_only_then(fresh_guard):
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
     release = unwind_on_sigterm()
     inner = unwind_on_sigterm()  # nested holders share the handler
@@ -98,7 +108,7 @@ def test_sigterm_unwinds_while_held_and_only_then():
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 
-def test_a_program_that_handles_sigterm_keeps_its_handler():
+def test_a_program_that_handles_sigterm_keeps_its_handler(fresh_guard):
     def mine(signum, frame):
         pass
 
@@ -112,7 +122,7 @@ def test_a_program_that_handles_sigterm_keeps_its_handler():
         signal.signal(signal.SIGTERM, previous)
 
 
-def test_sigterm_is_left_alone_outside_the_main_thread():
+def test_sigterm_is_left_alone_outside_the_main_thread(fresh_guard):
     import threading
 
     out = []
