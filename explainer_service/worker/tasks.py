@@ -21,7 +21,7 @@ from .app import JOB_TASK, SHARD_TASK, process_context, worker_config
 from .explain import Outcome, fail_job, handle_failure, run_unit
 from .plan import Unit, plan_explain
 
-__all__ = ["register_tasks", "enqueue_explain"]
+__all__ = ["register_tasks", "enqueue_explain", "register_audit_tasks", "enqueue_audit", "AUDIT_TASK"]
 
 
 def _run(task: Any, job_id: str, unit: Unit, failures: int) -> str:
@@ -63,6 +63,7 @@ def register_tasks(app: Any) -> None:
     shims themselves (``failures``), so Celery's own count is unlimited."""
     app.task(bind=True, name=SHARD_TASK, max_retries=None)(_explain_shard)
     app.task(bind=True, name=JOB_TASK, max_retries=None)(_explain_job)
+    register_audit_tasks(app)
 
 
 def enqueue_explain(app: Any, store: JobStore, job_id: str) -> None:
@@ -81,3 +82,54 @@ def enqueue_explain(app: Any, store: JobStore, job_id: str) -> None:
                 app.send_task(SHARD_TASK, args=[job_id, unit.lo, unit.hi], producer=producer)
             else:
                 app.send_task(JOB_TASK, args=[job_id], producer=producer)
+
+
+#: The task of one audit pair: ``facexplain.audit_pair(job_id, index)``.
+AUDIT_TASK = "facexplain.audit_pair"
+
+
+def _audit_pair(task: Any, job_id: str, index: int, failures: int = 0) -> str:
+    from celery.exceptions import SoftTimeLimitExceeded
+
+    from ..store.keys import lease_unit
+    from .audit import run_pair
+
+    config = worker_config(task.app)
+    ctx = process_context(task.app)
+    job_id, index = str(job_id), int(index)
+    try:
+        outcome = run_pair(ctx, job_id, index)
+    except SoftTimeLimitExceeded:
+        limit = config.settings.task_time_limit_s
+        fail_job(ctx.store, job_id, JobError(
+            "DEADLINE_EXCEEDED",
+            f"a worker task ran over the time limit of {limit:g} s (FACEXPLAIN_TASK_TIME_LIMIT)",
+        ))
+        return "failed"
+    except Exception as exc:
+        delay = handle_failure(ctx.store, job_id, exc, failures=failures, budget=config.retries)
+        with contextlib.suppress(Exception):
+            ctx.store.release(job_id, lease_unit("pair", index=index), ctx.worker)
+        if delay is None:
+            return "failed"
+        raise task.retry(kwargs={"failures": failures + 1}, countdown=delay) from None
+    if outcome is Outcome.HELD:
+        raise task.retry(kwargs={"failures": failures}, countdown=max(0.5, config.lease_s / 2))
+    return outcome.value
+
+
+def register_audit_tasks(app: Any) -> None:
+    """Register ``facexplain.audit_pair`` on ``app`` (idempotent: a second call changes nothing)."""
+    if AUDIT_TASK not in app.tasks:
+        app.task(bind=True, name=AUDIT_TASK, max_retries=None)(_audit_pair)
+
+
+def enqueue_audit(app: Any, store: JobStore, job_id: str) -> None:
+    """Send one ``facexplain.audit_pair`` task per pair of audit job ``job_id`` (its record's
+    ``total``); nothing for a final job. NotFoundError for an unknown job."""
+    record = store.get_job(job_id)
+    if record.final:
+        return
+    with app.producer_or_acquire() as producer:
+        for index in range(record.total):
+            app.send_task(AUDIT_TASK, args=[job_id, index], producer=producer)
