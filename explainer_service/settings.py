@@ -162,10 +162,19 @@ class Settings:
     task_time_limit_s: float = DEFAULT_TASK_TIME_LIMIT_S
     visibility_timeout_s: float = DEFAULT_VISIBILITY_TIMEOUT_S
     lease_s: float = DEFAULT_LEASE_S
+    #: Folders under which SubmitAudit may read datasets (FACEXPLAIN_DATASET_ROOTS, joined by
+    #: os.pathsep; `facexplain api --dataset-root DIR`); none: inline pairs only.
+    dataset_roots: tuple[Path, ...] = ()
 
     @property
     def chip_cache_dir(self) -> Path:
         return self.home / "chips"
+
+    @property
+    def stack_dir(self) -> Path:
+        """The state folder of ``facexplain up`` when ``--state`` is not given (pids, ports, logs,
+        the embedded Redis's data)."""
+        return self.home / "stack"
 
     @property
     def runtime_dir(self) -> Path:
@@ -222,6 +231,7 @@ class Settings:
             triton_env=triton_env,
             triton_url=text("TRITON_URL"),
             redis_url=text("REDIS_URL") or DEFAULT_REDIS_URL,
+            dataset_roots=tuple(Path(p).expanduser() for p in (text("DATASET_ROOTS") or "").split(os.pathsep) if p),
             redis_server=None if redis_server is None else Path(redis_server).expanduser(),
             redis_timeout_s=number("REDIS_TIMEOUT", DEFAULT_REDIS_TIMEOUT_S),
             job_ttl_s=number("JOB_TTL", DEFAULT_JOB_TTL_S),

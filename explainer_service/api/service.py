@@ -139,6 +139,8 @@ class ApiService:
         self.engine = engine
         self.triton_url = triton_url
         self._enqueue = enqueue
+        self._enqueue_injected = enqueue is not None
+        self._enqueue_audit: Enqueue | None = None
         self._redis_url = redis_url or getattr(store, "url", None) or self.settings.redis_url
         self._models: dict[str, FaceModel] = {}
         self._stack = ExitStack()
@@ -310,6 +312,148 @@ class ApiService:
             raise
         log.info("job %s queued (explain, %s, %s, %d units)", job_id, spec.name, method, total)
         return record, False
+
+    # -- SubmitAudit ----------------------------------------------------------------------------
+
+    def audit_pairs_from_dataset(self, spec: str, limit: int = 0) -> list[tuple[str, bool, str, str]]:
+        """The pairs of dataset ``spec`` (``KIND:PATH``, PATH under an allowed root, its images
+        too), ``limit`` of them spread evenly over the set as ``datasets.prepare`` spreads them:
+        ``(name, same, path a, path b)``. InputError for an escape, unknown kind or missing set."""
+        from pathlib import Path
+
+        from ..datasets import read_dataset
+        from ..worker.audit import dataset_path
+
+        kind, sep, raw = str(spec).partition(":")
+        if not sep or not raw:
+            raise InputError(f"dataset spec must be KIND:PATH, got {spec!r}")
+        roots = list(self.settings.dataset_roots)
+        path = dataset_path(raw, roots)
+        dataset = read_dataset(f"{kind}:{path}")
+        pairs = list(dataset.pairs)
+        if limit and limit < len(pairs):
+            idx = np.unique(np.linspace(0, len(pairs) - 1, limit).round().astype(int))
+            pairs = [pairs[i] for i in idx]
+        out = []
+        for p in pairs:
+            if not isinstance(p.a, Path) or not isinstance(p.b, Path):
+                raise InputError(f"dataset {spec!r}: only datasets of image files can be audited")
+            a, b = dataset_path(str(p.a), roots), dataset_path(str(p.b), roots)
+            out.append((f"{p.a.name}|{p.b.name}", bool(p.same), str(a), str(b)))
+        return out
+
+    def submit_audit(
+        self,
+        *,
+        pairs: Sequence[tuple[bytes, bytes, bool, str]] | None = None,
+        dataset: str = "",
+        model: str = "",
+        methods: Sequence[tuple[str, Mapping[str, Any]]] = (),
+        metrics: Sequence[str] = (),
+        steps: int = 0,
+        substrate: str = "",
+        limit: int = 0,
+        keep_maps: bool = False,
+        force: bool = False,
+    ) -> tuple[JobRecord, bool]:
+        """Submit an audit of inline ``pairs`` (image a, image b, same, name) or of a ``dataset``
+        spec: ``(record, reused)`` as :meth:`explain`. Methods and parameters are checked on the
+        model's chip, metrics and limits before the job exists; images are checked per pair by
+        the workers (a bad pair becomes a row with its error)."""
+        from ..methods.registry import check_params
+        from ..pipeline import model_info
+        from ..store import JobState, content_job_id
+        from ..worker.audit import AUDIT_METRICS, DEFAULT_STEPS, AuditPairSpec, AuditRequest
+
+        if (pairs is None) == (not dataset):
+            raise InputError("an audit needs either inline pairs or a dataset spec (not both)")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise InputError(f"limit must be an integer >= 0, got {limit!r}")
+        spec = self.spec(model)
+        checked: list[tuple[str, dict[str, Any]]] = []
+        for name, params in methods:
+            own = plain_params(params)
+            check_params(name, spec.chip.size, **own)
+            checked.append((name, own))
+        unknown = [m for m in metrics if m not in AUDIT_METRICS]
+        if unknown:
+            raise InputError(f"unknown metric(s) {', '.join(unknown)} (known: {', '.join(AUDIT_METRICS)})")
+        steps = steps or DEFAULT_STEPS
+        if not 2 <= steps <= 101:
+            raise InputError(f"steps must be between 2 and 101, got {steps}")
+        substrate = substrate or "zeros"
+        if substrate not in ("zeros", "mean", "blur"):
+            raise InputError(f"unknown substrate {substrate!r} (zeros, mean, blur)")
+        inputs: dict[str, bytes] = {}
+        specs: list[AuditPairSpec] = []
+        if pairs is not None:
+            chosen = list(pairs)[: limit or None]
+            for i, (a, b, same, name) in enumerate(chosen):
+                for data, label in ((a, "a"), (b, "b")):
+                    if not isinstance(data, (bytes, bytearray, memoryview)) or not data:
+                        raise InputError(f"pair {i} image {label}: expected image bytes")
+                inputs[f"a{i}"], inputs[f"b{i}"] = bytes(a), bytes(b)
+                specs.append(AuditPairSpec(name or f"pair {i}", bool(same), ("input", f"a{i}"), ("input", f"b{i}")))
+        else:
+            for name, same, pa, pb in self.audit_pairs_from_dataset(dataset, limit):
+                specs.append(AuditPairSpec(name, same, ("path", pa), ("path", pb)))
+        if not specs:
+            raise InputError("an audit needs at least one pair")
+        self.settings.limits.check("max_pairs", len(specs))
+        request = AuditRequest(tuple(specs), tuple(checked), tuple(metrics), steps, substrate, bool(keep_maps),
+                               dict(ALIGN_DEFAULTS))
+        params = request.to_params()
+        job_id = content_job_id("audit", [inputs[k] for k in sorted(inputs)], model=spec.name,
+                                model_sha256=model_info(spec).sha256 or "",
+                                method=",".join(n for n, _ in checked), params=params)
+        existing = self.store.find_job(job_id)
+        if existing is not None:
+            if not force and existing.state not in (JobState.FAILED, JobState.CANCELLED):
+                return existing, True
+            if not existing.final:
+                with contextlib.suppress(NotFoundError):
+                    self.store.request_cancel(job_id)
+            with contextlib.suppress(NotFoundError):
+                self.store.delete_job(job_id)
+        self._check_capacity()
+        record, created = self.store.create_job(job_id, "audit", model=spec.name,
+                                                method=",".join(n for n, _ in checked), params=params,
+                                                total=len(specs), inputs=inputs)
+        if not created:
+            return record, True
+        try:
+            self._enqueue_audit_job(job_id)
+        except BaseException:
+            with contextlib.suppress(FacexplainError):
+                self.store.delete_job(job_id)
+            raise
+        log.info("job %s queued (audit, %s, %d pairs)", job_id, spec.name, len(specs))
+        return record, False
+
+    def _enqueue_audit_job(self, job_id: str) -> None:
+        if self._enqueue_audit is None:
+            if self._enqueue is not None and self._enqueue_injected:
+                self._enqueue_audit = self._enqueue
+            else:
+                worker: Any = importlib.import_module("explainer_service.worker.tasks")
+                app = importlib.import_module("explainer_service.worker").make_app(self._redis_url)
+                store = self.store
+
+                def enqueue(jid: str) -> None:
+                    worker.enqueue_audit(app, store, jid)
+
+                self._enqueue_audit = enqueue
+        self._enqueue_audit(job_id)
+
+    def audit_page(self, job_id: str, *, offset: int = 0, limit: int = 100) -> tuple[JobRecord, dict[str, Any] | None, list[tuple[int, dict[str, Any]]]]:
+        """An audit's record, its summary (None until done) and stored rows ``offset`` ..
+        ``offset + limit - 1``; InputError for a job that is not an audit."""
+        record = self.store.get_job(job_id)
+        if record.kind.value != "audit":
+            raise InputError(f"job {job_id} is not an audit")
+        if offset < 0 or not 0 <= limit <= 1000:
+            raise InputError(f"page offset must be >= 0 and size 0..1000, got {offset} and {limit}")
+        return record, self.store.get_summary(job_id), self.store.get_pairs(job_id, offset=offset, limit=limit)
 
     def _check_capacity(self) -> None:
         limit = self.settings.limits.max_jobs

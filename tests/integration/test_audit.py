@@ -108,3 +108,45 @@ def test_dataset_paths_stay_under_the_allowed_roots(tmp_path: Path) -> None:
             dataset_path(bad, [root])
     with pytest.raises(InputError, match="--dataset-root"):
         dataset_path("lfw", [])
+
+
+def test_submit_audit_inline_and_dataset_through_the_service(job_store: RedisJobStore, local_model: Any) -> None:
+    import dataclasses
+
+    from explainer_service.api.service import ApiService
+    from explainer_service.settings import get_settings
+
+    pool = ModelPool(engine="local")
+    pool._models[local_model.spec.name] = local_model
+    ctx = WorkerContext(job_store, pool, worker="w1", lease_s=30)
+    sent: list[str] = []
+
+    def enqueue(job_id: str) -> None:  # the worker's work, in this process, per pair
+        sent.append(job_id)
+        for i in range(job_store.get_job(job_id).total):
+            run_pair(ctx, job_id, i)
+
+    settings = dataclasses.replace(get_settings(), dataset_roots=(LFW,))
+    service = ApiService(job_store, settings=settings, engine="local", enqueue=enqueue)
+    service._models[local_model.spec.name] = local_model
+    pairs = _pairs()[:2]
+    inline = [(Path(p.a[1]).read_bytes(), Path(p.b[1]).read_bytes(), p.same, p.name) for p in pairs]
+    inline.append((b"\x89PNG truncated", inline[0][1], True, "broken"))
+    methods: list[tuple[str, dict[str, Any]]] = [("gradcam", {})]
+    record, reused = service.submit_audit(pairs=inline, methods=methods, metrics=["deletion"], steps=STEPS)
+    assert not reused and record.total == 3 and sent == [record.id]
+    again, reused = service.submit_audit(pairs=inline, methods=methods, metrics=["deletion"], steps=STEPS)
+    assert reused and again.id == record.id and sent == [record.id]  # cache hit: nothing queued
+    done, summary, rows = service.audit_page(record.id, offset=1, limit=2)
+    assert done.state is JobState.DONE and summary is not None
+    assert [i for i, _ in rows] == [1, 2] and rows[1][1]["error"]["status"] == "INVALID_ARGUMENT"
+    assert summary["pairs"] == 3 and summary["pairs_failed"] == 1 and summary["dropped"][0]["name"] == "broken"
+
+    ds_record, _ = service.submit_audit(dataset=f"lfw-aligned:{LFW}", limit=3, methods=methods)
+    _, ds_summary, ds_rows = service.audit_page(ds_record.id, limit=10)
+    assert ds_record.total == 3 and len(ds_rows) == 3 and ds_summary is not None and ds_summary["pairs"] == 3
+    for bad in (f"lfw-aligned:{LFW}/..", "lfw-aligned:/etc", "nope:x"):
+        with pytest.raises(InputError):
+            service.submit_audit(dataset=bad)
+    with pytest.raises(InputError, match="metric"):
+        service.submit_audit(pairs=inline, metrics=["accuracy"])
