@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from ..errors import EXIT_INPUT, FacexplainError, exit_code, is_retryable
-from . import api, client, evaluate, explain, methods, models, worker
+from . import api, client, evaluate, explain, methods, models, up, worker
 from .common import check_limits
 
 __all__ = ["main", "build_parser", "error_line"]
@@ -53,6 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     api.register_api(sub)
     client.register_client(sub)
     worker.register_worker(sub)
+    up.register_up(sub)
     return parser
 
 

@@ -1,0 +1,126 @@
+"""``facexplain up``, ``status`` and ``down``: the local stack (Redis, Triton, workers, the gRPC
+API) started in the background, shown, and stopped. A thin shim over :mod:`explainer_service.stack`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from ..errors import EXIT_FAILURE, EXIT_OK
+from ..settings import get_settings
+from .common import add_triton_arg
+
+__all__ = ["register_up"]
+
+
+def _add_state(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--state", default=None, metavar="DIR",
+                   help=f"the stack's folder: pids, ports, logs, Redis data (default: {get_settings().stack_dir})")
+
+
+def register_up(sub: Any) -> None:
+    settings = get_settings()
+    up = sub.add_parser(
+        "up",
+        help="start the local service in the background (Redis, Triton, workers, the gRPC API)",
+        description="Start an embedded Redis (unless --redis), the embedded Triton (unless --triton or --engine "
+        "local), K workers and the gRPC API in the background, wait until each is healthy, print the API address. "
+        "`facexplain down` stops them.",
+    )
+    up.add_argument("--workers", type=int, default=1, metavar="K", help="worker processes (default 1)")
+    up.add_argument("--grpc-port", dest="api_port", type=int, default=settings.api_port, metavar="P",
+                    help=f"the API's port, 0 for a free one (default: FACEXPLAIN_API_PORT, else {settings.api_port})")
+    up.add_argument("--redis", default=None, metavar="URL",
+                    help="use this running Redis instead of starting one under the state folder")
+    add_triton_arg(up)
+    up.add_argument("--engine", default="auto", choices=["auto", "triton", "local"],
+                    help="where the models run: auto/triton (--triton, else the embedded Triton), local "
+                    "(in-process onnxruntime in every worker and the API; no Triton)")
+    up.add_argument("--host", default=None,
+                    help=f"address the API listens on (default: FACEXPLAIN_BIND_HOST, else {settings.bind_host})")
+    _add_state(up)
+    up.set_defaults(func=_cmd_up)
+
+    st = sub.add_parser("status", help="each part of the local service (pid, port, healthy) and the jobs")
+    _add_state(st)
+    st.set_defaults(func=_cmd_status)
+
+    dn = sub.add_parser("down", help="stop the local service started by `facexplain up`")
+    _add_state(dn)
+    dn.add_argument("--purge", action="store_true",
+                    help="also remove the Redis data and the logs (default: kept; jobs expire by their TTL)")
+    dn.set_defaults(func=_cmd_down)
+
+
+def _state(args: argparse.Namespace) -> Path:
+    return Path(args.state).expanduser() if args.state else get_settings().stack_dir
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    from ..stack import StackAlreadyUpError, StackConfig, start_stack
+
+    config = StackConfig(state=_state(args), workers=args.workers, api_port=args.api_port, redis_url=args.redis,
+                         triton_url=args.triton, engine=args.engine, host=args.host)
+    try:
+        stack = start_stack(config, say=lambda text: print(text, flush=True))
+    except StackAlreadyUpError as e:
+        print(str(e))
+        return EXIT_OK
+    print(f"facexplain is up: API at {stack.api_address} (state {config.state}; `facexplain down"
+          f"{'' if args.state is None else f' --state {config.state}'}` stops it)", flush=True)
+    return EXIT_OK
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from ..stack import part_alive, part_healthy, read_stack, worker_replies
+
+    state = _state(args)
+    stack = read_stack(state)
+    if stack is None:
+        print(f"facexplain is down (no stack in {state})")
+        return EXIT_FAILURE
+    healthy_all = True
+    answered = worker_replies(stack.redis_url, [p.pid for p in stack.parts if p.kind == "worker" and part_alive(p)])
+    print(f"{'part':<10} {'pid':>8}  {'port':>6}  state")
+    for part in stack.parts:
+        alive = part_alive(part)
+        healthy = alive and (part.pid in answered if part.kind == "worker" else part_healthy(part, stack))
+        healthy_all &= healthy
+        word = "healthy" if healthy else ("running, not healthy" if alive else "not running")
+        print(f"{part.name:<10} {part.pid:>8}  {part.port or '-':>6}  {word}")
+    print(f"API {stack.api_address}, store {_redacted(stack.redis_url)}, engine {stack.engine}"
+          + (f", Triton {stack.triton_url}" if stack.triton_url else ""))
+    print("jobs: " + _job_counts(stack.redis_url))
+    return EXIT_OK if healthy_all else EXIT_FAILURE
+
+
+def _redacted(url: str) -> str:
+    from ..store.redis_store import redact_url
+
+    return str(redact_url(url))
+
+
+def _job_counts(url: str) -> str:
+    from ..errors import FacexplainError
+    from ..store import RedisJobStore
+
+    try:
+        with RedisJobStore(url) as store:
+            counts = store.count_by_state()
+    except FacexplainError as e:
+        return f"unknown (the store does not answer: {str(e).splitlines()[0]})"
+    return ", ".join(f"{n} {state.value}" for state, n in counts.items())
+
+
+def _cmd_down(args: argparse.Namespace) -> int:
+    from ..stack import read_stack, stop_stack
+
+    state = _state(args)
+    if read_stack(state) is None and not args.purge:
+        print(f"facexplain is not up (no stack in {state})")
+        return EXIT_OK
+    stopped = stop_stack(state, purge=args.purge)
+    print(f"stopped {', '.join(stopped) if stopped else 'nothing (no part was running)'}"
+          + ("; Redis data and logs removed" if args.purge else ""))
+    return EXIT_OK

@@ -1,0 +1,114 @@
+"""``facexplain up`` / ``status`` / ``down`` as a user runs them (separate processes): the local
+stack with two workers on the in-process engine comes up healthy on free ports, explains a pair
+through ``facexplain client explain``, says it is already up when asked again, and goes down
+leaving no process; a busy API port fails cleanly (exit 2, nothing left running)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from explainer_service import cli
+from explainer_service.demo import make_demo_pair
+from explainer_service.stack import part_alive, read_stack, stop_stack
+from tests.integration.procs import marked_env, marked_processes
+
+
+def _cli(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "explainer_service.cli", *args], env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def _none_left(mark: str, timeout: float = 10) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while marked_processes(mark) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return marked_processes(mark)
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> Iterator[Path]:
+    folder = tmp_path / "stack"
+    yield folder
+    stop_stack(folder, grace=5)  # whatever a failed test left running
+
+
+def test_up_status_explain_down_leaves_nothing_running(state: Path, tmp_path: Path) -> None:
+    env, mark = marked_env()
+    up = _cli(["up", "--workers", "2", "--engine", "local", "--grpc-port", "0", "--state", str(state)], env)
+    assert up.returncode == 0, up.stdout + up.stderr
+    stack = read_stack(state)
+    assert stack is not None and f"API at {stack.api_address}" in up.stdout
+    assert sorted(p.kind for p in stack.parts) == ["api", "redis", "worker", "worker"]
+    assert all(part_alive(p) for p in stack.parts)
+    assert (state / "redis" / "appendonly.aof").exists() or (state / "redis" / "appendonlydir").exists()
+    record = json.loads((state / "stack.json").read_text())
+    assert {p["pid"] for p in record["parts"]} == {p.pid for p in stack.parts}
+
+    status = _cli(["status", "--state", str(state)], env)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert status.stdout.count("healthy") == 4 and "not healthy" not in status.stdout
+    assert "0 queued" in status.stdout and stack.api_address in status.stdout
+
+    again = _cli(["up", "--workers", "2", "--engine", "local", "--grpc-port", "0", "--state", str(state)], env)
+    assert again.returncode == 0 and "already up" in again.stdout and stack.api_address in again.stdout
+    assert read_stack(state) == stack  # nothing new started
+
+    a, b = make_demo_pair(tmp_path / "demo")
+    out = tmp_path / "out"
+    assert cli.main(["client", "explain", str(a), str(b), "--server", stack.api_address, "--out", str(out),
+                     "--masks", "32", "--seed", "1", "--no-progress"]) == 0
+    for name in ("summary.json", "maps.npz", "figure.png"):
+        assert (out / name).stat().st_size > 0
+    status = _cli(["status", "--state", str(state)], env)
+    assert "1 done" in status.stdout
+
+    down = _cli(["down", "--state", str(state)], env)
+    assert down.returncode == 0 and "api" in down.stdout and "redis" in down.stdout
+    assert not any(part_alive(p) for p in stack.parts)
+    assert _none_left(mark) == []
+    assert not (state / "stack.json").exists() and not (state / "redis" / "redis.pid").exists()
+    assert (state / "redis").is_dir()  # the data stays (jobs expire by their TTL) unless --purge
+    status = _cli(["status", "--state", str(state)], env)
+    assert status.returncode == 1 and "down" in status.stdout
+    purge = _cli(["down", "--purge", "--state", str(state)], env)
+    assert purge.returncode == 0 and not (state / "redis").exists()
+
+
+def test_a_busy_api_port_fails_cleanly_with_nothing_left_running(state: Path) -> None:
+    env, mark = marked_env()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        up = _cli(["up", "--engine", "local", "--grpc-port", str(port), "--state", str(state)], env)
+    assert up.returncode == 2, up.stdout + up.stderr
+    assert up.stderr.count("\n") == 1 and str(port) in up.stderr and "already in use" in up.stderr
+    assert "Traceback" not in up.stderr
+    assert _none_left(mark) == [] and read_stack(state) is None
+
+
+def test_a_part_that_fails_to_start_stops_the_others_and_shows_its_log(state: Path, tmp_path: Path) -> None:
+    # the API refuses to start without its token file; Redis and the worker were up by then
+    missing = tmp_path / "no-such-token"
+    env, mark = marked_env(FACEXPLAIN_TOKEN_FILE=str(missing))
+    up = _cli(["up", "--engine", "local", "--grpc-port", "0", "--state", str(state)], env)
+    assert up.returncode == 1, up.stdout + up.stderr
+    assert "redis" in up.stdout and "ready" in up.stdout  # started, then stopped again
+    assert "the API (facexplain api) stopped while starting" in up.stderr and str(missing) in up.stderr
+    assert "Traceback" not in up.stderr
+    assert _none_left(mark) == [] and read_stack(state) is None
+
+
+def test_a_host_we_cannot_listen_on_is_bad_input(state: Path) -> None:
+    env, mark = marked_env()
+    up = _cli(["up", "--engine", "local", "--host", "192.0.2.1", "--state", str(state)], env)  # RFC 5737
+    assert up.returncode == 2 and "--host 192.0.2.1" in up.stderr and up.stderr.count("\n") == 1
+    assert _none_left(mark) == [] and read_stack(state) is None
