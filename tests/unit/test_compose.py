@@ -78,3 +78,39 @@ def test_dockerfile_installs_the_package_and_copies_what_it_needs():
             for src in line.split()[1:-1]:
                 assert (ROOT / src).exists(), src
     assert "pip install ." in docker
+
+
+def _flag(cmd: list[str], name: str) -> str:
+    return cmd[cmd.index(name) + 1]
+
+
+def test_service_parts_run_real_commands_against_redis_and_triton(compose):
+    from explainer_service.cli import build_parser
+
+    services = compose["services"]
+    assert {"redis", "api", "worker"} <= set(services)
+    triton_ports = {int(p.split(":")[1]) for p in services["triton"]["ports"]}
+    redis_cmd = services["redis"]["command"]
+    assert redis_cmd[0] == "redis-server"
+    assert _flag(redis_cmd, "--appendonly") == "yes" and _flag(redis_cmd, "--appendfsync") == "everysec"
+    assert _flag(redis_cmd, "--maxmemory-policy") == "noeviction"
+    assert "ports" not in services["redis"]  # the store is reached on the compose network only
+    data = services["redis"]["volumes"][0].split(":")
+    assert data[1] == "/data" and data[0] in compose["volumes"]
+    for name in ("api", "worker"):
+        svc = services[name]
+        cmd = svc["command"]
+        assert cmd[0] == "facexplain"
+        args = build_parser().parse_args(cmd[1:])  # every option exists and parses
+        assert args.command == name
+        assert args.redis == "redis://redis:6379/0" and args.engine == "triton"
+        host, port = args.triton.split(":")
+        assert host == "triton" and int(port) in triton_ports
+        assert svc["depends_on"]["redis"]["condition"] == "service_healthy"
+        assert svc["depends_on"]["triton"]["condition"] == "service_healthy"
+        mounts = {v.split(":")[1]: v.split(":")[0] for v in svc["volumes"]}
+        assert mounts[svc["environment"]["FACEXPLAIN_MODEL_REPOSITORY"]] == "./model_repository"
+    api = build_parser().parse_args(services["api"]["command"][1:])
+    published = [p.split(":") for p in services["api"]["ports"]]
+    assert published == [["127.0.0.1", str(api.port), str(api.port)]]  # the host's loopback only
+    assert api.host == "0.0.0.0"  # inside its container, so that the published port reaches it
