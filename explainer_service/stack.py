@@ -103,6 +103,7 @@ class Part:
     port: int = 0
     address: str = ""
     log: str = ""
+    http_port: int = 0  # Triton's HTTP port (its readiness check)
 
 
 @dataclass
@@ -205,7 +206,8 @@ def stop_part(part: Part, *, grace: float = _GRACE_S) -> bool:
     return True
 
 
-def _launch(name: str, kind: str, args: list[str], logs: Path, *, port: int = 0, address: str = "") -> Part:
+def _launch(name: str, kind: str, args: list[str], logs: Path, *, port: int = 0, address: str = "",
+            http_port: int = 0) -> Part:
     """``python -m explainer_service.cli ARGS`` detached in its own session, output to its log."""
     log = logs / f"{name}.log"
     with log.open("wb") as out:
@@ -217,7 +219,7 @@ def _launch(name: str, kind: str, args: list[str], logs: Path, *, port: int = 0,
     # the Popen object is dropped: the process outlives this one (down stops it through the record)
     proc.returncode = 0  # keeps Popen's destructor from warning about a process still running
     return Part(name=name, kind=kind, pid=proc.pid, started=-1 if started is None else started,
-                port=port, address=address, log=str(log))
+                port=port, address=address, log=str(log), http_port=http_port)
 
 
 def log_tail(part: Part, lines: int = 12) -> str:
@@ -298,7 +300,7 @@ def part_healthy(part: Part, stack: Stack) -> bool:
     if part.kind == "redis":
         return _redis_ping(stack.redis_url)
     if part.kind == "triton":
-        return _triton_ready(part.port, _host_of(part.address))
+        return _triton_ready(part.http_port, _host_of(part.address))
     if part.kind == "api":
         return _api_serving(part.address)
     if part.kind == "worker":
@@ -396,7 +398,7 @@ def start_stack(
                 http_port = free_port(host)
             addr = f"{_connect_host(host)}:{grpc_port}"
             part = _launch("triton", "triton", ["serve", "--grpc-port", str(grpc_port), "--http-port", str(http_port)],
-                           logs, port=http_port, address=f"{_connect_host(host)}:{http_port}")
+                           logs, port=grpc_port, address=addr, http_port=http_port)
             stack.parts.append(part)
             stack.save()
             _wait("Triton (facexplain serve)", part, lambda: _triton_ready(http_port, _connect_host(host)), timeout)

@@ -40,6 +40,7 @@ def state(tmp_path: Path) -> Iterator[Path]:
     stop_stack(folder, grace=5)  # whatever a failed test left running
 
 
+@pytest.mark.slow
 def test_up_status_explain_down_leaves_nothing_running(state: Path, tmp_path: Path) -> None:
     env, mark = marked_env()
     up = _cli(["up", "--workers", "2", "--engine", "local", "--grpc-port", "0", "--state", str(state)], env)
@@ -80,6 +81,28 @@ def test_up_status_explain_down_leaves_nothing_running(state: Path, tmp_path: Pa
     assert status.returncode == 1 and "down" in status.stdout
     purge = _cli(["down", "--purge", "--state", str(state)], env)
     assert purge.returncode == 0 and not (state / "redis").exists()
+
+
+@pytest.mark.slow
+def test_the_default_engine_runs_the_embedded_triton_and_down_stops_it(state: Path, tmp_path: Path) -> None:
+    env, mark = marked_env()
+    up = _cli(["up", "--grpc-port", "0", "--state", str(state)], env, timeout=240)
+    assert up.returncode == 0, up.stdout + up.stderr
+    stack = read_stack(state)
+    assert stack is not None and stack.engine == "auto" and stack.triton_url
+    triton = next(p for p in stack.parts if p.kind == "triton")
+    assert stack.triton_url == triton.address and triton.http_port and triton.http_port != triton.port
+    worker = next(p for p in stack.parts if p.kind == "worker")
+    assert stack.triton_url in Path(f"/proc/{worker.pid}/cmdline").read_text().replace("\0", " ")
+    status = _cli(["status", "--state", str(state)], env)
+    assert status.returncode == 0 and status.stdout.count("healthy") == 4, status.stdout
+    a, b = make_demo_pair(tmp_path / "demo")
+    assert cli.main(["client", "explain", str(a), str(b), "--server", stack.api_address, "--out",
+                     str(tmp_path / "out"), "--masks", "32", "--no-progress"]) == 0
+    assert (tmp_path / "out" / "maps.npz").stat().st_size > 0
+    down = _cli(["down", "--state", str(state)], env)
+    assert down.returncode == 0 and "triton" in down.stdout
+    assert _none_left(mark, timeout=30) == []  # tritonserver and its backend stubs included
 
 
 def test_a_busy_api_port_fails_cleanly_with_nothing_left_running(state: Path) -> None:
