@@ -115,16 +115,21 @@ def test_a_server_killed_mid_inference_leaves_no_shared_memory():
         assert server_shm, "the Python backend's regions carry our pid"
         model = TritonFaceModel(srv.url, SPEC, shared_memory=True, timeout_s=10, max_in_flight=2)
         errors: list[BaseException] = []
+        busy = threading.Event()
 
         def work() -> None:
+            # inference goes on until the kill interrupts it (one batch alone may finish before it)
+            deadline = time.monotonic() + 60
             try:
-                model.embed(np.zeros((200, 3, 150, 150), np.float32))
+                while time.monotonic() < deadline:
+                    model.embed(np.zeros((64, 3, 150, 150), np.float32))
+                    busy.set()
             except BaseException as e:  # noqa: BLE001 - recorded for the assertion below
                 errors.append(e)
 
         worker = threading.Thread(target=work)
         worker.start()
-        time.sleep(1.0)
+        assert busy.wait(30), "no inference went through before the kill"
         os.killpg(srv.pid, signal.SIGKILL)
         worker.join(timeout=15)
         assert not worker.is_alive()
