@@ -11,16 +11,13 @@ it, a server that does not answer 75).
 from __future__ import annotations
 
 import argparse
-import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from ..errors import EXIT_OK, CancelledError, InputError
 from ..methods.registry import METHOD_NAMES
 from ..settings import get_settings
-from .common import check_input_files, check_out_dir, positive_int
+from .common import check_input_files, check_out_dir, positive_int, terminal_progress
 
 __all__ = ["register_client"]
 
@@ -110,27 +107,6 @@ def _client(args: argparse.Namespace) -> Any:
     return FacexplainClient(args.server, token=token, timeout=args.timeout, tls_ca=ca)
 
 
-@contextmanager
-def _progress(args: argparse.Namespace, label: str) -> Iterator[Callable[[int, int], None] | None]:
-    if getattr(args, "no_progress", False) or not sys.stderr.isatty():
-        yield None
-        return
-    from tqdm import tqdm
-
-    bar = tqdm(total=0, unit="step", desc=label, file=sys.stderr)
-
-    def progress(done: int, total: int) -> None:
-        if bar.total != total:
-            bar.total = total
-        bar.n = done
-        bar.refresh()
-
-    try:
-        yield progress
-    finally:
-        bar.close()
-
-
 def _write(result: Any, out: Path) -> int:
     paths = result.write(out)
     thr = "none" if result.threshold is None else f"{result.threshold:.4f}"
@@ -161,7 +137,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         job = submitted.job
         print(f"job {job.id}{' (stored result)' if submitted.reused else ''}", flush=True)
         if not job.final:
-            with _progress(args, args.method) as progress:
+            with terminal_progress(args, args.method) as progress:
                 job = client.wait(job.id, progress=progress)
         if job.state == "failed":
             raise job.error.exception() if job.error is not None else InputError(f"job {job.id} failed")

@@ -8,8 +8,10 @@ import argparse
 import math
 import os
 import stat
+import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -253,3 +255,25 @@ def open_model(args: argparse.Namespace) -> Any:
     return open_face_model(
         args.model, engine=engine, triton_url=triton_url(args), batch_size=batch, server_masks=server_masks
     )
+
+
+@contextmanager
+def terminal_progress(args: argparse.Namespace, label: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A terminal progress bar, or None (``--no-progress`` or stderr not a terminal)."""
+    if getattr(args, "no_progress", False) or not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=0, unit="step", desc=label, file=sys.stderr)
+
+    def progress(done: int, total: int) -> None:
+        if bar.total != total:
+            bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    try:
+        yield progress
+    finally:
+        bar.close()

@@ -11,8 +11,7 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from typing import Any
 
 import numpy as np
@@ -27,6 +26,7 @@ from .common import (
     engine_label,
     open_model,
     positive_int,
+    terminal_progress,
 )
 
 #: CorrRISE's own options: namespace attribute -> (option, registry parameter).
@@ -150,28 +150,6 @@ def method_params(args: argparse.Namespace) -> dict[str, Any]:
     return params
 
 
-@contextmanager
-def _progress(args: argparse.Namespace, method: str) -> Iterator[Callable[[int, int], None] | None]:
-    """A terminal progress bar, or None (``--no-progress`` or stderr not a terminal)."""
-    if args.no_progress or not sys.stderr.isatty():
-        yield None
-        return
-    from tqdm import tqdm
-
-    bar = tqdm(total=0, unit="step", desc=method, file=sys.stderr)
-
-    def progress(done: int, total: int) -> None:
-        if bar.total != total:
-            bar.total = total
-        bar.n = done
-        bar.refresh()
-
-    try:
-        yield progress
-    finally:
-        bar.close()
-
-
 def _cmd_explain(args: argparse.Namespace) -> int:
     from ..methods import check_params
     from ..models.registry import get_spec
@@ -191,7 +169,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     face_b = align_image(args.image_b, spec.chip, aligner=face_aligner)
     align_s = time.perf_counter() - t0
     # 3. the explanation
-    with open_model(args) as model, _progress(args, args.method) as progress:
+    with open_model(args) as model, terminal_progress(args, args.method) as progress:
         result = explain_pair(
             face_a, face_b, model, args.method, params, progress=progress, engine=engine_label(args)
         )
