@@ -15,6 +15,10 @@ here, so a value means the same thing on both sides of the wire:
 - models and methods: :func:`model_info_to_message` (a ``ModelRecord``/``ModelSpec``/
   ``results.ModelInfo``), :func:`model_info_from_message`, :func:`method_info_to_message`,
   :func:`method_info_from_message`, :func:`list_methods_response`.
+- audits: :func:`audit_row_to_message` / :func:`audit_row_from_message`,
+  :func:`audit_summary_to_message` / :func:`audit_summary_from_message`, :func:`mean_ci_to_message` /
+  :func:`mean_ci_from_message` (the plain JSON rows and summary ``worker.audit`` stores; read back
+  in the same shapes, a metric's per-pair curve as its ``{"auc": ...}`` only).
 - errors and jobs: :func:`error_to_message` (a job's ``JobError``: the status name of
   ``errors.grpc_status``), :func:`job_to_message` (the store's ``JobRecord`` as a ``Job``).
 
@@ -36,7 +40,7 @@ from ..methods.registry import MethodInfo, MethodParam, list_methods, parse_para
 from ..models.store import ModelRecord
 from ..results import FaceRecord, ModelInfo, PairResult, Timing
 from ..spec import ChipSpec, ModelSpec
-from .pb import service_pb2, types_pb2
+from .pb import audit_pb2, service_pb2, types_pb2
 
 if TYPE_CHECKING:  # the store is the server's: clients convert without importing it (or redis)
     from ..store.records import JobRecord
@@ -66,6 +70,12 @@ __all__ = [
     "job_to_message",
     "JOB_STATES",
     "JOB_KINDS",
+    "mean_ci_to_message",
+    "mean_ci_from_message",
+    "audit_row_to_message",
+    "audit_row_from_message",
+    "audit_summary_to_message",
+    "audit_summary_from_message",
 ]
 
 #: The dtypes a TypedArray carries: enum value -> numpy dtype (little-endian).
@@ -555,3 +565,149 @@ def job_to_message(record: JobRecord, *, unit: str | None = None, attempts: int 
             )
         )
     return msg
+
+
+# -- audits ---------------------------------------------------------------------------------------
+#
+# The worker stores plain JSON (``worker.audit``): a row is ``{index, name, same, score (None when
+# the pair failed), decision, correct, methods: [{method, explain_s, deletion?/insertion?: {auc,
+# kept, scores}}], error: None | {status, message}}``; a summary's method has ``deletion`` /
+# ``insertion`` ``{mean, ci_low, ci_high, n}`` or None. The per-pair curves stay on the server.
+
+
+def _opt_float(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InputError(f"{where}: expected a number, got {type(value).__name__}")
+    return _finite(float(value), where)
+
+
+def mean_ci_to_message(value: Mapping[str, Any], *, where: str = "mean_ci") -> audit_pb2.MeanCI:
+    """``{mean, ci_low, ci_high, n}`` (the interval None with fewer than two pairs) as a MeanCI."""
+    msg = audit_pb2.MeanCI(mean=_finite(float(value["mean"]), f"{where}.mean"), n=int(value["n"]))
+    low, high = _opt_float(value.get("ci_low"), f"{where}.ci_low"), _opt_float(value.get("ci_high"), f"{where}.ci_high")
+    if low is not None:
+        msg.ci_low = low
+    if high is not None:
+        msg.ci_high = high
+    return msg
+
+
+def mean_ci_from_message(msg: audit_pb2.MeanCI, *, where: str = "mean_ci") -> dict[str, Any]:
+    """A MeanCI as ``{mean, ci_low, ci_high, n}`` (absent bounds None)."""
+    if msg.n < 0:
+        raise InputError(f"{where}.n: {msg.n} is negative")
+    return {
+        "mean": _finite(float(msg.mean), f"{where}.mean"),
+        "ci_low": _finite(float(msg.ci_low), f"{where}.ci_low") if msg.HasField("ci_low") else None,
+        "ci_high": _finite(float(msg.ci_high), f"{where}.ci_high") if msg.HasField("ci_high") else None,
+        "n": int(msg.n),
+    }
+
+
+def audit_row_to_message(row: Mapping[str, Any]) -> audit_pb2.AuditRow:
+    """A stored audit row (see above) as an AuditRow (its ``methods`` may be absent: gallery rows)."""
+    where = f"row {row.get('index')}"
+    msg = audit_pb2.AuditRow(
+        index=int(row["index"]),
+        name=str(row.get("name", "")),
+        same=bool(row["same"]),
+        decision=decision_to_message(str(row.get("decision", "unknown"))),
+        correct=bool(row.get("correct", False)),
+    )
+    score = _opt_float(row.get("score"), f"{where}.score")
+    if score is not None:
+        msg.score = score
+    for m in row.get("methods") or ():
+        out = audit_pb2.MethodOutcome(method=str(m["method"]), explain_s=float(m.get("explain_s", 0.0)))
+        for mode in ("deletion", "insertion"):
+            curve = m.get(mode)
+            if curve is not None:
+                setattr(out, f"{mode}_auc", _finite(float(curve["auc"]), f"{where}.{m['method']}.{mode}"))
+        msg.methods.append(out)
+    error = row.get("error")
+    if error is not None:
+        msg.error.CopyFrom(types_pb2.JobError(code=str(error["status"]), message=str(error["message"]),
+                                              retryable=str(error["status"]) in _RETRYABLE_STATUSES))
+    return msg
+
+
+def audit_row_from_message(msg: audit_pb2.AuditRow) -> dict[str, Any]:
+    """An AuditRow in the stored row's shape (a metric as ``{"auc": ...}``; ``score`` None for a
+    failed pair; a kept PairResult under the method's ``result``)."""
+    if msg.index < 0:
+        raise InputError(f"row index {msg.index} is negative")
+    where = f"row {msg.index}"
+    failed = msg.HasField("error")
+    methods: list[dict[str, Any]] = []
+    for m in msg.methods:
+        out: dict[str, Any] = {"method": m.method, "explain_s": float(m.explain_s)}
+        for mode in ("deletion", "insertion"):
+            if m.HasField(f"{mode}_auc"):
+                out[mode] = {"auc": _finite(float(getattr(m, f"{mode}_auc")), f"{where}.{m.method}.{mode}")}
+        if m.HasField("result"):
+            out["result"] = pair_result_from_message(m.result, where=f"{where}.{m.method}.result")
+        methods.append(out)
+    return {
+        "index": int(msg.index),
+        "name": msg.name,
+        "same": bool(msg.same),
+        "score": None if failed else _finite(float(msg.score), f"{where}.score"),
+        "decision": decision_from_message(msg.decision),
+        "correct": bool(msg.correct),
+        "methods": methods,
+        "error": {"status": msg.error.code, "message": msg.error.message} if failed else None,
+    }
+
+
+_COUNTS = ("true_matches", "false_matches", "false_non_matches", "true_non_matches")
+
+
+def audit_summary_to_message(summary: Mapping[str, Any]) -> audit_pb2.AuditSummary:
+    """A stored audit summary (``worker.audit.summarize``) as an AuditSummary."""
+    msg = audit_pb2.AuditSummary(
+        pairs=int(summary["pairs"]),
+        pairs_failed=int(summary.get("pairs_failed", 0)),
+        accuracy=_finite(float(summary.get("accuracy", 0.0)), "summary.accuracy"),
+    )
+    for key in _COUNTS:
+        setattr(msg, key, int(summary.get(key, 0)))
+    threshold = _opt_float(summary.get("threshold"), "summary.threshold")
+    if threshold is not None:
+        msg.threshold = threshold
+    for m in summary.get("methods") or ():
+        entry = audit_pb2.MethodSummary(method=str(m["method"]),
+                                        explain_pairs_per_s=float(m.get("explain_pairs_per_s", 0.0)))
+        for mode in ("deletion", "insertion"):
+            if m.get(mode) is not None:
+                getattr(entry, mode).CopyFrom(mean_ci_to_message(m[mode], where=f"summary.{m['method']}.{mode}"))
+        msg.methods.append(entry)
+    msg.worst.extend(audit_row_to_message(r) for r in summary.get("worst") or ())
+    return msg
+
+
+def audit_summary_from_message(msg: audit_pb2.AuditSummary) -> dict[str, Any]:
+    """An AuditSummary in the stored summary's shape (gallery rows without ``methods``)."""
+    worst = []
+    for r in msg.worst:
+        row = audit_row_from_message(r)
+        del row["methods"]
+        worst.append(row)
+    return {
+        "pairs": int(msg.pairs),
+        "pairs_failed": int(msg.pairs_failed),
+        "threshold": _finite(float(msg.threshold), "summary.threshold") if msg.HasField("threshold") else None,
+        "accuracy": _finite(float(msg.accuracy), "summary.accuracy"),
+        **{k: int(getattr(msg, k)) for k in _COUNTS},
+        "methods": [
+            {
+                "method": m.method,
+                "explain_pairs_per_s": float(m.explain_pairs_per_s),
+                **{mode: mean_ci_from_message(getattr(m, mode), where=f"summary.{m.method}.{mode}")
+                   if m.HasField(mode) else None for mode in ("deletion", "insertion")},
+            }
+            for m in msg.methods
+        ],
+        "worst": worst,
+    }

@@ -1,0 +1,119 @@
+"""Audit rows and summaries <-> API messages: the worker's stored JSON (``worker.audit``) goes out
+as AuditRow / AuditSummary and comes back in the same shapes, through the wire bytes too; a
+summary computed by ``summarize`` itself round-trips; malformed messages are refused."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from explainer_service.api import convert
+from explainer_service.api.pb import audit_pb2, types_pb2
+from explainer_service.errors import InputError
+from explainer_service.worker.audit import AuditPairSpec, AuditRequest, summarize
+
+STEPS = 11
+
+
+def _curve(auc: float, kept: bool = True) -> dict[str, Any]:
+    return {"auc": auc, "kept": [kept] * STEPS, "scores": [auc] * STEPS}
+
+
+def _row(index: int, *, same: bool, score: float | None, decision: str, methods: bool = True,
+         error: dict[str, str] | None = None) -> dict[str, Any]:
+    correct = error is None and decision != "unknown" and (decision == "match") == same
+    outcomes = [{"method": "gradcam", "explain_s": 0.25, "deletion": _curve(0.125 + index / 64),
+                 "insertion": _curve(0.5 + index / 64)}] if methods and error is None else []
+    return {"index": index, "name": f"a{index}.jpg|b{index}.jpg", "same": same, "score": score,
+            "decision": decision, "correct": correct, "methods": outcomes, "error": error}
+
+
+ROWS = [
+    _row(0, same=True, score=0.75, decision="match"),
+    _row(1, same=True, score=0.125, decision="non-match"),
+    _row(2, same=False, score=0.5, decision="match"),
+    _row(3, same=False, score=None, decision="unknown", error={"status": "INVALID_ARGUMENT", "message": "no face"}),
+]
+
+
+def _wire(msg: Any) -> Any:
+    return type(msg).FromString(msg.SerializeToString())
+
+
+def _public(row: dict[str, Any]) -> dict[str, Any]:
+    """What comes back of a stored row: each metric as its AUC only (the curves stay stored)."""
+    methods = [{k: ({"auc": v["auc"]} if k in ("deletion", "insertion") else v) for k, v in m.items()}
+               for m in row["methods"]]
+    return {**row, "methods": methods}
+
+
+@pytest.mark.parametrize("row", ROWS, ids=lambda r: f"row{r['index']}")
+def test_row_round_trip_over_the_wire(row: dict[str, Any]) -> None:
+    msg = _wire(convert.audit_row_to_message(row))
+    assert convert.audit_row_from_message(msg) == _public(row)
+
+
+def test_failed_row_carries_its_error_and_no_score() -> None:
+    msg = convert.audit_row_to_message(ROWS[3])
+    assert msg.HasField("error") and msg.error.code == "INVALID_ARGUMENT" and msg.error.message == "no face"
+    assert not msg.error.retryable and not msg.correct and not msg.methods
+    back = convert.audit_row_from_message(msg)
+    assert back["score"] is None and back["error"] == {"status": "INVALID_ARGUMENT", "message": "no face"}
+
+
+def test_metric_absent_when_not_asked() -> None:
+    row = _row(0, same=True, score=0.75, decision="match")
+    del row["methods"][0]["insertion"]
+    m = convert.audit_row_to_message(row).methods[0]
+    assert m.HasField("deletion_auc") and not m.HasField("insertion_auc")
+    assert "insertion" not in convert.audit_row_from_message(convert.audit_row_to_message(row))["methods"][0]
+
+
+def test_mean_ci_round_trip_with_and_without_interval() -> None:
+    full = {"mean": 0.25, "ci_low": 0.125, "ci_high": 0.375, "n": 7}
+    one = {"mean": 0.5, "ci_low": None, "ci_high": None, "n": 1}
+    for value in (full, one):
+        assert convert.mean_ci_from_message(_wire(convert.mean_ci_to_message(value))) == value
+    assert not convert.mean_ci_to_message(one).HasField("ci_low")
+
+
+def test_summary_of_summarize_round_trips() -> None:
+    request = AuditRequest(
+        pairs=tuple(AuditPairSpec(r["name"], r["same"], ("input", f"a{i}"), ("input", f"b{i}")) for i, r in enumerate(ROWS)),
+        methods=(("gradcam", {}),), metrics=("deletion", "insertion"), steps=STEPS, substrate="zeros",
+        keep_maps=False, align={},
+    )
+    summary = summarize(ROWS, request, 0.3)
+    msg = _wire(convert.audit_summary_to_message(summary))
+    assert (msg.pairs, msg.pairs_failed, msg.true_matches, msg.false_matches, msg.false_non_matches) == (4, 1, 1, 1, 1)
+    assert msg.threshold == 0.3 and msg.accuracy == pytest.approx(1 / 3)
+    assert [r.index for r in msg.worst][:2] == [2, 1]  # false match farther from the threshold first
+    back = convert.audit_summary_from_message(msg)
+    expected = {k: v for k, v in summary.items() if k != "dropped"}
+    assert back == expected
+    dele = back["methods"][0]["deletion"]
+    assert dele["n"] == 2 and dele["ci_low"] is not None and dele["ci_low"] <= dele["mean"] <= dele["ci_high"]
+
+
+def test_summary_without_metrics_or_threshold() -> None:
+    summary = {"pairs": 1, "pairs_failed": 0, "threshold": None, "accuracy": 0.0, "true_matches": 0,
+               "false_matches": 0, "false_non_matches": 0, "true_non_matches": 0,
+               "methods": [{"method": "gradcam", "explain_pairs_per_s": 2.0, "deletion": None, "insertion": None}],
+               "worst": []}
+    msg = convert.audit_summary_to_message(summary)
+    assert not msg.HasField("threshold") and not msg.methods[0].HasField("deletion")
+    assert convert.audit_summary_from_message(msg) == summary
+
+
+def test_malformed_messages_refused() -> None:
+    with pytest.raises(InputError, match="row index"):
+        convert.audit_row_from_message(audit_pb2.AuditRow(index=-1, decision=types_pb2.DECISION_MATCH))
+    with pytest.raises(InputError, match="decision"):
+        convert.audit_row_from_message(audit_pb2.AuditRow(index=0))
+    with pytest.raises(InputError, match="score"):
+        convert.audit_row_from_message(audit_pb2.AuditRow(index=0, score=float("nan"), decision=types_pb2.DECISION_MATCH))
+    with pytest.raises(InputError, match="n"):
+        convert.mean_ci_from_message(audit_pb2.MeanCI(mean=0.1, n=-2))
+    with pytest.raises(InputError, match="accuracy"):
+        convert.audit_summary_from_message(audit_pb2.AuditSummary(accuracy=float("inf")))
