@@ -32,10 +32,11 @@ from ..errors import FacexplainError, InputError
 from ..methods.registry import MethodInfo
 from ..results import FaceRecord, PairResult
 from . import convert
-from .pb import service_pb2, service_pb2_grpc, types_pb2
+from .pb import audit_pb2, service_pb2, service_pb2_grpc, types_pb2
 from .status import error_from_status
 
 __all__ = [
+    "AuditPage",
     "DEFAULT_TIMEOUT_S",
     "FINAL_STATES",
     "FacexplainClient",
@@ -146,6 +147,19 @@ class Submitted:
 
     job: JobInfo
     reused: bool
+
+
+@dataclass(frozen=True)
+class AuditPage:
+    """One page of an audit's result: the job, its summary (None until it finished; the shape of
+    ``convert.audit_summary_from_message``), the stored rows of this page (by index; the shape of
+    ``convert.audit_row_from_message``), the next page's token ("" on the last) and the pairs."""
+
+    job: JobInfo
+    summary: dict[str, Any] | None
+    rows: list[dict[str, Any]]
+    next_page_token: str
+    total_rows: int
 
 
 @dataclass(frozen=True)
@@ -358,6 +372,70 @@ class FacexplainClient:
         if msg.WhichOneof("result") != "pair":
             raise InputError(f"job {job_id} is not an explanation (its result is an audit)")
         return convert.pair_result_from_message(msg.pair)
+
+    def submit_audit(
+        self,
+        *,
+        pairs: Sequence[tuple[bytes, bytes, bool, str]] | None = None,
+        dataset: str = "",
+        model: str = "",
+        methods: Sequence[tuple[str, Mapping[str, Any]]] | Sequence[str] = (),
+        metrics: Sequence[str] = (),
+        steps: int = 0,
+        substrate: str = "",
+        limit: int = 0,
+        keep_maps: bool = False,
+        force: bool = False,
+    ) -> Submitted:
+        """Submit an audit of inline ``pairs`` ((image a bytes, image b bytes, same, name) each)
+        or of ``dataset`` (a spec under a root the server allows), with ``methods`` (names, or
+        (name, params) with params as :meth:`explain` takes them) scored by ``metrics``
+        (``"deletion"``, ``"insertion"``)."""
+        if (pairs is None) == (not dataset):
+            raise InputError("an audit needs either pairs or a dataset spec (not both)")
+        request = audit_pb2.SubmitAuditRequest(model=model, metrics=list(metrics), steps=steps, substrate=substrate,
+                                               limit=limit, keep_maps=keep_maps, force=force)
+        if pairs is not None:
+            inline = audit_pb2.InlinePairs()
+            for i, (a, b, same, name) in enumerate(pairs):
+                inline.pairs.append(audit_pb2.LabeledPair(pair=_pair(a, b, (f"{name} A", f"{name} B")),
+                                                          same=bool(same), name=name or f"pair {i}"))
+            request.pairs.CopyFrom(inline)
+        else:
+            request.dataset = dataset
+        for entry in methods:
+            name, params = (entry, {}) if isinstance(entry, str) else entry
+            m = request.methods.add(name=name)
+            for key, value in params.items():
+                m.params[str(key)].CopyFrom(convert.param_to_message(value, where=f"{name}.params.{key}"))
+        msg = self._call(self._stub.SubmitAudit, request)
+        return Submitted(job_from_message(msg.job), bool(msg.reused))
+
+    def audit_result(self, job_id: str, *, page_token: str = "", page_size: int = 0) -> AuditPage:
+        """One page of an audit's rows (``page_size`` 0: the server's 100) and, once it finished,
+        its summary."""
+        msg = self._call(self._stub.GetResult, service_pb2.GetResultRequest(
+            id=job_id, page_token=page_token, page_size=page_size, summary_only=True))
+        if msg.WhichOneof("result") != "audit":
+            raise InputError(f"job {job_id} is not an audit (its result is an explanation)")
+        audit = msg.audit
+        return AuditPage(
+            job=job_from_message(msg.job),
+            summary=convert.audit_summary_from_message(audit.summary) if audit.HasField("summary") else None,
+            rows=[convert.audit_row_from_message(r) for r in audit.rows],
+            next_page_token=audit.next_page_token,
+            total_rows=int(audit.total_rows),
+        )
+
+    def audit_rows(self, job_id: str, *, page_size: int = 0) -> Iterator[dict[str, Any]]:
+        """Every stored row of an audit, by index, page after page."""
+        token = ""
+        while True:
+            page = self.audit_result(job_id, page_token=token, page_size=page_size)
+            yield from page.rows
+            token = page.next_page_token
+            if not token:
+                return
 
     def cancel(self, job_id: str) -> JobInfo:
         return job_from_message(self._call(self._stub.CancelJob, service_pb2.JobRef(id=job_id)))

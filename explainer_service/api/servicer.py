@@ -9,8 +9,10 @@ never logged) and answered INTERNAL naming its type only.
 
 WatchJob polls the store (every ``watch_poll_s``) and sends the job whenever its state, progress
 or cancel flag changes, plus, when asked, the exact running CorrRISE maps whenever more masks are
-done; it ends after the terminal state. SubmitAudit is not served yet: the generated base class
-answers UNIMPLEMENTED.
+done; it ends after the terminal state. SubmitAudit passes inline pairs or a dataset spec (resolved
+under the server's dataset roots) to ``ApiService.submit_audit``; GetResult on an audit answers a
+page of its rows (``page_token`` is the decimal offset of the page) and, once it finished, its
+summary.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import grpc
 from ..errors import InputError
 from ..results import Timing
 from . import convert
-from .pb import service_pb2, service_pb2_grpc, types_pb2
+from .pb import audit_pb2, service_pb2, service_pb2_grpc, types_pb2
 from .service import ApiService, ModelEntry
 from .status import status_of
 
@@ -170,12 +172,54 @@ class FacexplainServicer(service_pb2_grpc.FacexplainServicer):
         return await self._run(context, self._get_result, request)
 
     def _get_result(self, request: service_pb2.GetResultRequest) -> service_pb2.GetResultResponse:
-        _page(request.page_token, request.page_size, 100)
-        record, result = self.service.get_result(_job_id(request.id))
+        offset, size = _page(request.page_token, request.page_size, 100)
+        job_id = _job_id(request.id)
+        if self.service.get_job(job_id).kind.value == "audit":
+            return self._audit_result(job_id, offset, size)
+        record, result = self.service.get_result(job_id)
         return service_pb2.GetResultResponse(
             job=convert.job_to_message(record),
             pair=convert.pair_result_to_message(result, include_arrays=not request.summary_only),
         )
+
+    def _audit_result(self, job_id: str, offset: int, size: int) -> service_pb2.GetResultResponse:
+        record, summary, rows = self.service.audit_page(job_id, offset=offset, limit=size)
+        # pages cover pair indexes offset .. offset + size - 1: rows not stored yet are absent
+        total = int(record.total)
+        audit = audit_pb2.AuditResult(rows=[convert.audit_row_to_message(row) for _, row in rows], total_rows=total)
+        if summary is not None:
+            audit.summary.CopyFrom(convert.audit_summary_to_message(summary))
+        if offset + size < total:
+            audit.next_page_token = str(offset + size)
+        return service_pb2.GetResultResponse(job=convert.job_to_message(record), audit=audit)
+
+    async def SubmitAudit(self, request: audit_pb2.SubmitAuditRequest, context: Any) -> service_pb2.SubmitResponse:
+        return await self._run(context, self._submit_audit, request)
+
+    def _submit_audit(self, request: audit_pb2.SubmitAuditRequest) -> service_pb2.SubmitResponse:
+        source = request.WhichOneof("source")
+        if source is None:
+            raise InputError("an audit needs inline pairs or a dataset spec")
+        if request.limit < 0:
+            raise InputError(f"limit must be >= 0, got {request.limit}")
+        if request.steps < 0:
+            raise InputError(f"steps must be >= 0, got {request.steps}")
+        methods: list[tuple[str, dict[str, Any]]] = []
+        for i, m in enumerate(request.methods):
+            if not m.name:
+                raise InputError(f"methods[{i}]: a method needs a name")
+            methods.append((m.name, convert.request_params(m.name, dict(m.params))))
+        pairs = None
+        if source == "pairs":
+            pairs = [(p.pair.a.data, p.pair.b.data, bool(p.same), p.name) for p in request.pairs.pairs]
+            if not pairs:
+                raise InputError("pairs: an audit needs at least one pair")
+        record, reused = self.service.submit_audit(
+            pairs=pairs, dataset=request.dataset if source == "dataset" else "", model=request.model,
+            methods=methods, metrics=list(request.metrics), steps=int(request.steps), substrate=request.substrate,
+            limit=int(request.limit), keep_maps=request.keep_maps, force=request.force,
+        )
+        return service_pb2.SubmitResponse(job=convert.job_to_message(record), reused=reused)
 
     async def CancelJob(self, request: service_pb2.JobRef, context: Any) -> types_pb2.Job:
         return await self._run(context, self._cancel, request.id)

@@ -9,6 +9,7 @@ until SIGTERM or Ctrl-C. The workers run elsewhere (``facexplain worker``) with 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,9 @@ def register_api(sub: Any) -> None:
                    help="require this bearer token on every call but health (default: FACEXPLAIN_TOKEN_FILE)")
     p.add_argument("--tls-cert", default=None, help="TLS certificate (PEM); with --tls-key")
     p.add_argument("--tls-key", default=None, help="TLS private key (PEM); with --tls-cert")
+    p.add_argument("--dataset-root", action="append", default=[], metavar="DIR",
+                   help="a folder whose datasets SubmitAudit may read (repeatable; default: FACEXPLAIN_DATASET_ROOTS); "
+                   "a spec outside every root is refused")
     p.set_defaults(func=_cmd_api)
 
 
@@ -62,6 +66,14 @@ def _cmd_api(args: argparse.Namespace) -> int:
     from ..store.redis_store import redact_url
 
     settings = get_settings()
+    if args.dataset_root:
+        roots = []
+        for raw in args.dataset_root:
+            root = Path(raw).expanduser()
+            if not root.is_dir():
+                raise InputError(f"--dataset-root {raw}: not a folder")
+            roots.append(root.resolve())
+        settings = dataclasses.replace(settings, dataset_roots=tuple(roots))
     if args.port is not None and not 0 <= args.port <= 65535:
         raise InputError(f"--port must be in [0, 65535], got {args.port}")
     if (args.tls_cert is None) != (args.tls_key is None):

@@ -2,7 +2,9 @@
 
 Thin shims over :class:`~explainer_service.api.client.FacexplainClient`: ``explain`` sends a pair
 with the same options as ``facexplain explain``, follows the job with a progress bar and writes the
-same three files (summary.json, maps.npz, figure.png) with ``PairResult.write``; ``verify``,
+same three files (summary.json, maps.npz, figure.png) with ``PairResult.write``; ``audit`` submits
+a dataset spec on the server or the pairs of a local CSV (``img1,img2,same``; the images are sent)
+and, with ``--wait``, follows it and prints the summary; ``verify``,
 ``result JOB --out DIR``, ``jobs``, ``cancel JOB``, ``delete JOB``. Errors the server answers come
 back as the library's errors, so the exit codes are the CLI's (bad input 2 with one line naming
 it, a server that does not answer 75).
@@ -60,6 +62,27 @@ def register_client(sub: Any) -> None:
     ex.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_connection_args(ex)
     ex.set_defaults(func=_cmd_explain)
+
+    au = csub.add_parser("audit", help="audit a pair set on the server: accuracy, Deletion/Insertion, worst pairs",
+                         description="Submit an audit (prints the job id): a dataset on the server (--dataset SPEC, "
+                         "under a root it allows) or the pairs of a local CSV (--pairs FILE.csv, header img1,img2,same; "
+                         "relative paths from the CSV's folder; the images are sent). With --wait: progress, then the "
+                         "summary (accuracy, each method's Deletion/Insertion with 95 % intervals, the worst pairs).")
+    src = au.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dataset", default=None, metavar="SPEC", help="a dataset on the server, e.g. lfw-aligned:lfw")
+    src.add_argument("--pairs", dest="pairs_csv", default=None, metavar="FILE.csv", help="pairs on this machine (img1,img2,same)")
+    au.add_argument("--model", default="", help="face model (default: the server's default)")
+    au.add_argument("--methods", default="", help=f"comma-separated methods to explain each pair ({', '.join(METHOD_NAMES)}); "
+                    "default none: verification only")
+    au.add_argument("--metrics", default="", help="comma-separated metrics per pair and method: deletion,insertion")
+    au.add_argument("--steps", type=positive_int, default=None, help="points of each Deletion/Insertion curve (default 11)")
+    au.add_argument("--limit", type=positive_int, default=None, help="audit this many pairs only")
+    au.add_argument("--keep-maps", action="store_true", help="keep each pair's maps on the server")
+    au.add_argument("--force", action="store_true", help="recompute even when the server has this audit")
+    au.add_argument("--wait", action="store_true", help="follow the audit and print its summary")
+    au.add_argument("--no-progress", action="store_true", help="no progress bar (with --wait)")
+    _add_connection_args(au)
+    au.set_defaults(func=_cmd_audit)
 
     ve = csub.add_parser("verify", help="verify a pair now: score, threshold, decision")
     ve.add_argument("image_a")
@@ -187,4 +210,115 @@ def _cmd_delete(args: argparse.Namespace) -> int:
     with _client(args) as client:
         client.delete(args.job)
     print(f"job {args.job}: deleted (every key of it removed)")
+    return EXIT_OK
+
+
+#: The metrics an audit scores (the server's ``worker.audit.AUDIT_METRICS``; the client imports no worker).
+AUDIT_METRICS = ("deletion", "insertion")
+_TRUE = {"1", "true", "yes", "same"}
+_FALSE = {"0", "false", "no", "different"}
+
+
+def read_pairs_csv(path: str) -> list[tuple[bytes, bytes, bool, str]]:
+    """The pairs of a CSV with header ``img1,img2,same`` (relative image paths from the CSV's
+    folder; ``same`` 1/0, true/false, yes/no) with their images read: InputError naming the file
+    and line of anything wrong."""
+    import csv
+
+    check_input_files([path])
+    base = Path(path).expanduser().parent
+    try:
+        text = Path(path).expanduser().read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise InputError(f"--pairs {path}: cannot be read as text ({e})") from None
+    reader = csv.DictReader(text.splitlines())
+    fields = [f.strip() for f in reader.fieldnames or ()]
+    if fields[:3] != ["img1", "img2", "same"]:
+        raise InputError(f"--pairs {path}: the header must be img1,img2,same, got {','.join(fields) or 'nothing'}")
+    pairs = []
+    for line, rec in enumerate(reader, start=2):
+        values = [(rec.get(k) or "").strip() for k in ("img1", "img2", "same")]
+        if not all(values):
+            raise InputError(f"--pairs {path} line {line}: img1, img2 and same are all needed")
+        same = values[2].lower()
+        if same not in _TRUE | _FALSE:
+            raise InputError(f"--pairs {path} line {line}: same must be 1/0, true/false or yes/no, got {values[2]!r}")
+        files = [str(p if p.is_absolute() else base / p) for p in (Path(values[0]).expanduser(), Path(values[1]).expanduser())]
+        check_input_files(files)
+        pairs.append((_read_image(files[0]), _read_image(files[1]), same in _TRUE,
+                      f"{Path(values[0]).name}|{Path(values[1]).name}"))
+    if not pairs:
+        raise InputError(f"--pairs {path}: no pairs")
+    return pairs
+
+
+def _names(text: str, what: str) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if len(set(names)) != len(names):
+        raise InputError(f"--{what}: a name given twice ({text})")
+    return names
+
+
+def _ci(value: dict[str, Any] | None) -> str:
+    if value is None:
+        return "-"
+    if value["ci_low"] is None:
+        return f"{value['mean']:.4f} (n={value['n']})"
+    return f"{value['mean']:.4f} [{value['ci_low']:.4f}, {value['ci_high']:.4f}] (n={value['n']})"
+
+
+def print_audit_summary(summary: dict[str, Any]) -> None:
+    """The audit's summary as a few lines: accuracy and counts, each method's Deletion (lower is
+    better) and Insertion (higher is better) with its 95 % interval, then the worst pairs."""
+    thr = "none" if summary["threshold"] is None else f"{summary['threshold']:.4f}"
+    ok = summary["pairs"] - summary["pairs_failed"]
+    print(f"pairs {summary['pairs']} ({summary['pairs_failed']} failed)  threshold {thr}  "
+          f"accuracy {summary['accuracy']:.4f} over {ok}")
+    print(f"true matches {summary['true_matches']}  false matches {summary['false_matches']}  "
+          f"false non-matches {summary['false_non_matches']}  true non-matches {summary['true_non_matches']}")
+    if summary["methods"]:
+        print(f"{'method':<12}  {'deletion (lower better)':<42}  {'insertion (higher better)':<42}  pairs/s")
+        for m in summary["methods"]:
+            print(f"{m['method']:<12}  {_ci(m['deletion']):<42}  {_ci(m['insertion']):<42}  "
+                  f"{m['explain_pairs_per_s']:.2f}")
+    if summary["worst"]:
+        print("worst pairs (false matches and false non-matches first):")
+        for r in summary["worst"]:
+            score = "-" if r["score"] is None else f"{r['score']:.4f}"
+            verdict = "ok" if r["correct"] else "WRONG"
+            print(f"  #{r['index']:<5} {verdict:<5}  score {score}  {r['decision']:<9}  same={r['same']}  {r['name']}")
+
+
+def _cmd_audit(args: argparse.Namespace) -> int:
+    methods = _names(args.methods, "methods")
+    unknown = [m for m in methods if m not in METHOD_NAMES]
+    if unknown:
+        raise InputError(f"--methods: unknown method(s) {', '.join(unknown)} (known: {', '.join(METHOD_NAMES)})")
+    metrics = _names(args.metrics, "metrics")
+    bad = [m for m in metrics if m not in AUDIT_METRICS]
+    if bad:
+        raise InputError(f"--metrics: unknown metric(s) {', '.join(bad)} (known: {', '.join(AUDIT_METRICS)})")
+    if metrics and not methods:
+        raise InputError("--metrics score the maps of --methods: name at least one method")
+    pairs = read_pairs_csv(args.pairs_csv) if args.pairs_csv else None
+    with _client(args) as client:
+        submitted = client.submit_audit(
+            pairs=pairs, dataset=args.dataset or "", model=args.model, methods=methods, metrics=metrics,
+            steps=args.steps or 0, limit=args.limit or 0, keep_maps=args.keep_maps, force=args.force,
+        )
+        job = submitted.job
+        print(f"job {job.id}{' (stored audit)' if submitted.reused else ''}", flush=True)
+        if not args.wait:
+            return EXIT_OK
+        if not job.final:
+            with terminal_progress(args, "audit") as progress:
+                job = client.wait(job.id, progress=progress)
+        if job.state == "failed":
+            raise job.error.exception() if job.error is not None else InputError(f"job {job.id} failed")
+        if job.state == "cancelled":
+            raise CancelledError(f"job {job.id} was cancelled")
+        page = client.audit_result(job.id, page_size=1)
+        if page.summary is None:
+            raise InputError(f"job {job.id} finished without a summary")
+        print_audit_summary(page.summary)
     return EXIT_OK

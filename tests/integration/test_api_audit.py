@@ -1,0 +1,118 @@
+"""Audits over the API with real processes: a redis-server, ``facexplain api --engine local
+--dataset-root LFW`` and one ``facexplain worker --engine local`` subprocess, driven by
+``facexplain client audit``. Inline pairs from a local CSV (the client sends the images) and a
+dataset spec on the server both finish with every pair stored once and the summary printed; rows
+read back page by page; a spec escaping the allowed root exits 2 with the server's
+INVALID_ARGUMENT message in one line."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from explainer_service import cli
+from explainer_service.api.client import FacexplainClient
+from explainer_service.errors import InputError
+from explainer_service.store import EmbeddedRedis
+from tests.integration.procs import marked_env, marked_processes
+from tests.integration.test_api import _address, _start, _stop
+
+LFW = Path(__file__).resolve().parents[3] / "shared" / "data" / "lfw-dev"
+IMG = LFW / "aligned112"
+# (img1, img2, same): two matched pairs and one mismatched, relative to the CSV's folder
+PAIRS = [
+    ("Abel_Pacheco/Abel_Pacheco_0001.jpg", "Abel_Pacheco/Abel_Pacheco_0004.jpg", 1),
+    ("Akhmed_Zakayev/Akhmed_Zakayev_0001.jpg", "Akhmed_Zakayev/Akhmed_Zakayev_0003.jpg", 1),
+    ("Abdel_Madi_Shabneh/Abdel_Madi_Shabneh_0001.jpg", "Dean_Barker/Dean_Barker_0001.jpg", 0),
+]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """redis-server, the API and one worker as separate processes; the API's address."""
+    tmp = tmp_path_factory.mktemp("api-audit")
+    with EmbeddedRedis(tmp / "redis", startup_timeout=30) as redis:
+        env, mark = marked_env(FACEXPLAIN_REDIS_URL=redis.url)
+        api = _start(["api", "--redis", redis.url, "--engine", "local", "--port", "0", "--dataset-root", str(LFW)],
+                     env, tmp / "api.log")
+        worker = _start(["worker", "--redis", redis.url, "--engine", "local"], env, tmp / "worker.log")
+        try:
+            yield _address(tmp / "api.log", api)
+        finally:
+            _stop(api)
+            _stop(worker)
+        deadline = time.monotonic() + 10
+        while marked_processes(mark) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert marked_processes(mark) == []
+
+
+def _csv(tmp_path: Path) -> Path:
+    """A CSV naming the images relative to its own folder (through a link to the LFW mirror)."""
+    (tmp_path / "img").symlink_to(IMG, target_is_directory=True)
+    path = tmp_path / "pairs.csv"
+    path.write_text("img1,img2,same\n" + "".join(f"img/{a},img/{b},{s}\n" for a, b, s in PAIRS))
+    return path
+
+
+@pytest.mark.slow
+def test_client_audit_of_csv_pairs_and_of_a_dataset(stack: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    csv_path = _csv(tmp_path)
+    code = cli.main(["client", "audit", "--pairs", str(csv_path), "--server", stack, "--methods", "gradcam",
+                     "--metrics", "deletion,insertion", "--steps", "5", "--wait", "--no-progress"])
+    captured = capsys.readouterr()
+    out = captured.out
+    assert code == 0, captured.err
+    job_id = out.splitlines()[0].split()[1]
+    assert "pairs 3 (0 failed)" in out and "gradcam" in out and "worst pairs" in out
+    with FacexplainClient(stack) as client:
+        rows = list(client.audit_rows(job_id, page_size=2))  # two pages
+        assert [r["index"] for r in rows] == [0, 1, 2]
+        assert [r["same"] for r in rows] == [True, True, False]
+        for r in rows:
+            assert r["error"] is None and [m["method"] for m in r["methods"]] == ["gradcam"]
+            assert 0.0 <= r["methods"][0]["deletion"]["auc"] <= 100.0  # percent, as Table 1 and "insertion" in r["methods"][0]
+        page = client.audit_result(job_id, page_size=2)
+        assert page.job.state == "done" and page.job.done == 3 and page.total_rows == 3
+        assert page.next_page_token == "2" and page.summary is not None
+        summary = page.summary
+        assert summary["pairs"] == 3 and summary["true_matches"] + summary["false_non_matches"] == 2
+        gradcam = summary["methods"][0]
+        assert gradcam["method"] == "gradcam" and gradcam["deletion"]["n"] == 2 and gradcam["insertion"]["n"] == 2
+        assert f"{summary['accuracy']:.4f}" in out
+        # the same audit again: the stored job, nothing queued
+        again = client.submit_audit(
+            pairs=[((IMG / a).read_bytes(), (IMG / b).read_bytes(), bool(s), f"{Path(a).name}|{Path(b).name}")
+                   for a, b, s in PAIRS],
+            methods=["gradcam"], metrics=["deletion", "insertion"], steps=5,
+        )
+        assert again.reused and again.job.id == job_id
+        with pytest.raises(InputError, match="not an explanation"):
+            client.get_result(job_id)
+
+    code = cli.main(["client", "audit", "--dataset", "lfw-aligned:.", "--limit", "2", "--server", stack, "--wait",
+                     "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "pairs 2 (0 failed)" in out
+
+    code = cli.main(["client", "audit", "--dataset", "lfw-aligned:../lfw-dev", "--server", stack])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "may not contain '..'" in err and "Traceback" not in err
+    code = cli.main(["client", "audit", "--dataset", "lfw-aligned:/etc", "--server", stack])
+    err = capsys.readouterr().err
+    assert code == 2 and "outside the allowed dataset roots" in err
+
+
+def test_client_audit_bad_csv_is_one_line_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b,c\nx,y,1\n")
+    assert cli.main(["client", "audit", "--pairs", str(bad), "--server", "127.0.0.1:1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "img1,img2,same" in err
+    bad.write_text(f"img1,img2,same\n{IMG / PAIRS[0][0]},{tmp_path / 'missing.jpg'},1\n")
+    assert cli.main(["client", "audit", "--pairs", str(bad), "--server", "127.0.0.1:1"]) == 2
+    assert "missing.jpg" in capsys.readouterr().err
