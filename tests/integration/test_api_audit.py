@@ -116,3 +116,62 @@ def test_client_audit_bad_csv_is_one_line_exit_2(tmp_path: Path, capsys: pytest.
     bad.write_text(f"img1,img2,same\n{IMG / PAIRS[0][0]},{tmp_path / 'missing.jpg'},1\n")
     assert cli.main(["client", "audit", "--pairs", str(bad), "--server", "127.0.0.1:1"]) == 2
     assert "missing.jpg" in capsys.readouterr().err
+
+
+def test_submit_audit_answers_bad_requests_with_their_status(redis_server: EmbeddedRedis) -> None:
+    """SubmitAudit and GetResult of an audit on an in-process server whose jobs are recorded, not
+    run: each malformed request gets its status and a message naming the problem, never INTERNAL;
+    a queued audit's page has no rows and no summary yet."""
+    import uuid
+
+    import grpc
+
+    from explainer_service.api.pb import audit_pb2, service_pb2, service_pb2_grpc, types_pb2
+    from explainer_service.api.server import BackgroundServer
+    from explainer_service.api.service import ApiService
+    from explainer_service.store import RedisJobStore
+    from tests.integration.test_api import _Queue
+
+    image = (IMG / PAIRS[0][0]).read_bytes()
+    pair = audit_pb2.LabeledPair(pair=types_pb2.ImagePair(a=types_pb2.Image(data=image), b=types_pb2.Image(data=image)),
+                                 same=True)
+    inline = audit_pb2.InlinePairs(pairs=[pair])
+    store = RedisJobStore(redis_server.url, prefix=f"aud{uuid.uuid4().hex[:8]}")
+    queue = _Queue()
+    with ApiService(store, engine="local", enqueue=queue) as service, BackgroundServer(service) as address, \
+            grpc.insecure_channel(address) as channel:
+        stub = service_pb2_grpc.FacexplainStub(channel)
+
+        def status(request: audit_pb2.SubmitAuditRequest) -> tuple[str, str]:
+            with pytest.raises(grpc.RpcError) as info:
+                stub.SubmitAudit(request, timeout=30)
+            return info.value.code().name, info.value.details() or ""
+
+        cases = [
+            (audit_pb2.SubmitAuditRequest(), "INVALID_ARGUMENT", "inline pairs or a dataset"),
+            (audit_pb2.SubmitAuditRequest(pairs=audit_pb2.InlinePairs()), "INVALID_ARGUMENT", "at least one pair"),
+            (audit_pb2.SubmitAuditRequest(pairs=inline, methods=[audit_pb2.MethodRequest(name="nope")]),
+             "INVALID_ARGUMENT", "nope"),
+            (audit_pb2.SubmitAuditRequest(pairs=inline, metrics=["accuracy"]), "INVALID_ARGUMENT", "accuracy"),
+            (audit_pb2.SubmitAuditRequest(pairs=inline, limit=-1), "INVALID_ARGUMENT", "limit"),
+            (audit_pb2.SubmitAuditRequest(pairs=inline, model="no-such-model"), "NOT_FOUND", "no-such-model"),
+            (audit_pb2.SubmitAuditRequest(dataset="lfw-aligned:."), "INVALID_ARGUMENT", "--dataset-root"),
+        ]
+        masks = audit_pb2.MethodRequest(name="corrrise")
+        masks.params["n_masks"].CopyFrom(types_pb2.ParamValue(int_value=10**9))
+        cases.append((audit_pb2.SubmitAuditRequest(pairs=inline, methods=[masks]), "RESOURCE_EXHAUSTED", "10"))
+        for request, code, words in cases:
+            got, message = status(request)
+            assert (got, words in message) == (code, True), (got, message)
+        assert queue.ids == []
+
+        submitted = stub.SubmitAudit(audit_pb2.SubmitAuditRequest(pairs=inline), timeout=30)
+        assert not submitted.reused and queue.ids == [submitted.job.id]
+        page = stub.GetResult(service_pb2.GetResultRequest(id=submitted.job.id), timeout=30)
+        assert page.WhichOneof("result") == "audit" and page.job.state == types_pb2.JOB_STATE_QUEUED
+        assert not page.audit.rows and not page.audit.HasField("summary") and page.audit.total_rows == 1
+        assert page.audit.next_page_token == ""
+        with pytest.raises(grpc.RpcError) as info:
+            stub.GetResult(service_pb2.GetResultRequest(id=submitted.job.id, page_token="x"), timeout=30)
+        assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    store.close()
