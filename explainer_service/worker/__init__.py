@@ -3,8 +3,8 @@
 Modules: ``plan`` (how a job is cut into tasks, retry backoff: pure), ``explain`` (what one task
 does: claim, align, compute, store, finish; failures; the per-process models), ``app`` (the
 Celery app configured for idempotent tasks: acks late, redelivery of a lost worker's task,
-prefetch 1, visibility timeout over the task time limit), ``tasks`` (the task shims and
-:func:`enqueue_explain`).
+prefetch 1, visibility timeout over the task time limit), ``tasks`` (the task shims,
+:func:`make_app` and :func:`enqueue_explain`).
 
 The API uses two names::
 
@@ -19,10 +19,10 @@ job's record (``done``/``total`` counting masks), its stored shards (the running
 
 from __future__ import annotations
 
-from .app import ENGINE_CHOICES, JOB_TASK, QUEUE, SHARD_TASK, WorkerConfig, make_app, worker_config
+from .app import ENGINE_CHOICES, JOB_TASK, QUEUE, SHARD_TASK, WorkerConfig, worker_config
 from .explain import ModelPool, Outcome, WorkerContext, finish_explain, handle_failure, run_unit
 from .plan import Unit, plan_explain, plan_shards, retry_delay
-from .tasks import enqueue_explain
+from .tasks import enqueue_explain, make_app
 
 __all__ = [
     "make_app",

@@ -35,7 +35,7 @@ from ..store.keys import check_prefix
 from .explain import WORKER_ENGINES, ModelPool, WorkerContext
 
 __all__ = [
-    "make_app",
+    "configure_app",
     "WorkerConfig",
     "worker_config",
     "process_context",
@@ -83,7 +83,7 @@ class WorkerConfig:
     settings: Settings
 
 
-def make_app(
+def configure_app(
     redis_url: str,
     *,
     settings: Settings | None = None,
@@ -91,15 +91,14 @@ def make_app(
     engine: str = "auto",
     triton_url: str | None = None,
 ) -> Celery:
-    """The Celery app on the Redis at ``redis_url``, with the explain tasks registered.
+    """The Celery app on the Redis at ``redis_url``, configured but without tasks
+    (:func:`explainer_service.worker.tasks.make_app` registers them).
 
     ``engine``/``triton_url`` say where a worker of this app runs the models (see
     :data:`ENGINE_CHOICES`); an app that only sends tasks (the API) ignores them.
     InputError for a bad engine, a Triton engine without an address, or a visibility timeout not
     longer than the task time limit.
     """
-    from .tasks import register_tasks
-
     settings = settings or get_settings()
     if engine not in ENGINE_CHOICES:
         raise InputError(f"unknown worker engine {engine!r} (available: {', '.join(ENGINE_CHOICES)})")
@@ -142,7 +141,6 @@ def make_app(
         enable_utc=True,
     )
     app.facexplain_config = config
-    register_tasks(app)
     return app
 
 

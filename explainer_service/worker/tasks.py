@@ -16,12 +16,29 @@ import contextlib
 from typing import Any
 
 from ..errors import InputError
+from ..settings import Settings
 from ..store import JobError, JobStore
-from .app import JOB_TASK, SHARD_TASK, process_context, worker_config
+from ..store.keys import DEFAULT_PREFIX
+from .app import JOB_TASK, SHARD_TASK, configure_app, process_context, worker_config
 from .explain import Outcome, fail_job, handle_failure, run_unit
 from .plan import Unit, plan_explain
 
-__all__ = ["register_tasks", "enqueue_explain", "register_audit_tasks", "enqueue_audit", "AUDIT_TASK"]
+__all__ = ["make_app", "register_tasks", "enqueue_explain", "register_audit_tasks", "enqueue_audit", "AUDIT_TASK"]
+
+
+def make_app(
+    redis_url: str,
+    *,
+    settings: Settings | None = None,
+    prefix: str = DEFAULT_PREFIX,
+    engine: str = "auto",
+    triton_url: str | None = None,
+) -> Any:
+    """The Celery app on the Redis at ``redis_url`` (see :func:`.app.configure_app`), with the
+    explain and audit tasks registered."""
+    app = configure_app(redis_url, settings=settings, prefix=prefix, engine=engine, triton_url=triton_url)
+    register_tasks(app)
+    return app
 
 
 def _run(task: Any, job_id: str, unit: Unit, failures: int) -> str:
