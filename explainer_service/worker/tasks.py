@@ -13,6 +13,7 @@ fails the job. A task that runs over the soft time limit fails its job with DEAD
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from ..errors import InputError
@@ -20,7 +21,7 @@ from ..settings import Settings
 from ..store import JobError, JobStore
 from ..store.keys import DEFAULT_PREFIX
 from .app import JOB_TASK, SHARD_TASK, configure_app, process_context, worker_config
-from .explain import Outcome, fail_job, handle_failure, run_unit
+from .explain import Outcome, WorkerContext, fail_job, handle_failure, run_unit
 from .plan import Unit, plan_explain
 
 __all__ = ["make_app", "register_tasks", "enqueue_explain", "register_audit_tasks", "enqueue_audit", "AUDIT_TASK"]
@@ -41,13 +42,16 @@ def make_app(
     return app
 
 
-def _run(task: Any, job_id: str, unit: Unit, failures: int) -> str:
+def _run(task: Any, job_id: str, lease: str, work: Callable[[WorkerContext], Outcome], failures: int) -> str:
+    """One task's unit of work (``lease`` names it in the store) with the shared failure policy:
+    the time limit fails the job, retryable errors retry with backoff within the budget, others
+    fail the job, a unit another worker holds is retried later."""
     from celery.exceptions import SoftTimeLimitExceeded
 
     config = worker_config(task.app)
     ctx = process_context(task.app)
     try:
-        outcome = run_unit(ctx, job_id, unit)
+        outcome = work(ctx)
     except SoftTimeLimitExceeded:
         limit = config.settings.task_time_limit_s
         fail_job(ctx.store, job_id, JobError(
@@ -58,7 +62,7 @@ def _run(task: Any, job_id: str, unit: Unit, failures: int) -> str:
     except Exception as exc:
         delay = handle_failure(ctx.store, job_id, exc, failures=failures, budget=config.retries)
         with contextlib.suppress(Exception):
-            ctx.store.release(job_id, unit.lease, ctx.worker)
+            ctx.store.release(job_id, lease, ctx.worker)
         if delay is None:
             return "failed"
         raise task.retry(kwargs={"failures": failures + 1}, countdown=delay) from None
@@ -67,12 +71,16 @@ def _run(task: Any, job_id: str, unit: Unit, failures: int) -> str:
     return outcome.value
 
 
+def _run_unit(task: Any, job_id: str, unit: Unit, failures: int) -> str:
+    return _run(task, job_id, unit.lease, lambda ctx: run_unit(ctx, job_id, unit), failures)
+
+
 def _explain_shard(task: Any, job_id: str, lo: int, hi: int, failures: int = 0) -> str:
-    return _run(task, str(job_id), Unit(int(lo), int(hi)), int(failures))
+    return _run_unit(task, str(job_id), Unit(int(lo), int(hi)), int(failures))
 
 
 def _explain_job(task: Any, job_id: str, failures: int = 0) -> str:
-    return _run(task, str(job_id), Unit(), int(failures))
+    return _run_unit(task, str(job_id), Unit(), int(failures))
 
 
 def register_tasks(app: Any) -> None:
@@ -106,33 +114,12 @@ AUDIT_TASK = "facexplain.audit_pair"
 
 
 def _audit_pair(task: Any, job_id: str, index: int, failures: int = 0) -> str:
-    from celery.exceptions import SoftTimeLimitExceeded
-
     from ..store.keys import lease_unit
     from .audit import run_pair
 
-    config = worker_config(task.app)
-    ctx = process_context(task.app)
     job_id, index = str(job_id), int(index)
-    try:
-        outcome = run_pair(ctx, job_id, index)
-    except SoftTimeLimitExceeded:
-        limit = config.settings.task_time_limit_s
-        fail_job(ctx.store, job_id, JobError(
-            "DEADLINE_EXCEEDED",
-            f"a worker task ran over the time limit of {limit:g} s (FACEXPLAIN_TASK_TIME_LIMIT)",
-        ))
-        return "failed"
-    except Exception as exc:
-        delay = handle_failure(ctx.store, job_id, exc, failures=failures, budget=config.retries)
-        with contextlib.suppress(Exception):
-            ctx.store.release(job_id, lease_unit("pair", index=index), ctx.worker)
-        if delay is None:
-            return "failed"
-        raise task.retry(kwargs={"failures": failures + 1}, countdown=delay) from None
-    if outcome is Outcome.HELD:
-        raise task.retry(kwargs={"failures": failures}, countdown=max(0.5, config.lease_s / 2))
-    return outcome.value
+    return _run(task, job_id, lease_unit("pair", index=index), lambda ctx: run_pair(ctx, job_id, index),
+                int(failures))
 
 
 def register_audit_tasks(app: Any) -> None:
