@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from .alignment import AlignedFace
 
 __all__ = [
+    "Verification",
     "RESULT_FORMAT",
     "SUMMARY_FILE",
     "MAPS_FILE",
@@ -616,3 +617,19 @@ def _check_array(
             raise InputError(f"{where}: array {key!r} must have {ndim} dimension(s), got shape {arr.shape}")
     elif arr.shape != shape:
         raise InputError(f"{where}: array {key!r} has shape {arr.shape}, expected {shape}")
+
+
+@dataclass(frozen=True)
+class Verification:
+    """A pair verified now: cosine ``score``, the model's ``threshold`` (None: not calibrated),
+    ``decision`` (``"match"``, ``"non-match"``, ``"unknown"``), the model's name, how each face
+    was aligned (chips included) and the seconds spent aligning and embedding."""
+
+    score: float
+    threshold: float | None
+    decision: str
+    model: str
+    face_a: FaceRecord
+    face_b: FaceRecord
+    align_s: float
+    embed_s: float

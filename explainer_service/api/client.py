@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import FacexplainError, InputError
 from ..methods.registry import MethodInfo
-from ..results import FaceRecord, PairResult
+from ..results import PairResult, Verification
 from . import convert
 from .pb import audit_pb2, service_pb2, service_pb2_grpc, types_pb2
 from .status import error_from_status
@@ -179,18 +179,8 @@ class JobUpdate:
     partial: PartialMaps | None = None
 
 
-@dataclass(frozen=True)
-class VerifyResult:
-    """A pair verified now (see the API's VerifyResponse)."""
-
-    score: float
-    threshold: float | None
-    decision: str
-    model: str
-    face_a: FaceRecord
-    face_b: FaceRecord
-    align_s: float
-    embed_s: float
+#: A pair verified now (see the API's VerifyResponse): the library's own type.
+VerifyResult = Verification
 
 
 @dataclass(frozen=True)

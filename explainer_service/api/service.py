@@ -34,7 +34,7 @@ import numpy as np
 
 from ..errors import FacexplainError, InputError, LimitExceededError, ModelNotReadyError, NotFoundError
 from ..explanation import decide
-from ..results import FaceRecord, PairResult
+from ..results import FaceRecord, PairResult, Verification
 from ..settings import Settings, get_settings
 from ..spec import ModelSpec
 from .status import JobNotFinishedError
@@ -48,7 +48,6 @@ __all__ = [
     "ApiService",
     "ModelEntry",
     "PartialMaps",
-    "Verification",
     "plain_params",
 ]
 
@@ -59,22 +58,6 @@ log = logging.getLogger(__name__)
 ALIGN_DEFAULTS: Mapping[str, str] = {"face": "largest", "aligned": "auto"}
 #: Enqueue a job's tasks by id: ``enqueue(job_id)`` (the default sends them through Celery).
 Enqueue = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class Verification:
-    """A pair verified now: cosine ``score``, the model's ``threshold`` (None: not calibrated),
-    ``decision`` (``"match"``, ``"non-match"``, ``"unknown"``), the model's name, how each face
-    was aligned (chips included) and the seconds spent aligning and embedding."""
-
-    score: float
-    threshold: float | None
-    decision: str
-    model: str
-    face_a: FaceRecord
-    face_b: FaceRecord
-    align_s: float
-    embed_s: float
 
 
 @dataclass(frozen=True)
@@ -283,19 +266,12 @@ class ApiService:
     ) -> tuple[JobRecord, bool]:
         """Submit an explanation: ``(record, reused)``; ``reused`` when the job of this content
         existed and nothing new was queued. Every check runs before the job is created."""
-        from ..store import JobState
 
         method = method or "corrrise"
         job_id, spec, job_params, total = self.job_request(image_a, image_b, model, method, params or {})
-        existing = self.store.find_job(job_id)
+        existing = self._reusable(job_id, force)
         if existing is not None:
-            if not force and existing.state not in (JobState.FAILED, JobState.CANCELLED):
-                return existing, True
-            if not existing.final:
-                with contextlib.suppress(NotFoundError):
-                    self.store.request_cancel(job_id)
-            with contextlib.suppress(NotFoundError):
-                self.store.delete_job(job_id)
+            return existing, True
         self._align(image_a, image_b, spec, ("image a", "image b"))  # bad images and no face: here
         self._check_capacity()
         record, created = self.store.create_job(
@@ -362,7 +338,7 @@ class ApiService:
         the workers (a bad pair becomes a row with its error)."""
         from ..methods.registry import check_params
         from ..pipeline import model_info
-        from ..store import JobState, content_job_id
+        from ..store import content_job_id
         from ..worker.audit import AUDIT_METRICS, DEFAULT_STEPS, AuditPairSpec, AuditRequest
 
         if (pairs is None) == (not dataset):
@@ -406,15 +382,9 @@ class ApiService:
         job_id = content_job_id("audit", [inputs[k] for k in sorted(inputs)], model=spec.name,
                                 model_sha256=model_info(spec).sha256 or "",
                                 method=",".join(n for n, _ in checked), params=params)
-        existing = self.store.find_job(job_id)
+        existing = self._reusable(job_id, force)
         if existing is not None:
-            if not force and existing.state not in (JobState.FAILED, JobState.CANCELLED):
-                return existing, True
-            if not existing.final:
-                with contextlib.suppress(NotFoundError):
-                    self.store.request_cancel(job_id)
-            with contextlib.suppress(NotFoundError):
-                self.store.delete_job(job_id)
+            return existing, True
         self._check_capacity()
         record, created = self.store.create_job(job_id, "audit", model=spec.name,
                                                 method=",".join(n for n, _ in checked), params=params,
@@ -454,6 +424,24 @@ class ApiService:
         if offset < 0 or not 0 <= limit <= 1000:
             raise InputError(f"page offset must be >= 0 and size 0..1000, got {offset} and {limit}")
         return record, self.store.get_summary(job_id), self.store.get_pairs(job_id, offset=offset, limit=limit)
+
+    def _reusable(self, job_id: str, force: bool) -> JobRecord | None:
+        """The stored job of this content id when it can answer the request (the cache hit);
+        otherwise (none, ``force``, or a failed/cancelled one) None, after dropping any old job
+        whole so that it is computed anew."""
+        from ..store import JobState
+
+        existing = self.store.find_job(job_id)
+        if existing is None:
+            return None
+        if not force and existing.state not in (JobState.FAILED, JobState.CANCELLED):
+            return existing
+        if not existing.final:
+            with contextlib.suppress(NotFoundError):
+                self.store.request_cancel(job_id)
+        with contextlib.suppress(NotFoundError):
+            self.store.delete_job(job_id)
+        return None
 
     def _check_capacity(self) -> None:
         limit = self.settings.limits.max_jobs
