@@ -204,6 +204,8 @@ def redact_url(url: str) -> str:
     """``redis://host:port/db`` without user or password (for messages and logs)."""
     try:
         parts = urlsplit(url)
+        if not parts.scheme or not parts.netloc:  # not a URL: shown as given, unless it may hold a secret
+            return "<malformed Redis URL>" if "@" in url else url
         host = parts.hostname or "?"
         if ":" in host:
             host = f"[{host}]"
