@@ -16,7 +16,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..errors import EXIT_OK, CancelledError, InputError
+from ..errors import EXIT_OK, CancelledError, DeadlineExceededError, InputError
 from ..methods.registry import METHOD_NAMES
 from ..settings import get_settings
 from .common import check_input_files, check_out_dir, positive_int, terminal_progress
@@ -61,6 +61,8 @@ def register_client(sub: Any) -> None:
     ex.add_argument("--force", action="store_true", help="recompute even when the server has this result")
     ex.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_connection_args(ex)
+    ex.add_argument("--wait-timeout", type=float, default=3600.0,
+                    help="seconds to wait for the job to finish (default 3600; the job goes on after)")
     ex.set_defaults(func=_cmd_explain)
 
     au = csub.add_parser("audit", help="audit a pair set on the server: accuracy, Deletion/Insertion, worst pairs",
@@ -82,6 +84,8 @@ def register_client(sub: Any) -> None:
     au.add_argument("--wait", action="store_true", help="follow the audit and print its summary")
     au.add_argument("--no-progress", action="store_true", help="no progress bar (with --wait)")
     _add_connection_args(au)
+    au.add_argument("--wait-timeout", type=float, default=3600.0,
+                    help="with --wait: seconds to wait for the audit to finish (default 3600; it goes on after)")
     au.set_defaults(func=_cmd_audit)
 
     ve = csub.add_parser("verify", help="verify a pair now: score, threshold, decision")
@@ -130,6 +134,35 @@ def _client(args: argparse.Namespace) -> Any:
     return FacexplainClient(args.server, token=token, timeout=args.timeout, tls_ca=ca)
 
 
+def _reused_note(reused: bool, final: bool, what: str) -> str:
+    if not reused:
+        return ""
+    return f" (stored {what})" if final else " (already submitted: following it)"
+
+
+def _wait_done(client: Any, args: argparse.Namespace, job: Any, label: str) -> Any:
+    """Follow ``job`` to its end (at most ``--wait-timeout`` seconds) with a progress bar; the
+    final record of a job that succeeded, else its error."""
+    if not job.final:
+        if not args.wait_timeout > 0:
+            raise InputError(f"--wait-timeout must be > 0, got {args.wait_timeout}")
+        try:
+            with terminal_progress(args, label) as progress:
+                job = client.wait(job.id, progress=progress, timeout=args.wait_timeout)
+        except DeadlineExceededError:
+            raise DeadlineExceededError(
+                f"job {job.id} did not finish within --wait-timeout {args.wait_timeout:g} s (is a worker running?); "
+                f"it goes on: facexplain client result {job.id} --out DIR"
+            ) from None
+        if not job.final:
+            raise DeadlineExceededError(f"job {job.id} did not finish within --wait-timeout {args.wait_timeout:g} s")
+    if job.state == "failed":
+        raise job.error.exception() if job.error is not None else InputError(f"job {job.id} failed")
+    if job.state == "cancelled":
+        raise CancelledError(f"job {job.id} was cancelled")
+    return job
+
+
 def _write(result: Any, out: Path) -> int:
     paths = result.write(out)
     thr = "none" if result.threshold is None else f"{result.threshold:.4f}"
@@ -158,14 +191,8 @@ def _cmd_explain(args: argparse.Namespace) -> int:
             names=(args.image_a, args.image_b),
         )
         job = submitted.job
-        print(f"job {job.id}{' (stored result)' if submitted.reused else ''}", flush=True)
-        if not job.final:
-            with terminal_progress(args, args.method) as progress:
-                job = client.wait(job.id, progress=progress)
-        if job.state == "failed":
-            raise job.error.exception() if job.error is not None else InputError(f"job {job.id} failed")
-        if job.state == "cancelled":
-            raise CancelledError(f"job {job.id} was cancelled")
+        print(f"job {job.id}{_reused_note(submitted.reused, job.final, 'result')}", flush=True)
+        job = _wait_done(client, args, job, args.method)
         return _write(client.get_result(job.id), out)
 
 
@@ -307,16 +334,10 @@ def _cmd_audit(args: argparse.Namespace) -> int:
             steps=args.steps or 0, limit=args.limit or 0, keep_maps=args.keep_maps, force=args.force,
         )
         job = submitted.job
-        print(f"job {job.id}{' (stored audit)' if submitted.reused else ''}", flush=True)
+        print(f"job {job.id}{_reused_note(submitted.reused, job.final, 'audit')}", flush=True)
         if not args.wait:
             return EXIT_OK
-        if not job.final:
-            with terminal_progress(args, "audit") as progress:
-                job = client.wait(job.id, progress=progress)
-        if job.state == "failed":
-            raise job.error.exception() if job.error is not None else InputError(f"job {job.id} failed")
-        if job.state == "cancelled":
-            raise CancelledError(f"job {job.id} was cancelled")
+        job = _wait_done(client, args, job, "audit")
         page = client.audit_result(job.id, page_size=1)
         if page.summary is None:
             raise InputError(f"job {job.id} finished without a summary")

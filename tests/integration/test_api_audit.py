@@ -175,3 +175,30 @@ def test_submit_audit_answers_bad_requests_with_their_status(redis_server: Embed
             stub.GetResult(service_pb2.GetResultRequest(id=submitted.job.id, page_token="x"), timeout=30)
         assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     store.close()
+
+
+def test_client_explain_waits_at_most_wait_timeout(redis_server: EmbeddedRedis, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    """A job no worker runs: `client explain` gives up after --wait-timeout with one line naming the
+    job (exit 75, retryable), writes nothing, and the job stays for `client result`."""
+    import uuid
+
+    from explainer_service.api.server import BackgroundServer
+    from explainer_service.api.service import ApiService
+    from explainer_service.store import RedisJobStore
+    from tests.integration.test_api import _Queue
+
+    a, b = IMG / PAIRS[0][0], IMG / PAIRS[0][1]
+    store = RedisJobStore(redis_server.url, prefix=f"wt{uuid.uuid4().hex[:8]}")
+    queue = _Queue()
+    with ApiService(store, engine="local", enqueue=queue) as service, BackgroundServer(service) as address:
+        t0 = time.monotonic()
+        code = cli.main(["client", "explain", str(a), str(b), "--server", address, "--out", str(tmp_path / "out"),
+                         "--masks", "32", "--wait-timeout", "2", "--no-progress"])
+        elapsed = time.monotonic() - t0
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 75 and len(err) == 1 and "--wait-timeout 2" in err[0], err
+        assert queue.ids and queue.ids[0] in err[0]
+        assert elapsed < 20
+        assert not (tmp_path / "out" / "summary.json").exists()
+        assert not store.get_job(queue.ids[0]).final
