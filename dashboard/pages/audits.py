@@ -1,0 +1,5 @@
+"""Audits page (being built)."""
+
+import streamlit as st
+
+st.title("Audits")

@@ -1,0 +1,5 @@
+"""Evaluation page (being built)."""
+
+import streamlit as st
+
+st.title("Evaluation")

@@ -1,0 +1,5 @@
+"""Explain page (being built)."""
+
+import streamlit as st
+
+st.title("Explain")
