@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from ..errors import EXIT_INPUT, FacexplainError, exit_code, is_retryable
-from . import api, client, evaluate, explain, methods, models, up, worker
+from . import api, client, dashboard, evaluate, explain, methods, models, up, worker
 from .common import check_limits
 
 __all__ = ["main", "build_parser", "error_line"]
@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     client.register_client(sub)
     worker.register_worker(sub)
     up.register_up(sub)
+    dashboard.register_dashboard(sub)
     return parser
 
 
