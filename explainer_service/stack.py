@@ -9,11 +9,14 @@ part with all its children) and is written down in one folder, the *state* folde
 
 A part is *alive* while its pid runs with the start time recorded (a reused pid is not ours) and
 *healthy* when it answers its own check: Redis PING, Triton's HTTP ``/v2/health/ready``, the API's
-``grpc.health.v1`` SERVING, a worker's reply to a Celery ``ping`` (the broker's remote-control
+``grpc.health.v1`` SERVING (over TLS and with the bearer token when the API has them), a worker's reply to a Celery ``ping`` (the broker's remote-control
 channel: a reply proves the worker consumes from this Redis, which a log line or a pid cannot).
 
 :func:`start_stack` starts the parts in dependency order and waits for each; a part that fails
-stops the ones already started (BackendError with the part's log tail). :func:`stop_stack` sends
+stops the ones already started (BackendError with the part's log tail). With a token file or a TLS
+certificate and key the API requires them (``facexplain api --token-file/--tls-cert/--tls-key``);
+the record keeps their paths, never the token, so ``status`` can check the API as a client would.
+:func:`stop_stack` sends
 SIGTERM to each group (newest first; Redis last, so it flushes its AOF after the others are gone),
 SIGKILL after a grace, and removes the record.
 """
@@ -71,6 +74,10 @@ class StackConfig:
         engine: auto (Triton: given or embedded), triton (the same, named), local (onnxruntime in
             each process; no Triton).
         host: the address the API listens on (default: ``Settings.bind_host``).
+        token_file: the API requires the bearer token in this file (None: no token).
+        tls_cert, tls_key: the API serves TLS with this certificate and key (PEM; both or none).
+        tls_ca: the certificate authority a client trusts to reach the API (PEM; default: the
+            certificate itself, right for a self-signed one); ``status`` checks with it.
     """
 
     state: Path
@@ -80,6 +87,10 @@ class StackConfig:
     triton_url: str | None = None
     engine: str = "auto"
     host: str | None = None
+    token_file: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_ca: Path | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.workers <= 64:
@@ -90,6 +101,27 @@ class StackConfig:
             raise InputError(f"--engine must be auto, triton or local, got {self.engine!r}")
         if self.engine == "local" and self.triton_url:
             raise InputError("--triton and --engine local exclude each other")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise InputError("--tls-cert and --tls-key go together")
+        if self.tls_ca is not None and self.tls_cert is None:
+            raise InputError("--tls-ca needs --tls-cert and --tls-key (the API serves plain text without them)")
+
+    def check_files(self) -> None:
+        """InputError naming the first of the token, certificate, key or CA file that cannot be
+        used (read before anything starts)."""
+        from .api.server import read_token
+
+        if self.token_file is not None:
+            read_token(self.token_file)
+        for option, path in (("--tls-cert", self.tls_cert), ("--tls-key", self.tls_key), ("--tls-ca", self.tls_ca)):
+            if path is None:
+                continue
+            try:
+                data = path.read_bytes()
+            except OSError as e:
+                raise InputError(f"{option} {path}: cannot be read ({e.strerror or e})") from None
+            if b"-----BEGIN " not in data:
+                raise InputError(f"{option} {path}: not a PEM file (no -----BEGIN line)")
 
 
 @dataclass(frozen=True)
@@ -116,11 +148,14 @@ class Stack:
     engine: str
     triton_url: str | None = None
     parts: list[Part] = field(default_factory=list)
+    token_file: str | None = None  # the API's token file (the path; the token is not recorded)
+    tls_ca: str | None = None  # what a client trusts to reach the API over TLS (None: plain text)
 
     def save(self) -> None:
         data = {
             "redis_url": self.redis_url, "api_address": self.api_address, "engine": self.engine,
-            "triton_url": self.triton_url, "parts": [asdict(p) for p in self.parts],
+            "triton_url": self.triton_url, "token_file": self.token_file, "tls_ca": self.tls_ca,
+            "parts": [asdict(p) for p in self.parts],
         }
         tmp = self.state / (STACK_FILE + ".tmp")
         tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -136,6 +171,7 @@ def read_stack(state: Path) -> Stack | None:
             state=state, redis_url=str(data["redis_url"]), api_address=str(data["api_address"]),
             engine=str(data["engine"]), triton_url=data.get("triton_url"),
             parts=[Part(**p) for p in data["parts"]],
+            token_file=data.get("token_file"), tls_ca=data.get("tls_ca"),
         )
     except FileNotFoundError:
         return None
@@ -255,16 +291,41 @@ def _triton_ready(http_port: int, host: str, timeout: float = 1.0) -> bool:
         return False
 
 
-def _api_serving(address: str, timeout: float = 1.0) -> bool:
+def _api_serving(address: str, timeout: float = 1.0, *, tls_ca: bytes | None = None, token: str | None = None) -> bool:
+    """grpc.health.v1 SERVING, asked as a client asks: over TLS trusting ``tls_ca`` when given,
+    with the bearer token when given."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+    metadata = (("authorization", f"Bearer {token}"),) if token else ()
     try:
-        with grpc.insecure_channel(address) as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+        channel = (grpc.secure_channel(address, grpc.ssl_channel_credentials(root_certificates=tls_ca))
+                   if tls_ca is not None else grpc.insecure_channel(address))
+        with channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=timeout, metadata=metadata)
             return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
     except grpc.RpcError:
         return False
+
+
+def _api_check(stack: Stack) -> Callable[[], bool]:
+    """The API's health check with the stack's TLS CA and token (read now: a file that is gone
+    or unreadable is left out, and the check then fails as a client would)."""
+    from .api.server import read_token
+
+    tls_ca: bytes | None = None
+    token: str | None = None
+    if stack.tls_ca:
+        try:
+            tls_ca = Path(stack.tls_ca).read_bytes()
+        except OSError:
+            return lambda: False
+    if stack.token_file:
+        with contextlib.suppress(InputError):
+            token = read_token(stack.token_file)
+    address = stack.api_address
+    return lambda: _api_serving(address, tls_ca=tls_ca, token=token)
 
 
 def worker_replies(redis_url: str, pids: Sequence[int], timeout: float = 1.0) -> set[int]:
@@ -302,7 +363,7 @@ def part_healthy(part: Part, stack: Stack) -> bool:
     if part.kind == "triton":
         return _triton_ready(part.http_port, _host_of(part.address))
     if part.kind == "api":
-        return _api_serving(part.address)
+        return _api_check(stack)()
     if part.kind == "worker":
         return part.pid in worker_replies(stack.redis_url, [part.pid])
     return False
@@ -365,6 +426,7 @@ def start_stack(
         free_port(host)
     except OSError as e:
         raise InputError(f"--host {host}: cannot listen on this address ({e.strerror or e})") from None
+    config.check_files()
     if config.api_port and not port_free(host, config.api_port):
         raise InputError(f"--grpc-port {config.api_port} on {host} is already in use (another server?); "
                          "choose another port, or 0 for a free one")
@@ -374,8 +436,14 @@ def start_stack(
     except OSError as e:
         raise InputError(f"{state}: cannot create the state folder ({e.strerror or e})") from None
     timeout = settings.startup_timeout_s
+    tls_ca = config.tls_ca or config.tls_cert
+    token_file = config.token_file or settings.token_file  # without --token-file the API reads FACEXPLAIN_TOKEN_FILE
     stack = Stack(state=state, redis_url=config.redis_url or "", api_address="", engine=config.engine,
-                  triton_url=config.triton_url)
+                  triton_url=config.triton_url, token_file=None if token_file is None else str(token_file.resolve()),
+                  tls_ca=None if tls_ca is None else str(tls_ca.resolve()))
+    api_args = [] if config.token_file is None else ["--token-file", str(config.token_file.resolve())]
+    if config.tls_cert is not None and config.tls_key is not None:
+        api_args += ["--tls-cert", str(config.tls_cert.resolve()), "--tls-key", str(config.tls_key.resolve())]
     try:
         # Redis: the embedded one (detached; its pid is its process group) or the given one
         if config.redis_url is None:
@@ -417,14 +485,17 @@ def start_stack(
         # the API (while the workers start)
         port = config.api_port or free_port(host)
         api = _launch("api", "api", ["api", "--redis", stack.redis_url, "--host", host, "--port", str(port),
-                                     *model_args], logs, port=port, address=f"{_connect_host(host)}:{port}")
+                                     *model_args, *api_args], logs, port=port, address=f"{_connect_host(host)}:{port}")
         stack.parts.append(api)
         stack.api_address = api.address
         stack.save()
         for part in workers:
             _wait(f"worker {part.name}", part, _worker_check(stack.redis_url, part.pid), timeout)
             say(f"{part.name:<7} pid {part.pid}  ready")
-        _wait("the API (facexplain api)", api, lambda: _api_serving(api.address), timeout)
+        what = "the API (facexplain api)"
+        if stack.tls_ca:  # the usual cause of a TLS API that never answers: the name it is reached by
+            what += f" (TLS: the certificate must name {_host_of(api.address)}, the address clients use)"
+        _wait(what, api, _api_check(stack), timeout)
         say(f"api     pid {api.pid}  {api.address}")
     except BaseException:
         stop_stack(state, stack=stack)

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import EXIT_FAILURE, EXIT_OK
 from ..settings import get_settings
 from .common import add_triton_arg
+
+if TYPE_CHECKING:
+    from ..stack import Stack
 
 __all__ = ["register_up"]
 
@@ -39,6 +42,14 @@ def register_up(sub: Any) -> None:
                     "(in-process onnxruntime in every worker and the API; no Triton)")
     up.add_argument("--host", default=None,
                     help=f"address the API listens on (default: FACEXPLAIN_BIND_HOST, else {settings.bind_host})")
+    up.add_argument("--token-file", default=None, metavar="FILE",
+                    help="the API requires the bearer token in FILE on every call but health "
+                    "(default: FACEXPLAIN_TOKEN_FILE, else no token)")
+    up.add_argument("--tls-cert", default=None, metavar="PEM", help="the API serves TLS with this certificate; with --tls-key")
+    up.add_argument("--tls-key", default=None, metavar="PEM", help="the certificate's private key; with --tls-cert")
+    up.add_argument("--tls-ca", default=None, metavar="PEM",
+                    help="the CA clients trust to reach the API, used by `status` (default: the certificate itself, "
+                    "right for a self-signed one)")
     _add_state(up)
     up.set_defaults(func=_cmd_up)
 
@@ -60,8 +71,12 @@ def _state(args: argparse.Namespace) -> Path:
 def _cmd_up(args: argparse.Namespace) -> int:
     from ..stack import StackAlreadyUpError, StackConfig, start_stack
 
+    def path(value: str | None) -> Path | None:
+        return None if value is None else Path(value).expanduser()
+
     config = StackConfig(state=_state(args), workers=args.workers, api_port=args.api_port, redis_url=args.redis,
-                         triton_url=args.triton, engine=args.engine, host=args.host)
+                         triton_url=args.triton, engine=args.engine, host=args.host, token_file=path(args.token_file),
+                         tls_cert=path(args.tls_cert), tls_key=path(args.tls_key), tls_ca=path(args.tls_ca))
     try:
         stack = start_stack(config, say=lambda text: print(text, flush=True))
     except StackAlreadyUpError as e:
@@ -69,7 +84,21 @@ def _cmd_up(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"facexplain is up: API at {stack.api_address} (state {config.state}; `facexplain down"
           f"{'' if args.state is None else f' --state {config.state}'}` stops it)", flush=True)
+    print(connect_hint(stack), flush=True)
     return EXIT_OK
+
+
+def connect_hint(stack: Stack) -> str:
+    """How a client reaches the stack's API: the address, and the token and CA when needed."""
+    needs = []
+    if stack.token_file:
+        needs.append(f"the token of {stack.token_file} (--token-file, or FACEXPLAIN_TOKEN)")
+    if stack.tls_ca:
+        needs.append(f"TLS trusting {stack.tls_ca} (--tls-ca)")
+    options = (f" --token-file {stack.token_file}" if stack.token_file else "") + (
+        f" --tls-ca {stack.tls_ca}" if stack.tls_ca else "")
+    head = "clients need " + " and ".join(needs) if needs else "clients need no token (plain text, no TLS)"
+    return f"{head}: facexplain client ... --server {stack.api_address}{options}"
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
@@ -89,7 +118,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
         healthy_all &= healthy
         word = "healthy" if healthy else ("running, not healthy" if alive else "not running")
         print(f"{part.name:<10} {part.pid:>8}  {part.port or '-':>6}  {word}")
-    print(f"API {stack.api_address}, store {_redacted(stack.redis_url)}, engine {stack.engine}"
+    security = ", ".join(w for w, on in (("token required", stack.token_file), ("TLS", stack.tls_ca)) if on)
+    print(f"API {stack.api_address}" + (f" ({security})" if security else "")
+          + f", store {_redacted(stack.redis_url)}, engine {stack.engine}"
           + (f", Triton {stack.triton_url}" if stack.triton_url else ""))
     print("jobs: " + _job_counts(stack.redis_url))
     return EXIT_OK if healthy_all else EXIT_FAILURE

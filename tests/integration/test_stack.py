@@ -1,7 +1,10 @@
 """``facexplain up`` / ``status`` / ``down`` as a user runs them (separate processes): the local
 stack with two workers on the in-process engine comes up healthy on free ports, explains a pair
 through ``facexplain client explain``, says it is already up when asked again, and goes down
-leaving no process; a busy API port fails cleanly (exit 2, nothing left running)."""
+leaving no process; a busy API port fails cleanly (exit 2, nothing left running); with a token
+file and a TLS certificate the API requires both, `status` checks it over TLS, clients connect
+with the token and the CA `up` names, and bad token/TLS options are one line before anything
+starts."""
 
 from __future__ import annotations
 
@@ -134,4 +137,81 @@ def test_a_host_we_cannot_listen_on_is_bad_input(state: Path) -> None:
     env, mark = marked_env()
     up = _cli(["up", "--engine", "local", "--host", "192.0.2.1", "--state", str(state)], env)  # RFC 5737
     assert up.returncode == 2 and "--host 192.0.2.1" in up.stderr and up.stderr.count("\n") == 1
+    assert _none_left(mark) == [] and read_stack(state) is None
+
+
+def _certificate(folder: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key, made by the openssl binary."""
+    import shutil
+
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is needed to make the test certificate")
+    key, cert = folder / "key.pem", folder / "cert.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+        check=True, capture_output=True, timeout=60,
+    )
+    return cert, key
+
+
+@pytest.mark.slow
+def test_up_with_a_token_and_tls_passes_them_to_the_api_and_status_checks_with_them(
+    state: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from explainer_service.stack import _api_serving
+
+    cert, key = _certificate(tmp_path)
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret-" + "x" * 20 + "\n")
+    env, mark = marked_env()
+    up = _cli(["up", "--engine", "local", "--grpc-port", "0", "--state", str(state), "--token-file", str(token_file),
+               "--tls-cert", str(cert), "--tls-key", str(key)], env)
+    assert up.returncode == 0, up.stdout + up.stderr
+    stack = read_stack(state)
+    assert stack is not None and stack.token_file == str(token_file) and stack.tls_ca == str(cert)
+    assert "s3cret" not in (state / "stack.json").read_text()  # the path is recorded, never the token
+    # up says how to connect: the address, the token and the CA
+    hint = f"--server {stack.api_address} --token-file {token_file} --tls-ca {cert}"
+    assert hint in up.stdout and "FACEXPLAIN_TOKEN" in up.stdout
+    api = next(p for p in stack.parts if p.kind == "api")
+    cmdline = Path(f"/proc/{api.pid}/cmdline").read_text().split("\0")
+    for option, value in (("--token-file", token_file), ("--tls-cert", cert), ("--tls-key", key)):
+        assert cmdline[cmdline.index(option) + 1] == str(value)
+
+    status = _cli(["status", "--state", str(state)], env)
+    assert status.returncode == 0 and status.stdout.count("healthy") == 3, status.stdout
+    assert "not healthy" not in status.stdout and "(token required, TLS)" in status.stdout
+    # the check has to speak TLS: in plain text the API does not answer
+    assert _api_serving(stack.api_address, tls_ca=cert.read_bytes())
+    assert not _api_serving(stack.api_address, timeout=3)
+
+    connect = ["--server", stack.api_address, "--timeout", "10"]
+    assert cli.main(["client", "jobs", *connect, "--token-file", str(token_file), "--tls-ca", str(cert)]) == 0
+    capsys.readouterr()
+    assert cli.main(["client", "jobs", *connect, "--tls-ca", str(cert)]) == 2  # no token
+    assert "token" in capsys.readouterr().err
+    assert cli.main(["client", "jobs", *connect, "--token-file", str(token_file)]) == 75  # no TLS: no connection
+    assert "failed to connect" in capsys.readouterr().err
+
+    down = _cli(["down", "--state", str(state)], env)
+    assert down.returncode == 0 and "api" in down.stdout and "redis" in down.stdout
+    assert _none_left(mark) == [] and read_stack(state) is None
+
+
+def test_bad_token_or_tls_options_are_one_line_before_anything_starts(state: Path, tmp_path: Path) -> None:
+    env, mark = marked_env()
+    not_pem = tmp_path / "cert.txt"
+    not_pem.write_text("not a certificate\n")
+    cases = [
+        (["--token-file", str(tmp_path / "missing")], "token file"),
+        (["--tls-cert", str(not_pem)], "--tls-cert and --tls-key go together"),
+        (["--tls-cert", str(not_pem), "--tls-key", str(not_pem)], f"--tls-cert {not_pem}: not a PEM file"),
+        (["--tls-ca", str(not_pem)], "--tls-ca needs --tls-cert"),
+    ]
+    for extra, message in cases:
+        up = _cli(["up", "--engine", "local", "--grpc-port", "0", "--state", str(state), *extra], env)
+        assert up.returncode == 2 and message in up.stderr and up.stderr.count("\n") == 1, (extra, up.stderr)
+        assert "Traceback" not in up.stderr
     assert _none_left(mark) == [] and read_stack(state) is None
