@@ -9,7 +9,8 @@ turns into status codes. Everything blocking (Redis, models) happens here, in th
   embedded by the model (opened once per process, lazily, :meth:`ApiService.model`), cosine score,
   the model's threshold and the decision.
 - Explain: the method and its parameters checked on the model's chip (``registry.check_params``),
-  both images decoded and their faces found, all before a job exists; the job id is the content
+  both images decoded and their faces found, all before a job exists (the faces found are kept
+  with the job, ``store.faces``, so that the worker does not align them again); the job id is the content
   hash of the store (``store.content_job_id``), so the same request is a cache hit (the stored job,
   ``reused``) unless ``force``; a failed or cancelled job of that id is recreated. A new job is
   queued by ``worker.enqueue_explain`` (the contract with the workers); if queueing fails the job is
@@ -21,6 +22,7 @@ turns into status codes. Everything blocking (Redis, models) happens here, in th
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib
 import logging
 import threading
@@ -272,11 +274,13 @@ class ApiService:
         existing = self._reusable(job_id, force)
         if existing is not None:
             return existing, True
-        self._align(image_a, image_b, spec, ("image a", "image b"))  # bad images and no face: here
+        t0 = time.perf_counter()
+        face_a, face_b = self._align(image_a, image_b, spec, ("image a", "image b"))  # bad images, no face: here
+        faces = _stored_faces(face_a, face_b, spec, job_params["align"], time.perf_counter() - t0)
         self._check_capacity()
         record, created = self.store.create_job(
             job_id, "explain", model=spec.name, method=method, params=job_params, total=total,
-            inputs={"a": bytes(image_a), "b": bytes(image_b)},
+            inputs={"a": bytes(image_a), "b": bytes(image_b), **faces},
         )
         if not created:  # another request of the same content won the race
             return record, True
@@ -508,7 +512,7 @@ class ApiService:
         if not record.final:
             with contextlib.suppress(NotFoundError):
                 self.store.request_cancel(job_id)
-        self.store.delete_job(job_id)
+        return self.store.delete_job(job_id)
 
     def list_jobs(
         self, *, offset: int = 0, limit: int = 50, states: Sequence[str] | None = None, kind: str | None = None

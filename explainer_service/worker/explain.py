@@ -17,9 +17,12 @@ decides what an exception does to the job: a retryable error is tried again afte
 until the retry budget is spent, anything else fails the job with a
 :class:`~explainer_service.store.JobError` (the error tree's gRPC status and message).
 
-Models are opened per process, lazily (:class:`ModelPool`, after the worker's fork), and
-aligned faces are kept for the few latest jobs of the process (the shards of one job align once).
-Nothing here logs image bytes, maps or embeddings.
+Models are opened per process, lazily (:class:`ModelPool`, after the worker's fork). The faces
+of a job come from the store when the API kept the ones it aligned at Explain time
+(``store.faces``: used when they were cut for the job's chip and alignment options); otherwise the
+worker aligns the uploaded images itself. Either way they are kept for the few latest jobs of
+the process (the shards of one job read or align them once). Nothing here logs image bytes, maps
+or embeddings.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ from ..pipeline import align_image, model_info, open_face_model
 from ..results import FaceRecord, PairResult, Timing
 from ..spec import ChipSpec
 from ..store import ClaimResult, JobError, JobKind, JobRecord, JobState, JobStore
+from ..store.faces import StoredFaces, faces_from_inputs
 from .plan import Unit, retry_delay
 
 __all__ = [
@@ -149,8 +153,11 @@ class _Faces:
 @dataclass
 class WorkerContext:
     """What the tasks of one worker process share: the store, the models, the worker's id (in
-    leases) and how long a lease lasts."""
+    leases) and how long a lease lasts. ``alignments`` counts the pairs this process aligned
+    itself (not those whose faces came from the store)."""
 
+    #: "api" (the faces the API stored with the job) or "worker" (aligned here)
+    origin: str = "worker"
     store: JobStore
     models: ModelPool
     worker: str
@@ -158,17 +165,16 @@ class WorkerContext:
     _faces: OrderedDict[tuple[str, str, int], _Faces] = field(default_factory=OrderedDict)
 
     def faces(self, record: JobRecord, chip: ChipSpec, align: Mapping[str, Any]) -> _Faces:
-        """Both uploaded images of the job aligned to ``chip`` (kept for the job's next shards)."""
+        """Both faces of the job cut for ``chip``: the API's stored ones when they match the
+        job's chip and alignment options, else the uploaded images aligned here (kept for the
+        job's next shards either way)."""
         key = (record.id, chip.kind, chip.size)
         found = self._faces.get(key)
         if found is not None:
             self._faces.move_to_end(key)
+    alignments: int = 0
             return found
-        aligner = Aligner(multiple_faces=str(align.get("face", "largest")), pre_aligned=str(align.get("aligned", "auto")))
-        t0 = time.perf_counter()
-        face_a = align_image(self.store.get_input(record.id, "a"), chip, aligner=aligner, name="image_a")
-        face_b = align_image(self.store.get_input(record.id, "b"), chip, aligner=aligner, name="image_b")
-        faces = _Faces(FaceRecord.from_aligned(face_a), FaceRecord.from_aligned(face_b), time.perf_counter() - t0)
+        faces = self._stored_faces(record.id, chip, align) or self._align(record.id, chip, align)
         self._faces[key] = faces
         while len(self._faces) > _FACES_KEPT:
             self._faces.popitem(last=False)
@@ -181,6 +187,33 @@ class WorkerContext:
 
 
 def job_request(record: JobRecord) -> tuple[dict[str, Any], dict[str, Any]]:
+    def _stored_faces(self, job_id: str, chip: ChipSpec, align: Mapping[str, Any]) -> _Faces | None:
+        """The faces the API stored with the job, or None (absent, damaged, or cut for another
+        chip or other alignment options: the worker aligns instead)."""
+        store = self.store
+        try:
+            stored: StoredFaces = faces_from_inputs(lambda name: store.get_input(job_id, name))
+        except NotFoundError:
+            store.get_job(job_id)  # a deleted job stops here; a job without stored faces aligns
+            return None
+        except InputError as e:
+            log.warning("job %s: stored faces not used (%s); aligning the images", job_id, e)
+            return None
+        if not stored.matches(chip, align):
+            log.info("job %s: stored faces were cut for %s %d px %s, the job needs %s %d px %s; aligning",
+                     job_id, stored.chip.kind, stored.chip.size, dict(stored.align), chip.kind, chip.size, dict(align))
+            return None
+        log.debug("job %s: faces aligned by the API used", job_id)
+        return _Faces(stored.face_a, stored.face_b, stored.align_s, origin="api")
+
+    def _align(self, job_id: str, chip: ChipSpec, align: Mapping[str, Any]) -> _Faces:
+        aligner = Aligner(multiple_faces=str(align.get("face", "largest")), pre_aligned=str(align.get("aligned", "auto")))
+        t0 = time.perf_counter()
+        face_a = align_image(self.store.get_input(job_id, "a"), chip, aligner=aligner, name="image_a")
+        face_b = align_image(self.store.get_input(job_id, "b"), chip, aligner=aligner, name="image_b")
+        self.alignments += 1
+        return _Faces(FaceRecord.from_aligned(face_a), FaceRecord.from_aligned(face_b), time.perf_counter() - t0)
+
     """The method parameters and alignment options of an explain job's record (``params``:
     ``{"method": {...}, "align": {"face": ..., "aligned": ...}}``); InputError otherwise."""
     if record.kind is not JobKind.EXPLAIN:
