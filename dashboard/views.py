@@ -55,6 +55,8 @@ __all__ = [
     "method_table",
     "evaluation_table",
     "auc_points",
+    "interval_points",
+    "interval_chart",
     "csv_bytes",
     "result_files",
 ]
@@ -496,6 +498,41 @@ def auc_points(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
                 if auc is not None:
                     out.append({"method": m["method"], "metric": mode, "auc": auc, "index": int(row["index"])})
     return out
+
+
+def interval_points(table: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The means and 95 % intervals of :func:`evaluation_table`'s rows in long form: one point
+    ``{"audit", "method", "metric", "mean", "low", "high"}`` per row and metric that has a mean
+    (an interval without bounds collapses to the mean)."""
+    out = []
+    for row in table:
+        for mode in ("deletion", "insertion"):
+            mean = row.get(f"{mode} mean")
+            if mean is None:
+                continue
+            low, high = row.get(f"{mode} ci low"), row.get(f"{mode} ci high")
+            out.append({"audit": row.get("audit", ""), "method": row["method"], "metric": mode, "mean": mean,
+                        "low": mean if low is None else low, "high": mean if high is None else high})
+    return out
+
+
+def interval_chart(table: Sequence[Mapping[str, Any]]) -> Any:
+    """An altair chart of :func:`interval_points`: per metric, each method's mean (a dot) and
+    interval (a bar), audits side by side by colour; None when there is nothing to draw."""
+    import altair as alt
+
+    points = interval_points(table)
+    if not points:
+        return None
+    base = alt.Chart(alt.InlineData(values=points)).encode(
+        y=alt.Y("method:N", title="method"), color=alt.Color("audit:N", title="audit"),
+        yOffset="audit:N",
+        tooltip=["audit:N", "method:N", "metric:N", alt.Tooltip("mean:Q", format=".4f"),
+                 alt.Tooltip("low:Q", format=".4f"), alt.Tooltip("high:Q", format=".4f")],
+    )
+    bars = base.mark_rule().encode(x=alt.X("low:Q", title="AUC"), x2="high:Q")
+    dots = base.mark_point(filled=True).encode(x="mean:Q")
+    return (bars + dots).properties(width=300).facet(column=alt.Column("metric:N", title=None))
 
 
 def csv_bytes(rows: Sequence[Mapping[str, Any]]) -> bytes:

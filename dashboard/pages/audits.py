@@ -1,5 +1,173 @@
-"""Audits page (being built)."""
+"""Audits page: submit an audit (a dataset on the server, or a CSV of pairs with its images),
+follow running ones, cancel or delete jobs, and browse a finished audit: the failure gallery
+first, the summary (accuracy, Deletion/Insertion with intervals, per-pair AUCs), then every pair
+sorted and filtered, exported as CSV."""
 
+from __future__ import annotations
+
+from typing import Any
+
+import altair as alt
 import streamlit as st
 
-st.title("Audits")
+from dashboard import state, views
+from explainer_service.api.client import JobInfo
+from explainer_service.errors import InputError
+
+DATASET = "A dataset on the server"
+UPLOAD = "A CSV of pairs and its images"
+ROWS_KEY = "audit_rows"
+SUMMARY_KEY = "audit_summaries"
+IMAGE_TYPES = ["jpg", "jpeg", "png", "bmp", "webp", "tif", "tiff", "ppm", "pgm"]
+METRICS = ("deletion", "insertion")
+
+
+def _submit_form(client: state.DashboardClient) -> None:
+    source = st.radio("Pairs from", [DATASET, UPLOAD], horizontal=True, key="audit.source")
+    request: dict[str, Any] = {}
+    if source == DATASET:
+        request["dataset"] = st.text_input(
+            "Dataset spec", placeholder="lfw-aligned:lfw", key="audit.dataset",
+            help="A dataset under a folder the server allows (facexplain api --dataset-root), as facexplain "
+            "evaluate --dataset takes it: lfw:PATH, lfw-aligned:PATH, cfp-fp:PATH, csv:FILE, bin:FILE")
+    else:
+        csv_file = st.file_uploader("Pairs CSV (header img1,img2,same)", type=["csv"], key="audit.csv")
+        images = st.file_uploader("The images the CSV names", type=IMAGE_TYPES, accept_multiple_files=True,
+                                  key="audit.images")
+    models = state.attempt("listing the models", client.list_models) or []
+    methods = state.attempt("listing the methods", client.list_methods) or []
+    names = [m.name for m in models]
+    default = next((i for i, m in enumerate(models) if m.is_default), 0)
+    model = st.selectbox("Model", names, index=default, key="audit.model") if names else ""
+    chosen = st.multiselect("Methods (none: verification only)", [m.name for m in methods], key="audit.methods")
+    metrics = st.multiselect("Metrics", list(METRICS), default=list(METRICS), key="audit.metrics",
+                             help="Deletion (lower is better) and Insertion (higher is better) AUC per pair and method")
+    limit = int(st.number_input("First pairs only (0: all)", min_value=0, value=0, step=1, key="audit.limit"))
+    if not st.button("Submit audit", type="primary", key="audit.submit"):
+        return
+    if source == DATASET:
+        if not request["dataset"].strip():
+            st.error("Give a dataset spec (e.g. lfw-aligned:lfw).")
+            return
+        request["dataset"] = request["dataset"].strip()
+    else:
+        if csv_file is None:
+            st.error("Upload the pairs CSV and its images.")
+            return
+        try:
+            request["pairs"] = views.pairs_from_csv(csv_file.getvalue(), {f.name: f.getvalue() for f in images or ()})
+        except InputError as e:
+            st.error(str(e))
+            return
+    submitted = state.attempt("submitting the audit", client.submit_audit, model=model or "", methods=chosen,
+                              metrics=metrics if chosen else [], limit=limit, **request)
+    if submitted is not None:
+        st.session_state["audit.selected"] = submitted.job.id
+        st.success(f"Audit {submitted.job.id[:12]} {'found on the server' if submitted.reused else 'queued'}.")
+
+
+def _progress(client: state.DashboardClient, job_ids: list[str]) -> None:
+    """Progress of the running audits (a fragment re-run every REFRESH_S seconds)."""
+    finished = False
+    for job_id in job_ids:
+        job = state.attempt("following an audit", client.get_job, job_id)
+        if job is None:
+            continue
+        fraction, text = views.progress_of(job)
+        st.progress(fraction, text=f"{job_id[:12]}: {text}")
+        finished = finished or job.final
+    if finished:
+        st.rerun()
+
+
+def _finished(client: state.DashboardClient, job: JobInfo) -> None:
+    summaries: dict[str, dict[str, Any]] = st.session_state.setdefault(SUMMARY_KEY, {})
+    all_rows: dict[str, list[dict[str, Any]]] = st.session_state.setdefault(ROWS_KEY, {})
+    if job.id not in summaries:
+        page = state.attempt("reading the audit", client.audit_result, job.id, page_size=1)
+        rows = state.attempt("reading the audit's pairs", lambda: list(client.audit_rows(job.id)))
+        if page is None or page.summary is None or rows is None:
+            return
+        summaries[job.id], all_rows[job.id] = page.summary, rows
+    summary, rows = summaries[job.id], all_rows[job.id]
+    c = st.columns(5)
+    c[0].metric("Accuracy", f"{summary['accuracy']:.3f}")
+    c[1].metric("Pairs", summary["pairs"])
+    c[2].metric("False matches", summary["false_matches"])
+    c[3].metric("False non-matches", summary["false_non_matches"])
+    c[4].metric("Failed pairs", summary["pairs_failed"])
+    st.subheader("Failure gallery")
+    gallery = views.gallery_rows(summary)
+    if gallery:
+        st.dataframe(gallery, hide_index=True, key="audit.gallery")
+    else:
+        st.write("No wrong or borderline pairs.")
+    table = views.method_table(summary)
+    if table:
+        st.subheader("Deletion (lower is better) and Insertion (higher is better), 95 % intervals")
+        st.dataframe([{k: r[k] for k in ("method", "deletion", "insertion", "pairs/s")} for r in table],
+                     hide_index=True, key="audit.table")
+        points = views.auc_points(rows)
+        if points:
+            st.altair_chart(
+                alt.Chart(alt.InlineData(values=points), title="Per-pair AUC by method")
+                .mark_boxplot()
+                .encode(x=alt.X("method:N"), y=alt.Y("auc:Q", title="AUC"), color="method:N", column="metric:N")
+            )
+    st.subheader("Pairs")
+    flat = views.audit_rows(rows)
+    f1, f2, f3, f4 = st.columns(4)
+    decision = f1.selectbox("Decision", ["all", "match", "non-match", "unknown"], key="audit.decision")
+    outcome = f2.selectbox("Outcome", ["all", "correct", "wrong", "failed"], key="audit.outcome")
+    sortable = [c for c in dict.fromkeys(k for r in flat for k in r) if c not in ("name", "error")]
+    sort_by = f3.selectbox("Sort by", sortable, key="audit.sort",
+                           index=sortable.index("score") if "score" in sortable else 0)
+    descending = f4.checkbox("Descending", value=True, key="audit.descending")
+    selected = views.select_rows(flat, decision=decision, outcome=outcome, sort_by=sort_by, descending=descending)
+    st.caption(f"{len(selected)} of {len(flat)} pairs")
+    st.dataframe(selected, hide_index=True, key="audit.rows")
+    st.download_button("Download pairs CSV", views.csv_bytes(flat), file_name=f"audit-{job.id[:12]}.csv",
+                       mime="text/csv", key="audit.csv_download")
+
+
+def main() -> None:
+    st.title("Audits")
+    client = state.client()
+    if client is None:
+        return
+    with st.expander("Submit an audit"):
+        _submit_form(client)
+    jobs = state.attempt("listing the audits", client.list_jobs, kind="audit")
+    if jobs is None:
+        return
+    if not jobs:
+        st.info("No audits yet: submit one above.")
+        return
+    st.dataframe(views.job_rows(jobs), hide_index=True, key="audit.jobs")
+    running = [j.id for j in jobs if not j.final]
+    if running:
+        st.fragment(run_every=state.REFRESH_S)(_progress)(client, running)
+    ids = [j.id for j in jobs]
+    by_id = {j.id: j for j in jobs}
+    if st.session_state.get("audit.selected") not in ids:
+        st.session_state["audit.selected"] = ids[0]
+    job_id = st.selectbox("Audit", ids, key="audit.selected",
+                          format_func=lambda i: f"{i[:12]} · {by_id[i].state} · {by_id[i].model} · "
+                          f"{', '.join(by_id[i].methods) or 'verification'}")
+    job = by_id[job_id]
+    a1, a2 = st.columns(2)
+    if a1.button("Cancel", disabled=job.final, key="audit.cancel"):
+        if state.attempt("cancelling the audit", client.cancel, job_id) is not None:
+            st.rerun()
+    if a2.button("Delete", key="audit.delete"):
+        if state.attempt("deleting the audit", client.delete, job_id) is not None:
+            st.rerun()
+    if job.state == "done":
+        _finished(client, job)
+    elif job.final:
+        st.error(f"This audit {job.state}: {job.error.message if job.error else 'no reason given'}")
+    else:
+        st.info("This audit is still running; its results appear here when it finishes.")
+
+
+main()

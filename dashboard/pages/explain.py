@@ -1,5 +1,242 @@
-"""Explain page (being built)."""
+"""Explain page: upload a pair, choose the model, a method (and a second one to compare) with its
+parameters, follow the job (progress and the partial maps), then see the aligned faces, score,
+threshold, decision and the four maps, inspect a region's correlation and download the files."""
+
+from __future__ import annotations
+
+from typing import Any
 
 import streamlit as st
 
-st.title("Explain")
+from dashboard import state, views
+from explainer_service.api.client import PartialMaps
+from explainer_service.errors import FacexplainError, InputError
+from explainer_service.methods.registry import MethodInfo
+from explainer_service.results import PairResult
+
+NO_SECOND = "(none)"
+FAILED_KEY = "explain_failed"
+PARTIAL_KEY = "explain_partial"
+FILES_KEY = "explain_files"
+IMAGE_TYPES = ["jpg", "jpeg", "png", "bmp", "webp", "tif", "tiff", "ppm", "pgm"]
+
+
+def _default_text(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, tuple | list):
+        return ", ".join(str(v) for v in value)
+    return str(value)
+
+
+def _param_inputs(info: MethodInfo, prefix: str) -> dict[str, Any]:
+    """One labelled widget per parameter of ``info``; their values by parameter name."""
+    values: dict[str, Any] = {}
+    for p in info.params:
+        kind = views.param_widget_kind(p)
+        key = f"{prefix}.{info.name}.{p.name}"
+        help_text = f"{p.help} ({p.type}; default {_default_text(p.default)})"
+        if kind == "int":
+            values[p.name] = st.number_input(p.name, value=int(p.default), step=1, help=help_text, key=key)
+        elif kind == "float":
+            values[p.name] = st.number_input(p.name, value=float(p.default), help=help_text, key=key, format="%g")
+        elif kind == "bool":
+            values[p.name] = st.checkbox(p.name, value=bool(p.default), help=help_text, key=key)
+        else:
+            values[p.name] = st.text_input(p.name, value=_default_text(p.default), help=help_text, key=key)
+    return values
+
+
+def _uploads(up_a: Any, up_b: Any) -> tuple[tuple[bytes, bytes], tuple[str, str]] | None:
+    """Both uploads' bytes and names, checked; None after saying what is wrong."""
+    if up_a is None or up_b is None:
+        st.error("Upload both images (A and B) first.")
+        return None
+    data = []
+    for label, up in (("image A", up_a), ("image B", up_b)):
+        content = up.getvalue()
+        try:
+            views.check_image_upload(f"{label} ({up.name})", content)
+        except InputError as e:
+            st.error(str(e))
+            return None
+        data.append(content)
+    return (data[0], data[1]), (str(up_a.name), str(up_b.name))
+
+
+def _submit(client: state.DashboardClient, pair: tuple[bytes, bytes], names: tuple[str, str], model: str,
+            chosen: list[tuple[MethodInfo, dict[str, Any]]], force: bool) -> list[tuple[str, str]] | None:
+    """Submit one job per chosen method; their (method, job id), or None (nothing replaced) when
+    a parameter or a request is refused."""
+    jobs = []
+    for info, values in chosen:
+        try:
+            params = views.params_from_values(info, values)
+        except InputError as e:
+            st.error(str(e))
+            return None
+        submitted = state.attempt(f"submitting {info.name}", client.explain, pair[0], pair[1], model=model,
+                                  method=info.name, params=params, force=force, names=names)
+        if submitted is None:
+            return None
+        jobs.append((info.name, submitted.job.id))
+    return jobs
+
+
+def _partial(client: state.DashboardClient, job_id: str) -> PartialMaps | None:
+    """The running maps of a CorrRISE job now (the first update of WatchJob), or None."""
+    stream = client.watch(job_id, partial_maps=True, timeout=2.0)
+    try:
+        for update in stream:
+            return update.partial
+    except FacexplainError:
+        return None  # best effort: the progress bar still moves
+    finally:
+        close = getattr(stream, "close", None)
+        if close is not None:
+            close()
+    return None
+
+
+def _follow(client: state.DashboardClient) -> None:
+    """Progress of the jobs not finished yet (a fragment re-run every REFRESH_S seconds)."""
+    results: dict[str, PairResult] = st.session_state.setdefault(state.RESULTS_KEY, {})
+    failed: dict[str, str] = st.session_state.setdefault(FAILED_KEY, {})
+    partials: dict[str, PartialMaps] = st.session_state.setdefault(PARTIAL_KEY, {})
+    changed = False
+    for method, job_id in st.session_state.get(state.EXPLAIN_JOBS_KEY, []):
+        if job_id in results or job_id in failed:
+            continue
+        job = state.attempt(f"following the {method} job", client.get_job, job_id)
+        if job is None:
+            continue
+        fraction, text = views.progress_of(job)
+        st.progress(fraction, text=f"{method}: {text}")
+        if job.state == "done":
+            result = state.attempt(f"fetching the {method} result", client.get_result, job_id)
+            if result is not None:
+                results[job_id] = result
+                changed = True
+        elif job.final:
+            why = job.error.message if job.error is not None else "cancelled"
+            failed[job_id] = f"The {method} job {job.state}: {why}"
+            changed = True
+        elif method == "corrrise" and job.done > 0:
+            partial = _partial(client, job_id)
+            if partial is not None:
+                partials[job_id] = partial
+            shown = partials.get(job_id)
+            if shown is not None and shown.s_a.size:
+                vmax = views.map_scale(shown.s_a, shown.s_b)
+                st.caption(f"Partial maps over {shown.masks} masks (they sharpen as shards complete)")
+                cols = st.columns(2)
+                cols[0].image(views.overlay(None, shown.s_a, vmax=vmax), caption="A (partial)", width=180)
+                cols[1].image(views.overlay(None, shown.s_b, vmax=vmax), caption="B (partial)", width=180)
+    if changed:
+        st.rerun()
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _legend(vmax: float) -> bytes:
+    return views.legend_png(vmax)
+
+
+def _files(job_id: str, result: PairResult) -> dict[str, tuple[bytes, str]] | None:
+    cache: dict[str, dict[str, tuple[bytes, str]]] = st.session_state.setdefault(FILES_KEY, {})
+    if job_id not in cache:
+        files = state.attempt("preparing the downloads", views.result_files, result)
+        if files is None:
+            return None
+        cache[job_id] = files
+    return cache[job_id]
+
+
+def _show(job_id: str, result: PairResult, opacity: float) -> None:
+    """One result: verdict, aligned faces, the four maps with their legend, a region's value, files."""
+    st.subheader(f"{result.method} · {result.model}")
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Score (cosine)", f"{result.score:.4f}")
+    c2.metric("Threshold", "none" if result.threshold is None else f"{result.threshold:.4f}")
+    c3.metric("Decision", result.decision)
+    chip_a, chip_b = result.face_a.chip, result.face_b.chip
+    if chip_a is None or chip_b is None or result.s_a is None or result.s_b is None:
+        st.warning("This result has no maps.")
+        return
+    st.image([chip_a, chip_b], caption=["A (aligned)", "B (aligned)"], width=150)
+    vmax = views.map_scale(result.s_a, result.s_b)
+    parts = views.map_parts(result.s_a, result.s_b)
+    chips = {"a": chip_a, "b": chip_b}
+    for row in (views.MAP_PARTS[:2], views.MAP_PARTS[2:]):
+        cols = st.columns(2)
+        for col, (key, face, _part, title) in zip(cols, row, strict=True):
+            col.image(views.overlay(chips[face], parts[key], vmax=vmax, opacity=opacity), caption=title, width=200)
+    st.image(_legend(round(vmax, 6)), caption="Colour scale: blue dissimilar, red similar (0 transparent)")
+    with st.expander("A region's correlation"):
+        face = st.radio("Face", ["A", "B"], horizontal=True, key=f"region.face.{job_id}")
+        values = result.s_a if face == "A" else result.s_b
+        st.altair_chart(views.heatmap_chart(values, vmax=vmax, title=f"{face}: hover a block for its correlation"))
+        h, w = values.shape
+        x = int(st.number_input("x (pixel)", min_value=0, max_value=w - 1, value=w // 2, key=f"region.x.{job_id}"))
+        y = int(st.number_input("y (pixel)", min_value=0, max_value=h - 1, value=h // 2, key=f"region.y.{job_id}"))
+        st.write(f"Correlation around ({x}, {y}) on {face} (5x5 mean): **{views.region_value(values, x, y):.4f}**")
+    files = _files(job_id, result)
+    if files is not None:
+        for name, (data, mime) in files.items():
+            st.download_button(f"Download {name}", data, file_name=name, mime=mime, key=f"dl.{job_id}.{name}")
+
+
+def main() -> None:
+    st.title("Explain a pair")
+    client = state.client()
+    if client is None:
+        return
+    models = state.attempt("listing the models", client.list_models) or []
+    methods = state.attempt("listing the methods", client.list_methods) or []
+    if not methods:
+        st.info("The server lists no methods; nothing can be explained.")
+        return
+    col_a, col_b = st.columns(2)
+    up_a = col_a.file_uploader("Image A", type=IMAGE_TYPES, key="image_a")
+    up_b = col_b.file_uploader("Image B", type=IMAGE_TYPES, key="image_b")
+    st.caption("Any photo with a face (it is detected and aligned on the server), or an aligned face chip.")
+    names = [m.name for m in models]
+    default = next((i for i, m in enumerate(models) if m.is_default), 0)
+    model = st.selectbox("Model", names, index=default, key="model",
+                         format_func=lambda n: n + ("" if next(m for m in models if m.name == n).ready
+                                                    else " (not ready)")) if names else ""
+    by_name = {m.name: m for m in methods}
+    c1, c2 = st.columns(2)
+    first = c1.selectbox("Method", list(by_name), key="method", format_func=lambda n: f"{by_name[n].title} ({n})")
+    second = c2.selectbox("Compare with (optional)", [NO_SECOND, *[n for n in by_name if n != first]],
+                          key="method2")
+    chosen = []
+    with st.expander(f"Parameters of {by_name[first].title}"):
+        chosen.append((by_name[first], _param_inputs(by_name[first], "p1")))
+    if second != NO_SECOND:
+        with st.expander(f"Parameters of {by_name[second].title}"):
+            chosen.append((by_name[second], _param_inputs(by_name[second], "p2")))
+    force = st.checkbox("Recompute even if the server has this result", key="force")
+    if st.button("Explain", type="primary", key="submit"):
+        uploaded = _uploads(up_a, up_b)
+        if uploaded is not None:
+            pair, names_ab = uploaded
+            submitted = _submit(client, pair, names_ab, model or "", chosen, force)
+            if submitted is not None:
+                st.session_state[state.EXPLAIN_JOBS_KEY] = submitted
+    jobs: list[tuple[str, str]] = st.session_state.get(state.EXPLAIN_JOBS_KEY, [])
+    results: dict[str, PairResult] = st.session_state.get(state.RESULTS_KEY, {})
+    failed: dict[str, str] = st.session_state.get(FAILED_KEY, {})
+    if any(j not in results and j not in failed for _, j in jobs):
+        st.fragment(run_every=state.REFRESH_S)(_follow)(client)
+    for _, job_id in jobs:
+        if job_id in failed:
+            st.error(failed[job_id])
+    shown = [(j, results[j]) for _, j in jobs if j in results]
+    if shown:
+        opacity = st.slider("Map opacity", 0.0, 1.0, 0.8, 0.05, key="opacity")
+        for col, (job_id, result) in zip(st.columns(len(shown)), shown, strict=True):
+            with col:
+                _show(job_id, result, opacity)
+
+
+main()

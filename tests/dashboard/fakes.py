@@ -1,0 +1,214 @@
+"""A fake API client for the dashboard's AppTests: :class:`FakeClient`.
+
+It has the methods of ``dashboard.state.DashboardClient`` (the calls of ``FacexplainClient`` the
+dashboard makes, same names and signatures) and answers with the library's own value types
+(``ModelEntry``, ``MethodInfo`` from the registry, ``JobInfo``, ``PairResult``...). What it does
+in place of a server:
+
+- a job advances by ``step`` units each time ``get_job`` reads it (queued -> running -> done),
+  so a test moves time forward by running the page again (AppTest does not tick fragments);
+- ``fail`` holds an error to raise on the next call of a method by name (then it is forgotten),
+  to show how the pages tell an API error; ``explain`` refuses an image whose bytes start with
+  ``NOFACE`` as the server would (FaceNotFoundError);
+- ``calls`` records every call (name, positional args without image bytes, keyword args).
+
+A real API end to end is the in-process AppTest's (test_real_api.py) and the browser test's job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from explainer_service.api.client import (
+    AuditPage,
+    JobErrorInfo,
+    JobInfo,
+    JobUpdate,
+    ModelEntry,
+    PartialMaps,
+    Submitted,
+)
+from explainer_service.errors import FaceNotFoundError, FacexplainError, NotFoundError
+from explainer_service.explanation import Explanation
+from explainer_service.methods.registry import MethodInfo, list_methods
+from explainer_service.results import FaceRecord, PairResult
+
+SIZE = 24  # chip and map side: small, so that pages render fast
+
+
+def make_result(method: str = "corrrise", *, score: float = 0.8, threshold: float | None = 0.6,
+                model: str = "fake-model") -> PairResult:
+    """A complete PairResult with known maps: A similar on its left half, dissimilar on its right;
+    B the opposite."""
+    s_a = np.zeros((SIZE, SIZE), np.float32)
+    s_a[:, : SIZE // 2] = 0.5
+    s_a[:, SIZE // 2 :] = -0.25
+    s_b = -s_a
+    chip = np.full((SIZE, SIZE, 3), 120, np.uint8)
+    expl = Explanation(s_a=s_a, s_b=s_b, score=score, threshold=threshold, model=model, masks=8, method=method,
+                       params={"n_masks": 8}, scores_a=np.zeros(8, np.float32), scores_b=np.zeros(8, np.float32),
+                       forward_passes=18)
+    face = FaceRecord(source="<bytes>", method="pre-aligned", faces_found=0, transform=np.eye(2, 3), chip=chip)
+    return PairResult.from_explanation(expl, face, replace(face), None)
+
+
+def _job(job_id: str, kind: str, *, state: str = "queued", done: int = 0, total: int = 8, model: str = "fake-model",
+         methods: tuple[str, ...] = ("corrrise",), error: JobErrorInfo | None = None) -> JobInfo:
+    return JobInfo(id=job_id, kind=kind, state=state, done=done, total=total,
+                   unit="masks" if kind == "explain" else "pairs", model=model, methods=methods,
+                   created_at=1.0, started_at=None, finished_at=None, expires_at=None, error=error,
+                   cancel_requested=False, attempts=0)
+
+
+def audit_summary(methods: Sequence[str] = ("corrrise",)) -> dict[str, Any]:
+    """A finished audit's summary in the client's shape: 4 pairs, one false match, one failed pair."""
+    return {
+        "pairs": 4, "pairs_failed": 1, "threshold": 0.6, "accuracy": 2 / 3,
+        "true_matches": 1, "false_matches": 1, "false_non_matches": 0, "true_non_matches": 1,
+        "methods": [{"method": m, "explain_pairs_per_s": 2.5,
+                     "deletion": {"mean": 0.2, "ci_low": 0.1, "ci_high": 0.3, "n": 3},
+                     "insertion": {"mean": 0.7, "ci_low": 0.6, "ci_high": 0.8, "n": 3}} for m in methods],
+        "worst": [{"index": 1, "name": "c.png|d.png", "same": False, "score": 0.9, "decision": "match",
+                   "correct": False, "error": None}],
+    }
+
+
+def audit_rows(methods: Sequence[str] = ("corrrise",)) -> list[dict[str, Any]]:
+    """The four rows of :func:`audit_summary`'s audit."""
+    def outcome(d: float) -> list[dict[str, Any]]:
+        return [{"method": m, "explain_s": 0.1, "deletion": {"auc": d}, "insertion": {"auc": 1 - d}} for m in methods]
+
+    return [
+        {"index": 0, "name": "a.png|b.png", "same": True, "score": 0.85, "decision": "match", "correct": True,
+         "methods": outcome(0.1), "error": None},
+        {"index": 1, "name": "c.png|d.png", "same": False, "score": 0.9, "decision": "match", "correct": False,
+         "methods": outcome(0.3), "error": None},
+        {"index": 2, "name": "e.png|f.png", "same": False, "score": 0.2, "decision": "non-match", "correct": True,
+         "methods": outcome(0.2), "error": None},
+        {"index": 3, "name": "g.png|h.png", "same": True, "score": None, "decision": "unknown", "correct": False,
+         "methods": [], "error": {"status": "INVALID_ARGUMENT", "message": "image a: no face found"}},
+    ]
+
+
+class FakeClient:
+    """See the module docstring."""
+
+    def __init__(self, *, step: int = 4) -> None:
+        self.step = step
+        self.jobs: dict[str, JobInfo] = {}
+        self.fail: dict[str, FacexplainError] = {}
+        self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+        self.audit_methods: dict[str, tuple[str, ...]] = {}
+
+    def _enter(self, name: str, *args: Any, **kwargs: Any) -> None:
+        self.calls.append((name, tuple(a for a in args if not isinstance(a, bytes)), kwargs))
+        if name in self.fail:
+            raise self.fail.pop(name)
+
+    def called(self, name: str) -> list[tuple[tuple[Any, ...], dict[str, Any]]]:
+        return [(a, k) for n, a, k in self.calls if n == name]
+
+    def _get(self, job_id: str) -> JobInfo:
+        if job_id not in self.jobs:
+            raise NotFoundError(f"no job {job_id} (it expired, was deleted or never existed)")
+        return self.jobs[job_id]
+
+    # -- DashboardClient --------------------------------------------------------------------------
+
+    def list_models(self) -> list[ModelEntry]:
+        self._enter("list_models")
+        return [
+            ModelEntry(name="fake-model", family="dlib", chip_kind="dlib", chip_size=SIZE, embedding_dim=128,
+                       threshold=0.6, sha256="0" * 64, description="a fake", ready=True, not_ready_reason="",
+                       is_default=True),
+            ModelEntry(name="other-model", family="arcface", chip_kind="arcface", chip_size=112, embedding_dim=512,
+                       threshold=None, sha256="", description="not imported", ready=False,
+                       not_ready_reason="weights not imported", is_default=False),
+        ]
+
+    def list_methods(self, *, model: str = "", chip_size: int = 0) -> list[MethodInfo]:
+        self._enter("list_methods", model=model, chip_size=chip_size)
+        return list_methods(chip_size or None)
+
+    def explain(self, image_a: bytes, image_b: bytes, *, model: str = "", method: str = "corrrise",
+                params: Mapping[str, Any] | None = None, force: bool = False,
+                names: Sequence[str] = ("", "")) -> Submitted:
+        self._enter("explain", image_a, image_b, model=model, method=method, params=dict(params or {}), force=force,
+                    names=tuple(names))
+        for label, data in (("image a", image_a), ("image b", image_b)):
+            if data.startswith(b"NOFACE"):
+                raise FaceNotFoundError(f"{label}: no face found")
+        job_id = hashlib.sha256(image_a + image_b + method.encode() + repr(sorted((params or {}).items())).encode()
+                                ).hexdigest()
+        reused = job_id in self.jobs and not force
+        if not reused:
+            self.jobs[job_id] = _job(job_id, "explain", model=model or "fake-model", methods=(method,))
+        return Submitted(self.jobs[job_id], reused)
+
+    def get_job(self, job_id: str) -> JobInfo:
+        self._enter("get_job", job_id)
+        job = self._get(job_id)
+        if not job.final:
+            done = min(job.total, job.done + self.step)
+            job = replace(job, done=done, state="done" if done >= job.total else "running")
+            self.jobs[job_id] = job
+        return job
+
+    def watch(self, job_id: str, *, partial_maps: bool = False, timeout: float | None = None) -> Iterator[JobUpdate]:
+        self._enter("watch", job_id, partial_maps=partial_maps)
+        job = self._get(job_id)
+        full = make_result()
+        assert full.s_a is not None and full.s_b is not None
+        part = job.done / max(1, job.total)
+        partial = PartialMaps(job.done, full.s_a * part, full.s_b * part) if partial_maps and job.done else None
+        yield JobUpdate(job, partial)
+
+    def get_result(self, job_id: str, *, summary_only: bool = False) -> PairResult:
+        self._enter("get_result", job_id)
+        job = self._get(job_id)
+        return make_result(job.methods[0], model=job.model)
+
+    def submit_audit(self, *, pairs: Sequence[tuple[bytes, bytes, bool, str]] | None = None, dataset: str = "",
+                     model: str = "", methods: Sequence[tuple[str, Mapping[str, Any]]] | Sequence[str] = (),
+                     metrics: Sequence[str] = (), steps: int = 0, substrate: str = "", limit: int = 0,
+                     keep_maps: bool = False, force: bool = False) -> Submitted:
+        names = tuple(m if isinstance(m, str) else m[0] for m in methods)
+        self._enter("submit_audit", pairs=None if pairs is None else len(pairs), dataset=dataset, model=model,
+                    methods=names, metrics=tuple(metrics), limit=limit)
+        job_id = "a" + hashlib.sha256(f"{dataset}{pairs and len(pairs)}{names}".encode()).hexdigest()[1:]
+        self.jobs[job_id] = _job(job_id, "audit", total=4, model=model or "fake-model", methods=names)
+        return Submitted(self.jobs[job_id], False)
+
+    def audit_result(self, job_id: str, *, page_token: str = "", page_size: int = 0) -> AuditPage:
+        self._enter("audit_result", job_id, page_token=page_token, page_size=page_size)
+        job = self._get(job_id)
+        methods = job.methods or ("corrrise",)
+        rows = audit_rows(methods)[: job.done]
+        return AuditPage(job=job, summary=audit_summary(methods) if job.state == "done" else None, rows=rows,
+                         next_page_token="", total_rows=job.total)
+
+    def audit_rows(self, job_id: str, *, page_size: int = 0) -> Iterator[dict[str, Any]]:
+        yield from self.audit_result(job_id, page_size=page_size).rows
+
+    def cancel(self, job_id: str) -> JobInfo:
+        self._enter("cancel", job_id)
+        job = self._get(job_id)
+        if not job.final:
+            job = replace(job, state="cancelled", error=JobErrorInfo("CANCELLED", "cancelled on request", False))
+            self.jobs[job_id] = job
+        return job
+
+    def delete(self, job_id: str) -> int:
+        self._enter("delete", job_id)
+        self._get(job_id)
+        del self.jobs[job_id]
+        return 3
+
+    def list_jobs(self, *, state: str | None = None, kind: str | None = None, limit: int = 1000) -> list[JobInfo]:
+        self._enter("list_jobs", state=state, kind=kind)
+        return [j for j in self.jobs.values() if (state is None or j.state == state) and (kind is None or j.kind == kind)]
