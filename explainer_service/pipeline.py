@@ -55,8 +55,11 @@ ImageInput = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, np.nda
 ENGINES = ("auto", "triton", "local")
 
 
-def load_face_model(name: str = DEFAULT_MODEL, *, batch_size: int = DEFAULT_BATCH_LOCAL) -> FaceModel:
-    """The in-process (onnxruntime) FaceModel by name; converts the default model on first use."""
+def load_face_model(
+    name: str = DEFAULT_MODEL, *, batch_size: int = DEFAULT_BATCH_LOCAL, threads: int | None = None
+) -> FaceModel:
+    """The in-process (onnxruntime) FaceModel by name; converts the default model on first use.
+    ``threads``: onnxruntime's intra-op threads (None: its default, one per core)."""
     from .models.convert import ensure_default_model
     from .models.onnx_local import OnnxFaceModel
     from .models.store import onnx_path
@@ -64,7 +67,7 @@ def load_face_model(name: str = DEFAULT_MODEL, *, batch_size: int = DEFAULT_BATC
     if name == DEFAULT_MODEL:
         ensure_default_model()
     spec = get_spec(name)
-    return OnnxFaceModel(onnx_path(name), spec, batch_size=batch_size)
+    return OnnxFaceModel(onnx_path(name), spec, batch_size=batch_size, threads=threads)
 
 
 @contextmanager
@@ -76,18 +79,20 @@ def open_face_model(
     batch_size: int | None = None,
     shared_memory: bool = False,
     server_masks: bool | None = None,
+    threads: int | None = None,
 ) -> Iterator[FaceModel]:
     """A FaceModel for the duration of a ``with`` block, on the chosen engine (see ENGINES).
 
     With ``auto`` and no server URL (argument or FACEXPLAIN_TRITON_URL), an embedded tritonserver
     is started for the block and stopped after it (tensors then travel through shared memory).
     ``server_masks``: CorrRISE masks generated inside Triton (None: for a server reached without
-    shared memory, when it has the model; see TritonFaceModel).
+    shared memory, when it has the model; see TritonFaceModel). ``threads``: onnxruntime's
+    intra-op threads of a ``local`` model (None: its default, one per core; Triton ignores it).
     """
     if engine not in ENGINES:
         raise InputError(f"unknown engine {engine!r} (available: {', '.join(ENGINES)})")
     if engine == "local":
-        yield load_face_model(name, batch_size=batch_size or DEFAULT_BATCH_LOCAL)
+        yield load_face_model(name, batch_size=batch_size or DEFAULT_BATCH_LOCAL, threads=threads)
         return
     from .serving.client import TritonFaceModel
 

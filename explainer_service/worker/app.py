@@ -43,6 +43,7 @@ __all__ = [
     "SHARD_TASK",
     "JOB_TASK",
     "ENGINE_CHOICES",
+    "model_threads",
 ]
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,8 @@ class WorkerConfig:
         retries: retries of a retryable failure (``Settings.task_retries``).
         lease_s: a worker's lease on a unit (``Settings.lease_s``).
         settings: the rest (timeouts, TTL, limits).
+        threads: onnxruntime intra-op threads of each process's local model (None: onnxruntime's
+            default, one per core; see :func:`model_threads`).
     """
 
     redis_url: str
@@ -81,6 +84,20 @@ class WorkerConfig:
     retries: int
     lease_s: float
     settings: Settings
+    threads: int | None = None
+
+
+def model_threads(processes: int, cores: int | None = None) -> int:
+    """Intra-op threads per worker process so that ``processes`` processes share ``cores`` (default:
+    the cores this process may run on) without oversubscribing them: ``cores // processes``, at
+    least 1. Each process's onnxruntime would otherwise start one thread per core, and K
+    processes on K cores would run K*K threads that spin and preempt each other (measured in
+    ``bench/bench_audit.py``: 2 processes on 2 cores, 85-100 images/s with onnxruntime's default
+    against 177-182 with one thread each)."""
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+        raise InputError(f"worker processes must be an integer >= 1, got {processes!r}")
+    n = cores if cores is not None else len(os.sched_getaffinity(0))
+    return max(1, n // processes)
 
 
 def configure_app(
@@ -90,12 +107,14 @@ def configure_app(
     prefix: str = DEFAULT_PREFIX,
     engine: str = "auto",
     triton_url: str | None = None,
+    threads: int | None = None,
 ) -> Celery:
     """The Celery app on the Redis at ``redis_url``, configured but without tasks
     (:func:`explainer_service.worker.tasks.make_app` registers them).
 
     ``engine``/``triton_url`` say where a worker of this app runs the models (see
-    :data:`ENGINE_CHOICES`); an app that only sends tasks (the API) ignores them.
+    :data:`ENGINE_CHOICES`), ``threads`` how many onnxruntime threads each worker process's local
+    model uses (None: onnxruntime's default); an app that only sends tasks (the API) ignores them.
     InputError for a bad engine, a Triton engine without an address, or a visibility timeout not
     longer than the task time limit.
     """
@@ -105,6 +124,8 @@ def configure_app(
     url = triton_url or (settings.triton_url if engine != "local" else None)
     if engine == "triton" and not url:
         raise InputError("worker engine 'triton' needs a server address (--triton HOST:PORT or FACEXPLAIN_TRITON_URL)")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise InputError(f"model threads must be an integer >= 1 (or None: onnxruntime's default), got {threads!r}")
     resolved = "triton" if url and engine != "local" else "local"
     hard_limit = settings.task_time_limit_s + _HARD_LIMIT_MARGIN_S
     if settings.visibility_timeout_s <= hard_limit:
@@ -122,6 +143,7 @@ def configure_app(
         retries=settings.task_retries,
         lease_s=settings.lease_s,
         settings=settings,
+        threads=threads,
     )
     app = Celery("facexplain", broker=redis_url, set_as_current=False)
     app.conf.update(
@@ -165,7 +187,7 @@ def process_context(app: Any) -> WorkerContext:
         return entry[1]
     config = worker_config(app)
     store = RedisJobStore(config.redis_url, prefix=config.prefix, settings=config.settings)
-    models = ModelPool(engine=config.engine, triton_url=config.triton_url)
+    models = ModelPool(engine=config.engine, triton_url=config.triton_url, threads=config.threads)
     context = WorkerContext(store, models, worker=f"{socket.gethostname()}:{pid}", lease_s=config.lease_s)
     _CONTEXTS[id(app)] = (pid, context)
     return context

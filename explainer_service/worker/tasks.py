@@ -34,10 +34,12 @@ def make_app(
     prefix: str = DEFAULT_PREFIX,
     engine: str = "auto",
     triton_url: str | None = None,
+    threads: int | None = None,
 ) -> Any:
     """The Celery app on the Redis at ``redis_url`` (see :func:`.app.configure_app`), with the
     explain and audit tasks registered."""
-    app = configure_app(redis_url, settings=settings, prefix=prefix, engine=engine, triton_url=triton_url)
+    app = configure_app(redis_url, settings=settings, prefix=prefix, engine=engine, triton_url=triton_url,
+                        threads=threads)
     register_tasks(app)
     return app
 
