@@ -512,7 +512,7 @@ class ApiService:
         if not record.final:
             with contextlib.suppress(NotFoundError):
                 self.store.request_cancel(job_id)
-        return self.store.delete_job(job_id)
+        self.store.delete_job(job_id)
 
     def list_jobs(
         self, *, offset: int = 0, limit: int = 50, states: Sequence[str] | None = None, kind: str | None = None
@@ -557,6 +557,16 @@ class ApiService:
             if entry.name == spec.name and not entry.ready:
                 raise ModelNotReadyError(f"model {spec.name!r} is not ready: {entry.not_ready_reason}")
         return spec
+
+
+def _stored_faces(face_a: Any, face_b: Any, spec: ModelSpec, align: Mapping[str, str], align_s: float) -> dict[str, bytes]:
+    """The job inputs that keep the faces Explain aligned, named as the worker names the images
+    it aligns (``image_a``, ``image_b``), so that the worker does not align the pair again."""
+    from ..store.faces import faces_to_inputs
+
+    record_a = dataclasses.replace(FaceRecord.from_aligned(face_a), source="image_a")
+    record_b = dataclasses.replace(FaceRecord.from_aligned(face_b), source="image_b")
+    return faces_to_inputs(record_a, record_b, spec.chip, align, align_s)
 
 
 def _not_finished(record: JobRecord) -> str:

@@ -96,17 +96,12 @@ class ModelPool:
         engine: ``"local"`` (in-process onnxruntime) or ``"triton"`` (the server at ``triton_url``).
         triton_url: Triton's gRPC HOST:PORT (engine triton).
         batch_size: images per model call (None: the engine's default).
-        threads: onnxruntime's intra-op threads of a local model (None: its default, one per
-            core; the worker sets cores / processes so that its processes do not oversubscribe).
 
     A pool used in a process other than the one that opened its models (after a fork) forgets
     them without closing them (they belong to the parent) and opens its own.
     """
 
-    def __init__(
-        self, *, engine: str = "local", triton_url: str | None = None, batch_size: int | None = None,
-        threads: int | None = None,
-    ) -> None:
+    def __init__(self, *, engine: str = "local", triton_url: str | None = None, batch_size: int | None = None) -> None:
         if engine not in WORKER_ENGINES:
             raise InputError(f"unknown worker engine {engine!r} (available: {', '.join(WORKER_ENGINES)})")
         if engine == "triton" and not triton_url:
@@ -114,7 +109,6 @@ class ModelPool:
         self.engine = engine
         self.triton_url = triton_url if engine == "triton" else None
         self.batch_size = batch_size
-        self.threads = threads
         self._pid = os.getpid()
         self._models: dict[str, FaceModel] = {}
         self._stack = contextlib.ExitStack()
@@ -135,8 +129,7 @@ class ModelPool:
         if model is None:
             engine = "triton" if self.triton_url else "local"
             model = self._stack.enter_context(
-                open_face_model(name, engine=engine, triton_url=self.triton_url, batch_size=self.batch_size,
-                                threads=self.threads)
+                open_face_model(name, engine=engine, triton_url=self.triton_url, batch_size=self.batch_size)
             )
             self._models[name] = model
             log.info("model %s opened (%s) in process %d", name, self.label, os.getpid())
@@ -155,6 +148,8 @@ class _Faces:
     face_a: FaceRecord
     face_b: FaceRecord
     align_s: float
+    #: "api" (the faces the API stored with the job) or "worker" (aligned here)
+    origin: str = "worker"
 
 
 @dataclass
@@ -163,13 +158,12 @@ class WorkerContext:
     leases) and how long a lease lasts. ``alignments`` counts the pairs this process aligned
     itself (not those whose faces came from the store)."""
 
-    #: "api" (the faces the API stored with the job) or "worker" (aligned here)
-    origin: str = "worker"
     store: JobStore
     models: ModelPool
     worker: str
     lease_s: float
     _faces: OrderedDict[tuple[str, str, int], _Faces] = field(default_factory=OrderedDict)
+    alignments: int = 0
 
     def faces(self, record: JobRecord, chip: ChipSpec, align: Mapping[str, Any]) -> _Faces:
         """Both faces of the job cut for ``chip``: the API's stored ones when they match the
@@ -179,7 +173,6 @@ class WorkerContext:
         found = self._faces.get(key)
         if found is not None:
             self._faces.move_to_end(key)
-    alignments: int = 0
             return found
         faces = self._stored_faces(record.id, chip, align) or self._align(record.id, chip, align)
         self._faces[key] = faces
@@ -187,13 +180,6 @@ class WorkerContext:
             self._faces.popitem(last=False)
         return faces
 
-    def forget(self, job_id: str) -> None:
-        """Drop the job's aligned faces (it is finished)."""
-        for key in [k for k in self._faces if k[0] == job_id]:
-            del self._faces[key]
-
-
-def job_request(record: JobRecord) -> tuple[dict[str, Any], dict[str, Any]]:
     def _stored_faces(self, job_id: str, chip: ChipSpec, align: Mapping[str, Any]) -> _Faces | None:
         """The faces the API stored with the job, or None (absent, damaged, or cut for another
         chip or other alignment options: the worker aligns instead)."""
@@ -221,6 +207,13 @@ def job_request(record: JobRecord) -> tuple[dict[str, Any], dict[str, Any]]:
         self.alignments += 1
         return _Faces(FaceRecord.from_aligned(face_a), FaceRecord.from_aligned(face_b), time.perf_counter() - t0)
 
+    def forget(self, job_id: str) -> None:
+        """Drop the job's aligned faces (it is finished)."""
+        for key in [k for k in self._faces if k[0] == job_id]:
+            del self._faces[key]
+
+
+def job_request(record: JobRecord) -> tuple[dict[str, Any], dict[str, Any]]:
     """The method parameters and alignment options of an explain job's record (``params``:
     ``{"method": {...}, "align": {"face": ..., "aligned": ...}}``); InputError otherwise."""
     if record.kind is not JobKind.EXPLAIN:
