@@ -153,7 +153,8 @@ class Submitted:
 class AuditPage:
     """One page of an audit's result: the job, its summary (None until it finished; the shape of
     ``convert.audit_summary_from_message``), the stored rows of this page (by index; the shape of
-    ``convert.audit_row_from_message``), the next page's token ("" on the last) and the pairs."""
+    ``convert.audit_row_from_message``: with ``maps``, each kept PairResult under its method's
+    ``"result"``), the next page's token ("" on the last) and the pairs."""
 
     job: JobInfo
     summary: dict[str, Any] | None
@@ -401,11 +402,12 @@ class FacexplainClient:
         msg = self._call(self._stub.SubmitAudit, request)
         return Submitted(job_from_message(msg.job), bool(msg.reused))
 
-    def audit_result(self, job_id: str, *, page_token: str = "", page_size: int = 0) -> AuditPage:
+    def audit_result(self, job_id: str, *, page_token: str = "", page_size: int = 0, maps: bool = False) -> AuditPage:
         """One page of an audit's rows (``page_size`` 0: the server's 100) and, once it finished,
-        its summary."""
+        its summary; ``maps``: with each method's kept PairResult (maps exact, chips) when the audit
+        kept maps (ask small pages: about 0.3 MB per pair and method)."""
         msg = self._call(self._stub.GetResult, service_pb2.GetResultRequest(
-            id=job_id, page_token=page_token, page_size=page_size, summary_only=True))
+            id=job_id, page_token=page_token, page_size=page_size, summary_only=not maps))
         if msg.WhichOneof("result") != "audit":
             raise InputError(f"job {job_id} is not an audit (its result is an explanation)")
         audit = msg.audit
@@ -417,11 +419,11 @@ class FacexplainClient:
             total_rows=int(audit.total_rows),
         )
 
-    def audit_rows(self, job_id: str, *, page_size: int = 0) -> Iterator[dict[str, Any]]:
-        """Every stored row of an audit, by index, page after page."""
+    def audit_rows(self, job_id: str, *, page_size: int = 0, maps: bool = False) -> Iterator[dict[str, Any]]:
+        """Every stored row of an audit, by index, page after page (``maps`` as :meth:`audit_result`)."""
         token = ""
         while True:
-            page = self.audit_result(job_id, page_token=token, page_size=page_size)
+            page = self.audit_result(job_id, page_token=token, page_size=page_size, maps=maps)
             yield from page.rows
             token = page.next_page_token
             if not token:
@@ -430,8 +432,9 @@ class FacexplainClient:
     def cancel(self, job_id: str) -> JobInfo:
         return job_from_message(self._call(self._stub.CancelJob, service_pb2.JobRef(id=job_id)))
 
-    def delete(self, job_id: str) -> None:
-        self._call(self._stub.DeleteJob, service_pb2.JobRef(id=job_id))
+    def delete(self, job_id: str) -> int:
+        """Remove a job and all its data now: the number of store keys the server removed."""
+        return int(self._call(self._stub.DeleteJob, service_pb2.JobRef(id=job_id)).keys_removed)
 
     def list_jobs(self, *, state: str | None = None, kind: str | None = None, limit: int = 1000) -> list[JobInfo]:
         """Jobs newest first (every page up to ``limit``), optionally of one state or kind."""

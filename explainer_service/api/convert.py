@@ -18,7 +18,8 @@ here, so a value means the same thing on both sides of the wire:
 - audits: :func:`audit_row_to_message` / :func:`audit_row_from_message`,
   :func:`audit_summary_to_message` / :func:`audit_summary_from_message`, :func:`mean_ci_to_message` /
   :func:`mean_ci_from_message` (the plain JSON rows and summary ``worker.audit`` stores; read back
-  in the same shapes, a metric's per-pair curve as its ``{"auc": ...}`` only).
+  in the same shapes, a metric's per-pair curve as its ``{"auc": ...}`` only, a kept
+  ``PairResult`` under its method's ``result``, the dropped pairs as ``{index, name, error}``).
 - errors and jobs: :func:`error_to_message` (a job's ``JobError``: the status name of
   ``errors.grpc_status``), :func:`job_to_message` (the store's ``JobRecord`` as a ``Job``).
 
@@ -606,8 +607,12 @@ def mean_ci_from_message(msg: audit_pb2.MeanCI, *, where: str = "mean_ci") -> di
     }
 
 
-def audit_row_to_message(row: Mapping[str, Any]) -> audit_pb2.AuditRow:
-    """A stored audit row (see above) as an AuditRow (its ``methods`` may be absent: gallery rows)."""
+def audit_row_to_message(
+    row: Mapping[str, Any], *, results: Mapping[str, PairResult] | None = None, include_arrays: bool = True
+) -> audit_pb2.AuditRow:
+    """A stored audit row (see above) as an AuditRow (its ``methods`` may be absent: gallery rows);
+    ``results``: the pair's kept results by method (``pair_archive``), each sent as its method's
+    ``result`` (maps and chips unless ``include_arrays`` is false)."""
     where = f"row {row.get('index')}"
     msg = audit_pb2.AuditRow(
         index=int(row["index"]),
@@ -625,12 +630,19 @@ def audit_row_to_message(row: Mapping[str, Any]) -> audit_pb2.AuditRow:
             curve = m.get(mode)
             if curve is not None:
                 setattr(out, f"{mode}_auc", _finite(float(curve["auc"]), f"{where}.{m['method']}.{mode}"))
+        kept = (results or {}).get(out.method)
+        if kept is not None:
+            out.result.CopyFrom(pair_result_to_message(kept, include_arrays=include_arrays))
         msg.methods.append(out)
     error = row.get("error")
     if error is not None:
-        msg.error.CopyFrom(types_pb2.JobError(code=str(error["status"]), message=str(error["message"]),
-                                              retryable=str(error["status"]) in _RETRYABLE_STATUSES))
+        msg.error.CopyFrom(_row_error(error))
     return msg
+
+
+def _row_error(error: Mapping[str, Any]) -> types_pb2.JobError:
+    status = str(error["status"])
+    return types_pb2.JobError(code=status, message=str(error["message"]), retryable=status in _RETRYABLE_STATUSES)
 
 
 def audit_row_from_message(msg: audit_pb2.AuditRow) -> dict[str, Any]:
@@ -684,16 +696,28 @@ def audit_summary_to_message(summary: Mapping[str, Any]) -> audit_pb2.AuditSumma
                 getattr(entry, mode).CopyFrom(mean_ci_to_message(m[mode], where=f"summary.{m['method']}.{mode}"))
         msg.methods.append(entry)
     msg.worst.extend(audit_row_to_message(r) for r in summary.get("worst") or ())
+    for d in summary.get("dropped") or ():
+        msg.dropped.append(audit_pb2.DroppedPair(index=int(d["index"]), name=str(d.get("name", "")),
+                                                 error=_row_error(d["error"])))
     return msg
 
 
 def audit_summary_from_message(msg: audit_pb2.AuditSummary) -> dict[str, Any]:
-    """An AuditSummary in the stored summary's shape (gallery rows without ``methods``)."""
+    """An AuditSummary in the stored summary's shape (gallery rows without ``methods``; the dropped
+    pairs as ``{index, name, error: {status, message}}``)."""
     worst = []
     for r in msg.worst:
         row = audit_row_from_message(r)
         del row["methods"]
         worst.append(row)
+    dropped = []
+    for d in msg.dropped:
+        if d.index < 0:
+            raise InputError(f"summary.dropped: pair index {d.index} is negative")
+        if not d.HasField("error"):
+            raise InputError(f"summary.dropped: pair {d.index} has no error")
+        dropped.append({"index": int(d.index), "name": d.name,
+                        "error": {"status": d.error.code, "message": d.error.message}})
     return {
         "pairs": int(msg.pairs),
         "pairs_failed": int(msg.pairs_failed),
@@ -710,4 +734,5 @@ def audit_summary_from_message(msg: audit_pb2.AuditSummary) -> dict[str, Any]:
             for m in msg.methods
         ],
         "worst": worst,
+        "dropped": dropped,
     }

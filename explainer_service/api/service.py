@@ -429,6 +429,21 @@ class ApiService:
             raise InputError(f"page offset must be >= 0 and size 0..1000, got {offset} and {limit}")
         return record, self.store.get_summary(job_id), self.store.get_pairs(job_id, offset=offset, limit=limit)
 
+    def audit_kept(self, job_id: str, indexes: Sequence[int]) -> dict[int, dict[str, PairResult]]:
+        """The kept results (``keep_maps``) of an audit's pairs ``indexes``: by index, each method's
+        complete PairResult (``pair_archive``); pairs with none kept (failed, or maps not kept) are
+        absent. InputError naming the pair for an archive that cannot be read."""
+        from ..pair_archive import unpack_pair_results
+
+        out: dict[int, dict[str, PairResult]] = {}
+        for index in indexes:
+            blob = self.store.get_pair_maps(job_id, index)
+            if blob is not None:
+                results = unpack_pair_results(blob, where=f"job {job_id} pair {index} kept maps")
+                if results:
+                    out[index] = results
+        return out
+
     def _reusable(self, job_id: str, force: bool) -> JobRecord | None:
         """The stored job of this content id when it can answer the request (the cache hit);
         otherwise (none, ``force``, or a failed/cancelled one) None, after dropping any old job
@@ -506,13 +521,14 @@ class ApiService:
             return record
         return self.store.request_cancel(job_id)
 
-    def delete(self, job_id: str) -> None:
-        """Remove every key of a job now; a running job is asked to stop first."""
+    def delete(self, job_id: str) -> int:
+        """Remove every key of a job now (a running job is asked to stop first): the number of
+        store keys removed."""
         record = self.store.get_job(job_id)
         if not record.final:
             with contextlib.suppress(NotFoundError):
                 self.store.request_cancel(job_id)
-        self.store.delete_job(job_id)
+        return self.store.delete_job(job_id)
 
     def list_jobs(
         self, *, offset: int = 0, limit: int = 50, states: Sequence[str] | None = None, kind: str | None = None

@@ -11,8 +11,9 @@ WatchJob polls the store (every ``watch_poll_s``) and sends the job whenever its
 or cancel flag changes, plus, when asked, the exact running CorrRISE maps whenever more masks are
 done; it ends after the terminal state. SubmitAudit passes inline pairs or a dataset spec (resolved
 under the server's dataset roots) to ``ApiService.submit_audit``; GetResult on an audit answers a
-page of its rows (``page_token`` is the decimal offset of the page) and, once it finished, its
-summary.
+page of its rows (``page_token`` is the decimal offset of the page; each row with its methods' kept
+PairResults unless ``summary_only``) and, once it finished, its summary. DeleteJob answers the
+number of store keys it removed.
 """
 
 from __future__ import annotations
@@ -175,18 +176,20 @@ class FacexplainServicer(service_pb2_grpc.FacexplainServicer):
         offset, size = _page(request.page_token, request.page_size, 100)
         job_id = _job_id(request.id)
         if self.service.get_job(job_id).kind.value == "audit":
-            return self._audit_result(job_id, offset, size)
+            return self._audit_result(job_id, offset, size, with_results=not request.summary_only)
         record, result = self.service.get_result(job_id)
         return service_pb2.GetResultResponse(
             job=convert.job_to_message(record),
             pair=convert.pair_result_to_message(result, include_arrays=not request.summary_only),
         )
 
-    def _audit_result(self, job_id: str, offset: int, size: int) -> service_pb2.GetResultResponse:
+    def _audit_result(self, job_id: str, offset: int, size: int, *, with_results: bool) -> service_pb2.GetResultResponse:
         record, summary, rows = self.service.audit_page(job_id, offset=offset, limit=size)
         # pages cover pair indexes offset .. offset + size - 1: rows not stored yet are absent
         total = int(record.total)
-        audit = audit_pb2.AuditResult(rows=[convert.audit_row_to_message(row) for _, row in rows], total_rows=total)
+        kept = self.service.audit_kept(job_id, [i for i, _ in rows]) if with_results else {}
+        audit = audit_pb2.AuditResult(
+            rows=[convert.audit_row_to_message(row, results=kept.get(i)) for i, row in rows], total_rows=total)
         if summary is not None:
             audit.summary.CopyFrom(convert.audit_summary_to_message(summary))
         if offset + size < total:
@@ -232,8 +235,7 @@ class FacexplainServicer(service_pb2_grpc.FacexplainServicer):
 
     def _delete(self, job_id: str) -> service_pb2.DeleteJobResponse:
         job_id = _job_id(job_id)
-        self.service.delete(job_id)
-        return service_pb2.DeleteJobResponse(id=job_id)
+        return service_pb2.DeleteJobResponse(id=job_id, keys_removed=self.service.delete(job_id))
 
     async def ListJobs(self, request: service_pb2.ListJobsRequest, context: Any) -> service_pb2.ListJobsResponse:
         return await self._run(context, self._list_jobs, request)

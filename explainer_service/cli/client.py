@@ -4,8 +4,9 @@ Thin shims over :class:`~explainer_service.api.client.FacexplainClient`: ``expla
 with the same options as ``facexplain explain``, follows the job with a progress bar and writes the
 same three files (summary.json, maps.npz, figure.png) with ``PairResult.write``; ``audit`` submits
 a dataset spec on the server or the pairs of a local CSV (``img1,img2,same``; the images are sent)
-and, with ``--wait``, follows it and prints the summary; ``verify``,
-``result JOB --out DIR``, ``jobs``, ``cancel JOB``, ``delete JOB``. Errors the server answers come
+and, with ``--wait``, follows it and prints the summary (dropped pairs and worst pairs included);
+``verify``, ``result JOB --out DIR`` (an explanation's three files, or an audit's summary.json,
+pairs.csv and kept results: ``audit_files``), ``jobs``, ``cancel JOB``, ``delete JOB``. Errors the server answers come
 back as the library's errors, so the exit codes are the CLI's (bad input 2 with one line naming
 it, a server that does not answer 75).
 """
@@ -69,7 +70,8 @@ def register_client(sub: Any) -> None:
                          description="Submit an audit (prints the job id): a dataset on the server (--dataset SPEC, "
                          "under a root it allows) or the pairs of a local CSV (--pairs FILE.csv, header img1,img2,same; "
                          "relative paths from the CSV's folder; the images are sent). With --wait: progress, then the "
-                         "summary (accuracy, each method's Deletion/Insertion with 95 % intervals, the worst pairs).")
+                         "summary (accuracy, each method's Deletion/Insertion with 95 % intervals, the worst pairs, the pairs dropped "
+                         "with their error); facexplain client result JOB --out DIR writes it as files.")
     src = au.add_mutually_exclusive_group(required=True)
     src.add_argument("--dataset", default=None, metavar="SPEC", help="a dataset on the server, e.g. lfw-aligned:lfw")
     src.add_argument("--pairs", dest="pairs_csv", default=None, metavar="FILE.csv", help="pairs on this machine (img1,img2,same)")
@@ -79,7 +81,8 @@ def register_client(sub: Any) -> None:
     au.add_argument("--metrics", default="", help="comma-separated metrics per pair and method: deletion,insertion")
     au.add_argument("--steps", type=positive_int, default=None, help="points of each Deletion/Insertion curve (default 11)")
     au.add_argument("--limit", type=positive_int, default=None, help="audit this many pairs only")
-    au.add_argument("--keep-maps", action="store_true", help="keep each pair's maps on the server")
+    au.add_argument("--keep-maps", action="store_true",
+                    help="keep each pair's results (maps, chips) on the server: client result JOB --out DIR writes them")
     au.add_argument("--force", action="store_true", help="recompute even when the server has this audit")
     au.add_argument("--wait", action="store_true", help="follow the audit and print its summary")
     au.add_argument("--no-progress", action="store_true", help="no progress bar (with --wait)")
@@ -95,7 +98,21 @@ def register_client(sub: Any) -> None:
     _add_connection_args(ve)
     ve.set_defaults(func=_cmd_verify)
 
-    re_ = csub.add_parser("result", help="write a finished job's files (summary.json, maps.npz, figure.png)")
+    re_ = csub.add_parser(
+        "result", help="write a finished job's files (an explanation's, or an audit's)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Write a finished job's result into --out.\n\n"
+        "An explanation: summary.json, maps.npz, figure.png (as facexplain explain).\n"
+        "An audit:\n"
+        "  summary.json   accuracy, confusion counts, each method's Deletion/Insertion mean with its 95 %\n"
+        "                 interval (Table 1), the worst pairs and the dropped pairs, with the job's id,\n"
+        "                 model and methods\n"
+        "  pairs.csv      one line per pair: index, name, same, score, decision, correct, error, then per\n"
+        "                 method M: M.deletion, M.insertion (AUC, when scored) and M.explain_s\n"
+        "  pairs/<index>/<method>/{summary.json,maps.npz,figure.png}\n"
+        "                 when the audit kept maps (client audit --keep-maps): each pair's result per\n"
+        "                 method, the three files of facexplain explain\n"
+        "Every row is read, page after page.")
     re_.add_argument("job", help="job id")
     re_.add_argument("--out", required=True, help="output folder")
     _add_connection_args(re_)
@@ -209,7 +226,49 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 def _cmd_result(args: argparse.Namespace) -> int:
     out = check_out_dir(args.out)
     with _client(args) as client:
+        job = client.get_job(args.job)
+        if job.kind == "audit":
+            return _write_audit(client, job, out)
         return _write(client.get_result(args.job), out)
+
+
+#: Rows per page while kept results come with them (about 0.3 MB per pair and method), and without.
+_MAPS_PAGE = 8
+_ROWS_PAGE = 500
+
+
+def _audit_rows(client: Any, job_id: str) -> Any:
+    """Every row of an audit, with its kept results while the pages carry some: once a page has a
+    pair explained but no result (the audit kept no maps), the rest come in large pages without."""
+    token, maps = "", True
+    while True:
+        page = client.audit_result(job_id, page_token=token, page_size=_MAPS_PAGE if maps else _ROWS_PAGE, maps=maps)
+        yield from page.rows
+        explained = [m for r in page.rows if r["error"] is None for m in r["methods"]]
+        if maps and explained and not any("result" in m for m in explained):
+            maps = False
+        token = page.next_page_token
+        if not token:
+            return
+
+
+def _write_audit(client: Any, job: Any, out: Path) -> int:
+    from ..api.status import JobNotFinishedError
+    from ..audit_files import write_audit
+
+    if job.state != "done":
+        if job.error is not None:
+            raise JobNotFinishedError(f"job {job.id} {job.state}: {job.error.code}: {job.error.message}")
+        raise JobNotFinishedError(f"job {job.id} is {job.state} ({job.done}/{job.total} pairs): no result yet")
+    first = client.audit_result(job.id, page_size=1)
+    if first.summary is None:
+        raise JobNotFinishedError(f"job {job.id} succeeded but has no summary")
+    files = write_audit(out, first.summary, _audit_rows(client, job.id), job_id=job.id, model=job.model,
+                        methods=list(job.methods), total=first.total_rows)
+    print_audit_summary(first.summary)
+    kept = f", {len(files.result_folders)} result folder(s) under {out / 'pairs'}" if files.result_folders else ""
+    print(f"wrote {files.summary}, {files.pairs} ({files.rows} pairs){kept}")
+    return EXIT_OK
 
 
 def _cmd_jobs(args: argparse.Namespace) -> int:
@@ -235,8 +294,8 @@ def _cmd_cancel(args: argparse.Namespace) -> int:
 
 def _cmd_delete(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        client.delete(args.job)
-    print(f"job {args.job}: deleted (every key of it removed)")
+        removed = client.delete(args.job)
+    print(f"job {args.job}: deleted ({removed} store key(s) removed)")
     return EXIT_OK
 
 
@@ -294,9 +353,14 @@ def _ci(value: dict[str, Any] | None) -> str:
     return f"{value['mean']:.4f} [{value['ci_low']:.4f}, {value['ci_high']:.4f}] (n={value['n']})"
 
 
+#: Dropped pairs printed by ``print_audit_summary`` (pairs.csv has them all).
+_DROPPED_SHOWN = 20
+
+
 def print_audit_summary(summary: dict[str, Any]) -> None:
     """The audit's summary as a few lines: accuracy and counts, each method's Deletion (lower is
-    better) and Insertion (higher is better) with its 95 % interval, then the worst pairs."""
+    better) and Insertion (higher is better) with its 95 % interval, then the worst pairs and the
+    pairs dropped (with their error)."""
     thr = "none" if summary["threshold"] is None else f"{summary['threshold']:.4f}"
     ok = summary["pairs"] - summary["pairs_failed"]
     print(f"pairs {summary['pairs']} ({summary['pairs_failed']} failed)  threshold {thr}  "
@@ -309,11 +373,19 @@ def print_audit_summary(summary: dict[str, Any]) -> None:
             print(f"{m['method']:<12}  {_ci(m['deletion']):<42}  {_ci(m['insertion']):<42}  "
                   f"{m['explain_pairs_per_s']:.2f}")
     if summary["worst"]:
-        print("worst pairs (false matches and false non-matches first):")
+        print("worst pairs (false matches and false non-matches first, farthest from the threshold first):")
         for r in summary["worst"]:
             score = "-" if r["score"] is None else f"{r['score']:.4f}"
             verdict = "ok" if r["correct"] else "WRONG"
-            print(f"  #{r['index']:<5} {verdict:<5}  score {score}  {r['decision']:<9}  same={r['same']}  {r['name']}")
+            truth = "same" if r["same"] else "different"
+            print(f"  #{r['index']:<5} {verdict:<5}  score {score}  {r['decision']:<9}  truth {truth:<9}  {r['name']}")
+    dropped = summary.get("dropped") or []
+    if dropped:
+        print(f"dropped pairs ({len(dropped)}, not in the accuracy or the means):")
+        for d in dropped[:_DROPPED_SHOWN]:
+            print(f"  #{d['index']:<5} {d['name']}: {d['error']['status']}: {d['error']['message']}")
+        if len(dropped) > _DROPPED_SHOWN:
+            print(f"  ... and {len(dropped) - _DROPPED_SHOWN} more (facexplain client result JOB --out DIR: pairs.csv)")
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:

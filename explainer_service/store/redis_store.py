@@ -529,15 +529,17 @@ class RedisJobStore:
         self._unit_done(job_id, unit)
         self._run(self._release, "release", [self._jk(job_id), self._pk(job_id, "leases")], [unit, worker], job_id)
 
-    def delete_job(self, job_id: str) -> None:
+    def delete_job(self, job_id: str) -> int:
         """Remove every key of the job at once (record, images, shards, rows, maps, leases) and its
-        index entry; NotFoundError when nothing of it exists."""
+        index entry: the number of keys removed (the index entry not counted); NotFoundError when
+        nothing of it exists."""
         keys = [K.index_key(self.prefix), *K.job_keys(job_id, self.prefix)]
         with self._backend("delete job"):
             removed = int(self._delete(keys=keys, args=[job_id]))
         if removed == 0:
             raise self._missing(job_id)
         log.info("job %s deleted (%d keys)", job_id, removed)
+        return removed
 
     # -- data -----------------------------------------------------------------------------------
 

@@ -12,7 +12,8 @@ error: counted as failed, never skipped silently), embeds them, scores and decid
 pair with every method (the registry's ``build``) and, when asked, scores the maps with the
 Deletion/Insertion curves of that one pair (``evaluation.score_maps``). The row (plain JSON:
 per-pair curves kept as 0/1 lists so that the summary recomputes exactly what
-``evaluate_methods`` reports) is stored with ``put_pair``; the maps too with ``keep_maps``.
+``evaluate_methods`` reports) is stored with ``put_pair``; with ``keep_maps`` each method's complete
+``PairResult`` too (maps, scores, chips, alignment: one ``pair_archive`` per pair).
 
 The task that stores the last row writes the summary once (:func:`finish_audit`, under the
 ``merge`` lease): :func:`summarize` gives accuracy, the confusion counts, each method's
@@ -25,7 +26,6 @@ the threshold). Nothing here logs image bytes, maps or embeddings.
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -178,6 +178,7 @@ def run_pair(ctx: WorkerContext, job_id: str, index: int) -> Outcome:
                            "decision": "unknown", "correct": False, "methods": [], "error": None}
     aligner = Aligner(multiple_faces=request.align.get("face", "largest"),
                       pre_aligned=request.align.get("aligned", "auto"))
+    t_align = time.perf_counter()
     try:
         face_a = align_image(_image(store, job_id, spec.a), model.spec.chip, aligner=aligner, name=f"{spec.name} A")
         face_b = align_image(_image(store, job_id, spec.b), model.spec.chip, aligner=aligner, name=f"{spec.name} B")
@@ -189,6 +190,7 @@ def run_pair(ctx: WorkerContext, job_id: str, index: int) -> Outcome:
         log.info("job %s: pair %d failed (%s)", job_id, index, row["error"]["status"])
         return _after_row(ctx, job_id)
     chip_a, chip_b = face_a.chip, face_b.chip
+    align_s = time.perf_counter() - t_align
     emb = embed_chips([chip_a, chip_b], model)
     score = float(cosine_to(emb[:1], emb[1])[0])
     threshold = model.spec.threshold
@@ -197,10 +199,10 @@ def run_pair(ctx: WorkerContext, job_id: str, index: int) -> Outcome:
     decision = decide(score, threshold)
     row.update(score=score, decision=decision,
                correct=decision != "unknown" and (decision == "match") == spec.same)
-    maps: dict[str, np.ndarray] = {}
+    explained: dict[str, tuple[Any, float]] = {}
     for name, params in request.methods:
-        row["methods"].append(_run_method(ctx, job_id, unit, name, params, model, chip_a, chip_b, request, maps))
-    blob = _npz(maps, chip_a, chip_b) if request.keep_maps and maps else None
+        row["methods"].append(_run_method(ctx, job_id, unit, name, params, model, chip_a, chip_b, request, explained))
+    blob = _kept(ctx, model, face_a, face_b, explained, align_s) if request.keep_maps and explained else None
     store.put_pair(job_id, index, row, maps=blob)
     log.info("job %s: pair %d stored by %s", job_id, index, ctx.worker)
     return _after_row(ctx, job_id)
@@ -208,7 +210,7 @@ def run_pair(ctx: WorkerContext, job_id: str, index: int) -> Outcome:
 
 def _run_method(
     ctx: WorkerContext, job_id: str, unit: str, name: str, params: Mapping[str, Any], model: Any,
-    chip_a: np.ndarray, chip_b: np.ndarray, request: AuditRequest, maps: dict[str, np.ndarray],
+    chip_a: np.ndarray, chip_b: np.ndarray, request: AuditRequest, explained: dict[str, tuple[Any, float]],
 ) -> dict[str, Any]:
     from ..evaluation import score_maps
     from ..methods import build
@@ -220,7 +222,7 @@ def _run_method(
     ex = method.attribute(chip_a, chip_b, progress=_Guard(ctx, job_id, unit))
     out: dict[str, Any] = {"method": name, "explain_s": time.perf_counter() - t0}
     s_a, s_b = np.asarray(ex.s_a, np.float32), np.asarray(ex.s_b, np.float32)
-    maps[f"{name}.s_a"], maps[f"{name}.s_b"] = s_a, s_b
+    explained[name] = (ex, out["explain_s"])
     if request.metrics and model.spec.threshold is not None:
         d, ins = score_maps(chip_a[None], chip_b[None], s_a[None], s_b[None], model,
                             steps=default_steps(request.steps), substrate=request.substrate)
@@ -231,11 +233,21 @@ def _run_method(
     return out
 
 
-def _npz(maps: Mapping[str, np.ndarray], chip_a: np.ndarray, chip_b: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    arrays: dict[str, Any] = {"chip_a": np.asarray(chip_a, np.uint8), "chip_b": np.asarray(chip_b, np.uint8), **maps}
-    np.savez(buf, **arrays)
-    return buf.getvalue()
+def _kept(ctx: WorkerContext, model: Any, face_a: Any, face_b: Any, explained: Mapping[str, tuple[Any, float]],
+          align_s: float) -> bytes:
+    """The pair's kept results (``keep_maps``): one complete PairResult per method, as
+    ``facexplain explain`` writes it, in one archive (``pair_archive``)."""
+    from ..pair_archive import pack_pair_results
+    from ..pipeline import model_info
+    from ..results import FaceRecord, PairResult, Timing
+
+    rec_a, rec_b = FaceRecord.from_aligned(face_a), FaceRecord.from_aligned(face_b)
+    return pack_pair_results([
+        PairResult.from_explanation(ex, rec_a, rec_b, model_info(model.spec), engine=ctx.models.label,
+                                    server_masks=bool(getattr(model, "server_masks", False)),
+                                    timing=Timing(align_s=align_s, explain_s=explain_s))
+        for ex, explain_s in explained.values()
+    ])
 
 
 def _after_row(ctx: WorkerContext, job_id: str) -> Outcome:
@@ -335,6 +347,8 @@ def dataset_path(spec_path: str, roots: Sequence[Path]) -> Path:
     A relative path is taken under the first root."""
     if not roots:
         raise InputError("this server allows no dataset (start it with --dataset-root DIR)")
+    if "\0" in spec_path:  # no file name holds one (resolving it would raise ValueError)
+        raise InputError(f"dataset path {spec_path!r} contains a NUL character")
     raw = Path(spec_path)
     if ".." in raw.parts:
         raise InputError(f"dataset path {spec_path!r} may not contain '..'")

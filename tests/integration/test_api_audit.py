@@ -3,7 +3,10 @@
 ``facexplain client audit``. Inline pairs from a local CSV (the client sends the images) and a
 dataset spec on the server both finish with every pair stored once and the summary printed; rows
 read back page by page; a spec escaping the allowed root exits 2 with the server's
-INVALID_ARGUMENT message in one line."""
+INVALID_ARGUMENT message in one line. An audit with kept maps and a bad pair: the summary printed
+and sent names the dropped pair, GetResult's rows carry each pair's PairResult equal to the stored
+one, ``client result --out`` writes summary.json, pairs.csv and one folder per kept result, and
+DeleteJob removes exactly the keys the job had."""
 
 from __future__ import annotations
 
@@ -11,11 +14,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from explainer_service import cli
 from explainer_service.api.client import FacexplainClient
-from explainer_service.errors import InputError
+from explainer_service.errors import InputError, NotFoundError
 from explainer_service.store import EmbeddedRedis
 from tests.integration.procs import marked_env, marked_processes
 from tests.integration.test_api import _address, _start, _stop
@@ -31,8 +35,8 @@ PAIRS = [
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """redis-server, the API and one worker as separate processes; the API's address."""
+def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """redis-server, the API and one worker as separate processes: (the API's address, Redis URL)."""
     tmp = tmp_path_factory.mktemp("api-audit")
     with EmbeddedRedis(tmp / "redis", startup_timeout=30) as redis:
         env, mark = marked_env(FACEXPLAIN_REDIS_URL=redis.url)
@@ -40,7 +44,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                      env, tmp / "api.log")
         worker = _start(["worker", "--redis", redis.url, "--engine", "local"], env, tmp / "worker.log")
         try:
-            yield _address(tmp / "api.log", api)
+            yield _address(tmp / "api.log", api), redis.url
         finally:
             _stop(api)
             _stop(worker)
@@ -48,6 +52,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         while marked_processes(mark) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert marked_processes(mark) == []
+
+
+@pytest.fixture(scope="module")
+def stack(services: tuple[str, str]) -> str:
+    """The API's address."""
+    return services[0]
 
 
 def _csv(tmp_path: Path) -> Path:
@@ -202,3 +212,89 @@ def test_client_explain_waits_at_most_wait_timeout(redis_server: EmbeddedRedis, 
         assert elapsed < 20
         assert not (tmp_path / "out" / "summary.json").exists()
         assert not store.get_job(queue.ids[0]).final
+
+
+@pytest.mark.slow
+def test_audit_with_kept_maps_end_to_end(services: tuple[str, str], tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    import csv
+    import json
+
+    import redis as redis_py
+
+    from explainer_service.pair_archive import unpack_pair_results
+    from explainer_service.results import PairResult
+    from explainer_service.store import RedisJobStore
+
+    address, redis_url = services
+    csv_path = _csv(tmp_path)
+    (tmp_path / "bad.jpg").write_bytes(b"this is not an image")
+    with csv_path.open("a") as f:
+        f.write(f"img/{PAIRS[0][0]},bad.jpg,1\n")  # pair 3: dropped
+    code = cli.main(["client", "audit", "--pairs", str(csv_path), "--server", address, "--methods", "gradcam",
+                     "--metrics", "deletion", "--steps", "5", "--keep-maps", "--wait", "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    out = captured.out
+    job_id = out.splitlines()[0].split()[1]
+    assert "pairs 4 (1 failed)" in out and "worst pairs" in out
+    dropped_lines = out.split("dropped pairs (1, not in the accuracy or the means):\n", 1)[1].splitlines()
+    assert dropped_lines[0].split()[:2] == ["#3", f"{Path(PAIRS[0][0]).name}|bad.jpg:"]
+    assert "INVALID_ARGUMENT" in dropped_lines[0]
+
+    store = RedisJobStore(redis_url)
+    try:
+        stored = {i: unpack_pair_results(store.get_pair_maps(job_id, i) or b"")["gradcam"] for i in range(3)}
+        assert store.get_pair_maps(job_id, 3) is None  # the dropped pair has no maps
+    finally:
+        store.close()
+
+    with FacexplainClient(address) as client:
+        page = client.audit_result(job_id, page_size=2, maps=True)
+        assert page.summary is not None and page.next_page_token == "2"
+        assert [(d["index"], d["error"]["status"]) for d in page.summary["dropped"]] == [(3, "INVALID_ARGUMENT")]
+        rows = list(client.audit_rows(job_id, page_size=3, maps=True))
+        assert [r["index"] for r in rows] == [0, 1, 2, 3] and rows[3]["methods"] == []
+        for r in rows[:3]:
+            got, want = r["methods"][0]["result"], stored[r["index"]]
+            assert got.method == "gradcam" and got.score == pytest.approx(r["score"], abs=1e-6)
+            for name in ("s_a", "s_b", "scores_a", "scores_b"):
+                assert getattr(got, name).dtype == np.float32
+                assert getattr(got, name).tobytes() == getattr(want, name).tobytes(), name
+            assert got.face_a.chip is not None and got.face_a.chip.tobytes() == want.face_a.chip.tobytes()
+            assert got.face_a.source.endswith(" A") and got.face_a.transform is not None
+        assert all("result" not in m for r in client.audit_rows(job_id) for m in r["methods"])  # summary_only
+
+    out_dir = tmp_path / "result"
+    assert cli.main(["client", "result", job_id, "--out", str(out_dir), "--server", address]) == 0
+    printed = capsys.readouterr().out
+    assert "pairs.csv (4 pairs), 3 result folder(s)" in printed and "dropped pairs (1" in printed
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert summary["job"]["id"] == job_id and summary["pairs"] == 4 and summary["pairs_failed"] == 1
+    assert summary["dropped"][0]["index"] == 3 and summary["worst"]
+    assert summary["methods"][0]["deletion"]["n"] == 2 and summary["methods"][0]["insertion"] is None
+    with (out_dir / "pairs.csv").open() as f:
+        lines = list(csv.DictReader(f))
+    assert [line["index"] for line in lines] == ["0", "1", "2", "3"]
+    assert "gradcam.deletion" in lines[0] and "gradcam.insertion" not in lines[0]
+    assert lines[3]["error"].startswith("INVALID_ARGUMENT: ") and lines[3]["score"] == ""
+    assert float(lines[1]["score"]) == pytest.approx(rows[1]["score"])
+    assert sorted(p.name for p in (out_dir / "pairs").iterdir()) == ["0", "1", "2"]
+    for i in range(3):
+        written = PairResult.read(out_dir / "pairs" / str(i) / "gradcam")
+        assert written.s_a is not None and written.s_a.tobytes() == stored[i].s_a.tobytes()
+        assert written.to_dict() == stored[i].to_dict()
+        assert (out_dir / "pairs" / str(i) / "gradcam" / "figure.png").stat().st_size > 0
+
+    # DeleteJob answers the keys it removed: every key of the job that existed, none left
+    r = redis_py.Redis.from_url(redis_url)
+    try:
+        before = sorted(r.scan_iter(match=f"*{job_id}*"))
+        assert len(before) >= 4  # record, inputs, rows, kept maps (and the summary)
+        assert cli.main(["client", "delete", job_id, "--server", address]) == 0
+        assert f"{len(before)} store key(s) removed" in capsys.readouterr().out
+        assert list(r.scan_iter(match=f"*{job_id}*")) == []
+    finally:
+        r.close()
+    with FacexplainClient(address) as client, pytest.raises(NotFoundError):
+        client.delete(job_id)

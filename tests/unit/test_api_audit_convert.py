@@ -1,16 +1,21 @@
 """Audit rows and summaries <-> API messages: the worker's stored JSON (``worker.audit``) goes out
 as AuditRow / AuditSummary and comes back in the same shapes, through the wire bytes too; a
-summary computed by ``summarize`` itself round-trips; malformed messages are refused."""
+summary computed by ``summarize`` itself round-trips, its dropped pairs included; a row's kept
+PairResults travel under their methods bit for bit; malformed messages are refused."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 
 from explainer_service.api import convert
 from explainer_service.api.pb import audit_pb2, types_pb2
 from explainer_service.errors import InputError
+from explainer_service.explanation import Explanation
+from explainer_service.models.registry import DLIB_RESNET_V1
+from explainer_service.results import FaceRecord, ModelInfo, PairResult, Timing
 from explainer_service.worker.audit import AuditPairSpec, AuditRequest, summarize
 
 STEPS = 11
@@ -89,9 +94,11 @@ def test_summary_of_summarize_round_trips() -> None:
     assert (msg.pairs, msg.pairs_failed, msg.true_matches, msg.false_matches, msg.false_non_matches) == (4, 1, 1, 1, 1)
     assert msg.threshold == 0.3 and msg.accuracy == pytest.approx(1 / 3)
     assert [r.index for r in msg.worst][:2] == [2, 1]  # false match farther from the threshold first
+    assert [(d.index, d.name, d.error.code, d.error.message) for d in msg.dropped] == [
+        (3, "a3.jpg|b3.jpg", "INVALID_ARGUMENT", "no face")]
     back = convert.audit_summary_from_message(msg)
-    expected = {k: v for k, v in summary.items() if k != "dropped"}
-    assert back == expected
+    assert back == summary and back["dropped"] == [
+        {"index": 3, "name": "a3.jpg|b3.jpg", "error": {"status": "INVALID_ARGUMENT", "message": "no face"}}]
     dele = back["methods"][0]["deletion"]
     assert dele["n"] == 2 and dele["ci_low"] is not None and dele["ci_low"] <= dele["mean"] <= dele["ci_high"]
 
@@ -100,7 +107,7 @@ def test_summary_without_metrics_or_threshold() -> None:
     summary = {"pairs": 1, "pairs_failed": 0, "threshold": None, "accuracy": 0.0, "true_matches": 0,
                "false_matches": 0, "false_non_matches": 0, "true_non_matches": 0,
                "methods": [{"method": "gradcam", "explain_pairs_per_s": 2.0, "deletion": None, "insertion": None}],
-               "worst": []}
+               "worst": [], "dropped": []}
     msg = convert.audit_summary_to_message(summary)
     assert not msg.HasField("threshold") and not msg.methods[0].HasField("deletion")
     assert convert.audit_summary_from_message(msg) == summary
@@ -117,3 +124,40 @@ def test_malformed_messages_refused() -> None:
         convert.mean_ci_from_message(audit_pb2.MeanCI(mean=0.1, n=-2))
     with pytest.raises(InputError, match="accuracy"):
         convert.audit_summary_from_message(audit_pb2.AuditSummary(accuracy=float("inf")))
+    with pytest.raises(InputError, match="dropped: pair index -1"):
+        convert.audit_summary_from_message(audit_pb2.AuditSummary(dropped=[audit_pb2.DroppedPair(index=-1)]))
+    with pytest.raises(InputError, match="dropped: pair 2 has no error"):
+        convert.audit_summary_from_message(audit_pb2.AuditSummary(dropped=[audit_pb2.DroppedPair(index=2)]))
+
+
+def _kept(method: str) -> PairResult:
+    rng = np.random.default_rng(len(method))
+    ex = Explanation(
+        s_a=rng.uniform(-1, 1, (150, 150)).astype(np.float32), s_b=rng.uniform(-1, 1, (150, 150)).astype(np.float32),
+        score=0.75, threshold=0.6, model="dlib-resnet-v1", masks=1, method=method, params={"layer": "last"},
+        scores_a=rng.standard_normal(1).astype(np.float32), scores_b=rng.standard_normal(1).astype(np.float32),
+        forward_passes=4,
+    )
+    faces = [FaceRecord(f"x {s}", "pre-aligned", 0, chip=rng.integers(0, 256, (150, 150, 3), dtype=np.uint8))
+             for s in "AB"]
+    return PairResult.from_explanation(ex, faces[0], faces[1], ModelInfo.from_spec(DLIB_RESNET_V1), engine="local",
+                                       timing=Timing(0.5, 0.25))
+
+
+def test_kept_results_travel_under_their_methods_exactly() -> None:
+    row = _row(0, same=True, score=0.75, decision="match")
+    kept = _kept("gradcam")
+    msg = _wire(convert.audit_row_to_message(row, results={"gradcam": kept, "rise": _kept("rise")}))
+    assert [m.method for m in msg.methods] == ["gradcam"]  # only the row's methods
+    back = convert.audit_row_from_message(msg)
+    got = back["methods"][0].pop("result")
+    assert back == _public(row)
+    assert got.to_dict() == kept.to_dict()
+    for name in ("s_a", "s_b", "scores_a", "scores_b"):
+        assert getattr(got, name).dtype == np.float32
+        assert getattr(got, name).tobytes() == getattr(kept, name).tobytes(), name
+    assert got.face_a.chip.tobytes() == kept.face_a.chip.tobytes()
+
+    lean = convert.audit_row_to_message(row, results={"gradcam": kept}, include_arrays=False).methods[0].result
+    assert lean.score == pytest.approx(0.75) and not lean.HasField("s_a") and not lean.face_a.HasField("chip")
+    assert not convert.audit_row_to_message(row).methods[0].HasField("result")
