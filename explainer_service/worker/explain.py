@@ -96,12 +96,17 @@ class ModelPool:
         engine: ``"local"`` (in-process onnxruntime) or ``"triton"`` (the server at ``triton_url``).
         triton_url: Triton's gRPC HOST:PORT (engine triton).
         batch_size: images per model call (None: the engine's default).
+        threads: onnxruntime's intra-op threads of a local model (None: its default, one per
+            core; the worker sets cores / processes so that its processes do not oversubscribe).
 
     A pool used in a process other than the one that opened its models (after a fork) forgets
     them without closing them (they belong to the parent) and opens its own.
     """
 
-    def __init__(self, *, engine: str = "local", triton_url: str | None = None, batch_size: int | None = None) -> None:
+    def __init__(
+        self, *, engine: str = "local", triton_url: str | None = None, batch_size: int | None = None,
+        threads: int | None = None,
+    ) -> None:
         if engine not in WORKER_ENGINES:
             raise InputError(f"unknown worker engine {engine!r} (available: {', '.join(WORKER_ENGINES)})")
         if engine == "triton" and not triton_url:
@@ -109,6 +114,7 @@ class ModelPool:
         self.engine = engine
         self.triton_url = triton_url if engine == "triton" else None
         self.batch_size = batch_size
+        self.threads = threads
         self._pid = os.getpid()
         self._models: dict[str, FaceModel] = {}
         self._stack = contextlib.ExitStack()
@@ -129,7 +135,8 @@ class ModelPool:
         if model is None:
             engine = "triton" if self.triton_url else "local"
             model = self._stack.enter_context(
-                open_face_model(name, engine=engine, triton_url=self.triton_url, batch_size=self.batch_size)
+                open_face_model(name, engine=engine, triton_url=self.triton_url, batch_size=self.batch_size,
+                                threads=self.threads)
             )
             self._models[name] = model
             log.info("model %s opened (%s) in process %d", name, self.label, os.getpid())
