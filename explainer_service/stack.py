@@ -1,4 +1,5 @@
-"""The local stack of ``facexplain up``: Redis, Triton, workers and the gRPC API in the background.
+"""The local stack of ``facexplain up``: Redis, Triton, workers, the gRPC API and (asked for) the
+dashboard in the background.
 
 Every part runs detached in its own process group (so ``up`` can return and ``down`` can stop a
 part with all its children) and is written down in one folder, the *state* folder::
@@ -10,7 +11,8 @@ part with all its children) and is written down in one folder, the *state* folde
 A part is *alive* while its pid runs with the start time recorded (a reused pid is not ours) and
 *healthy* when it answers its own check: Redis PING, Triton's HTTP ``/v2/health/ready``, the API's
 ``grpc.health.v1`` SERVING (over TLS and with the bearer token when the API has them), a worker's reply to a Celery ``ping`` (the broker's remote-control
-channel: a reply proves the worker consumes from this Redis, which a log line or a pid cannot).
+channel: a reply proves the worker consumes from this Redis, which a log line or a pid cannot),
+the dashboard's ``GET /_stcore/health`` answering ``ok``.
 
 :func:`start_stack` starts the parts in dependency order and waits for each; a part that fails
 stops the ones already started (BackendError with the part's log tail). With a token file or a TLS
@@ -51,10 +53,13 @@ __all__ = [
     "part_alive",
     "part_healthy",
     "STACK_FILE",
+    "DEFAULT_DASHBOARD_PORT",
 ]
 
 STACK_FILE = "stack.json"
 _GRACE_S = 20.0
+#: The dashboard's default port (Streamlit's customary one; ``facexplain dashboard --port``).
+DEFAULT_DASHBOARD_PORT = 8501
 
 
 class StackAlreadyUpError(BackendError):
@@ -78,6 +83,8 @@ class StackConfig:
         tls_cert, tls_key: the API serves TLS with this certificate and key (PEM; both or none).
         tls_ca: the certificate authority a client trusts to reach the API (PEM; default: the
             certificate itself, right for a self-signed one); ``status`` checks with it.
+        dashboard: also start ``facexplain dashboard`` against the API (after it), on ``host``.
+        dashboard_port: the dashboard's port (0: a free one).
     """
 
     state: Path
@@ -91,6 +98,8 @@ class StackConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_ca: Path | None = None
+    dashboard: bool = False
+    dashboard_port: int = DEFAULT_DASHBOARD_PORT
 
     def __post_init__(self) -> None:
         if not 1 <= self.workers <= 64:
@@ -105,6 +114,11 @@ class StackConfig:
             raise InputError("--tls-cert and --tls-key go together")
         if self.tls_ca is not None and self.tls_cert is None:
             raise InputError("--tls-ca needs --tls-cert and --tls-key (the API serves plain text without them)")
+        if not 0 <= self.dashboard_port <= 65535:
+            raise InputError(f"--dashboard-port must be in [0, 65535], got {self.dashboard_port}")
+        if self.dashboard and self.tls_cert is not None:
+            raise InputError("--dashboard with --tls-cert: the dashboard cannot reach an API over TLS yet "
+                             "(facexplain dashboard has no --tls-ca); start it without TLS or run the dashboard apart")
 
     def check_files(self) -> None:
         """InputError naming the first of the token, certificate, key or CA file that cannot be
@@ -126,7 +140,8 @@ class StackConfig:
 
 @dataclass(frozen=True)
 class Part:
-    """One running part: ``kind`` is redis, triton, worker or api."""
+    """One running part: ``kind`` is redis, triton, worker, api or dashboard (its address is its
+    URL)."""
 
     name: str
     kind: str
@@ -328,6 +343,15 @@ def _api_check(stack: Stack) -> Callable[[], bool]:
     return lambda: _api_serving(address, tls_ca=tls_ca, token=token)
 
 
+def _dashboard_ok(url: str, timeout: float = 1.0) -> bool:
+    """Streamlit's ``GET URL/_stcore/health`` answers ``ok``."""
+    try:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=timeout) as r:  # noqa: S310
+            return int(r.status) == 200 and r.read(16).strip() == b"ok"
+    except OSError:
+        return False
+
+
 def worker_replies(redis_url: str, pids: Sequence[int], timeout: float = 1.0) -> set[int]:
     """The pids among ``pids`` whose worker answered a Celery ping on this broker (a worker is
     named ``facexplain-PID@HOST``)."""
@@ -366,6 +390,8 @@ def part_healthy(part: Part, stack: Stack) -> bool:
         return _api_check(stack)()
     if part.kind == "worker":
         return part.pid in worker_replies(stack.redis_url, [part.pid])
+    if part.kind == "dashboard":
+        return _dashboard_ok(part.address)
     return False
 
 
@@ -375,6 +401,10 @@ def _worker_check(redis_url: str, pid: int) -> Callable[[], bool]:
 
 def _host_of(address: str) -> str:
     return address.rsplit(":", 1)[0] or "127.0.0.1"
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def _connect_host(bind_host: str) -> str:
@@ -429,6 +459,9 @@ def start_stack(
     config.check_files()
     if config.api_port and not port_free(host, config.api_port):
         raise InputError(f"--grpc-port {config.api_port} on {host} is already in use (another server?); "
+                         "choose another port, or 0 for a free one")
+    if config.dashboard and config.dashboard_port and not port_free(host, config.dashboard_port):
+        raise InputError(f"--dashboard-port {config.dashboard_port} on {host} is already in use (another server?); "
                          "choose another port, or 0 for a free one")
     logs = state / "logs"
     try:
@@ -497,6 +530,16 @@ def start_stack(
             what += f" (TLS: the certificate must name {_host_of(api.address)}, the address clients use)"
         _wait(what, api, _api_check(stack), timeout)
         say(f"api     pid {api.pid}  {api.address}")
+        if config.dashboard:
+            dash_port = config.dashboard_port or free_port(host)
+            token_args = ["--token-file", stack.token_file] if stack.token_file else []
+            url = f"http://{_url_host(_connect_host(host))}:{dash_port}"
+            dash = _launch("dashboard", "dashboard", ["dashboard", "--server", api.address, "--host", host, "--port",
+                                                     str(dash_port), *token_args], logs, port=dash_port, address=url)
+            stack.parts.append(dash)
+            stack.save()
+            _wait("the dashboard (facexplain dashboard)", dash, lambda: _dashboard_ok(url), timeout)
+            say(f"dashboard pid {dash.pid}  {url}")
     except BaseException:
         stop_stack(state, stack=stack)
         raise
@@ -509,7 +552,7 @@ def stop_stack(state: Path, *, stack: Stack | None = None, purge: bool = False, 
     stack = stack if stack is not None else read_stack(state)
     stopped = []
     if stack is not None:
-        order = {"api": 0, "worker": 1, "triton": 2, "redis": 3}
+        order = {"dashboard": 0, "api": 1, "worker": 2, "triton": 3, "redis": 4}
         for part in sorted(stack.parts, key=lambda p: order.get(p.kind, 9)):
             if stop_part(part, grace=grace):
                 stopped.append(part.name)

@@ -1,5 +1,5 @@
 """``facexplain up``, ``status`` and ``down``: the local stack (Redis, Triton, workers, the gRPC
-API) started in the background, shown, and stopped. A thin shim over :mod:`explainer_service.stack`."""
+API, optionally the dashboard) started in the background, shown, and stopped. A thin shim over :mod:`explainer_service.stack`."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import EXIT_FAILURE, EXIT_OK
 from ..settings import get_settings
+from ..stack import DEFAULT_DASHBOARD_PORT
 from .common import add_triton_arg
 
 if TYPE_CHECKING:
@@ -50,6 +51,10 @@ def register_up(sub: Any) -> None:
     up.add_argument("--tls-ca", default=None, metavar="PEM",
                     help="the CA clients trust to reach the API, used by `status` (default: the certificate itself, "
                     "right for a self-signed one)")
+    up.add_argument("--dashboard", action="store_true",
+                    help="also start the dashboard (facexplain dashboard) against the API, on --host")
+    up.add_argument("--dashboard-port", type=int, default=DEFAULT_DASHBOARD_PORT, metavar="P",
+                    help=f"the dashboard's port, 0 for a free one (default {DEFAULT_DASHBOARD_PORT})")
     _add_state(up)
     up.set_defaults(func=_cmd_up)
 
@@ -76,7 +81,8 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
     config = StackConfig(state=_state(args), workers=args.workers, api_port=args.api_port, redis_url=args.redis,
                          triton_url=args.triton, engine=args.engine, host=args.host, token_file=path(args.token_file),
-                         tls_cert=path(args.tls_cert), tls_key=path(args.tls_key), tls_ca=path(args.tls_ca))
+                         tls_cert=path(args.tls_cert), tls_key=path(args.tls_key), tls_ca=path(args.tls_ca),
+                         dashboard=args.dashboard, dashboard_port=args.dashboard_port)
     try:
         stack = start_stack(config, say=lambda text: print(text, flush=True))
     except StackAlreadyUpError as e:
@@ -84,21 +90,26 @@ def _cmd_up(args: argparse.Namespace) -> int:
         return EXIT_OK
     print(f"facexplain is up: API at {stack.api_address} (state {config.state}; `facexplain down"
           f"{'' if args.state is None else f' --state {config.state}'}` stops it)", flush=True)
+    dashboard = next((p for p in stack.parts if p.kind == "dashboard"), None)
+    if dashboard is not None:
+        print(f"dashboard at {dashboard.address} (open it in a browser)", flush=True)
     print(connect_hint(stack), flush=True)
     return EXIT_OK
 
 
 def connect_hint(stack: Stack) -> str:
-    """How a client reaches the stack's API: the address, and the token and CA when needed."""
-    needs = []
-    if stack.token_file:
-        needs.append(f"the token of {stack.token_file} (--token-file, or FACEXPLAIN_TOKEN)")
-    if stack.tls_ca:
-        needs.append(f"TLS trusting {stack.tls_ca} (--tls-ca)")
+    """How a client reaches the stack's API: what it needs (a token, the CA) and an example."""
     options = (f" --token-file {stack.token_file}" if stack.token_file else "") + (
         f" --tls-ca {stack.tls_ca}" if stack.tls_ca else "")
-    head = "clients need " + " and ".join(needs) if needs else "clients need no token (plain text, no TLS)"
-    return f"{head}: facexplain client ... --server {stack.api_address}{options}"
+    example = f"  facexplain client jobs --server {stack.api_address}{options}"
+    needs = []
+    if stack.token_file:
+        needs.append(f"the bearer token in {stack.token_file} (--token-file, or FACEXPLAIN_TOKEN=<token>)")
+    if stack.tls_ca:
+        needs.append(f"TLS trusting {stack.tls_ca} (--tls-ca)")
+    if not needs:
+        return f"clients need no token (plain text, no TLS), e.g.\n{example}"
+    return f"clients need {' and '.join(needs)}, e.g.\n{example}"
 
 
 def _cmd_status(args: argparse.Namespace) -> int:

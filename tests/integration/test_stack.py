@@ -4,11 +4,13 @@ through ``facexplain client explain``, says it is already up when asked again, a
 leaving no process; a busy API port fails cleanly (exit 2, nothing left running); with a token
 file and a TLS certificate the API requires both, `status` checks it over TLS, clients connect
 with the token and the CA `up` names, and bad token/TLS options are one line before anything
-starts."""
+starts; `--dashboard` starts the dashboard after the API (a client of it, with its token), in
+`status` and stopped first by `down`."""
 
 from __future__ import annotations
 
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -214,4 +216,52 @@ def test_bad_token_or_tls_options_are_one_line_before_anything_starts(state: Pat
         up = _cli(["up", "--engine", "local", "--grpc-port", "0", "--state", str(state), *extra], env)
         assert up.returncode == 2 and message in up.stderr and up.stderr.count("\n") == 1, (extra, up.stderr)
         assert "Traceback" not in up.stderr
+    assert _none_left(mark) == [] and read_stack(state) is None
+
+
+@pytest.mark.slow
+def test_up_with_the_dashboard_starts_it_after_the_api_and_down_stops_it(state: Path, tmp_path: Path) -> None:
+    import urllib.request
+
+    token_file = tmp_path / "token"
+    token_file.write_text("dash-" + "y" * 24 + "\n")
+    env, mark = marked_env()
+    up = _cli(["up", "--engine", "local", "--grpc-port", "0", "--dashboard", "--dashboard-port", "0",
+               "--token-file", str(token_file), "--state", str(state)], env, timeout=300)
+    assert up.returncode == 0, up.stdout + up.stderr
+    stack = read_stack(state)
+    assert stack is not None
+    assert [p.kind for p in stack.parts] == ["redis", "worker", "api", "dashboard"]
+    dashboard = stack.parts[-1]
+    assert dashboard.address == f"http://127.0.0.1:{dashboard.port}" and f"dashboard at {dashboard.address}" in up.stdout
+    with urllib.request.urlopen(f"{dashboard.address}/_stcore/health", timeout=10) as reply:  # noqa: S310
+        assert reply.read().strip() == b"ok"
+    # the dashboard is a client of this API, with its token
+    environ = dict(item.split("=", 1) for item in
+                   Path(f"/proc/{dashboard.pid}/environ").read_text().split("\0") if "=" in item)
+    assert environ["FACEXPLAIN_SERVER"] == stack.api_address and environ["FACEXPLAIN_TOKEN"] == "dash-" + "y" * 24
+
+    status = _cli(["status", "--state", str(state)], env)
+    assert status.returncode == 0 and status.stdout.count("healthy") == 4, status.stdout
+    assert re.search(rf"dashboard\s+{dashboard.pid}\s+{dashboard.port}\s+healthy", status.stdout), status.stdout
+
+    down = _cli(["down", "--state", str(state)], env)
+    assert down.returncode == 0 and down.stdout.startswith("stopped dashboard, api"), down.stdout
+    assert _none_left(mark) == [] and read_stack(state) is None
+
+
+def test_dashboard_options_that_cannot_work_are_one_line_before_anything_starts(state: Path, tmp_path: Path) -> None:
+    env, mark = marked_env()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        up = _cli(["up", "--engine", "local", "--grpc-port", "0", "--dashboard", "--dashboard-port", str(port),
+                   "--state", str(state)], env)
+    assert up.returncode == 2 and f"--dashboard-port {port}" in up.stderr and up.stderr.count("\n") == 1, up.stderr
+    pem = tmp_path / "x.pem"
+    pem.write_text("-----BEGIN CERTIFICATE-----\n")
+    up = _cli(["up", "--engine", "local", "--dashboard", "--tls-cert", str(pem), "--tls-key", str(pem),
+               "--state", str(state)], env)
+    assert up.returncode == 2 and "cannot reach an API over TLS" in up.stderr and up.stderr.count("\n") == 1
     assert _none_left(mark) == [] and read_stack(state) is None
