@@ -128,10 +128,12 @@ def test_client_audit_bad_csv_is_one_line_exit_2(tmp_path: Path, capsys: pytest.
     assert "missing.jpg" in capsys.readouterr().err
 
 
-def test_submit_audit_answers_bad_requests_with_their_status(redis_server: EmbeddedRedis) -> None:
+def test_submit_audit_answers_bad_requests_with_their_status(redis_server: EmbeddedRedis, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
     """SubmitAudit and GetResult of an audit on an in-process server whose jobs are recorded, not
     run: each malformed request gets its status and a message naming the problem, never INTERNAL;
-    a queued audit's page has no rows and no summary yet."""
+    a queued audit's page has no rows and no summary yet, and `client result` of it says so in one
+    line (exit 2), writing nothing."""
     import uuid
 
     import grpc
@@ -184,6 +186,10 @@ def test_submit_audit_answers_bad_requests_with_their_status(redis_server: Embed
         with pytest.raises(grpc.RpcError) as info:
             stub.GetResult(service_pb2.GetResultRequest(id=submitted.job.id, page_token="x"), timeout=30)
         assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        code = cli.main(["client", "result", submitted.job.id, "--out", str(tmp_path / "r"), "--server", address])
+        err = capsys.readouterr().err
+        assert code == 2 and err.count("\n") == 1 and "is queued (0/1 pairs): no result yet" in err, err
+        assert not (tmp_path / "r" / "summary.json").exists()
     store.close()
 
 
