@@ -35,6 +35,7 @@ from grpc_reflection.v1alpha import reflection
 
 from ..errors import FacexplainError, InputError
 from ..settings import Settings, get_settings
+from .decoding import DecodeInterceptor
 from .pb import SERVICE_NAME, service_pb2_grpc
 from .service import ApiService
 from .servicer import DEFAULT_WATCH_POLL_S, FacexplainServicer
@@ -207,7 +208,10 @@ async def start_server(service: ApiService, config: ServerConfig) -> ApiServer:
         ("grpc.max_concurrent_streams", config.max_concurrent_streams),
         ("grpc.so_reuseport", 0),
     ]
-    interceptors = [TokenInterceptor(config.token)] if config.token else []
+    # the token first: a call without it is UNAUTHENTICATED whatever its bytes; then requests decoded
+    # in the call, so bytes that are not a message are INVALID_ARGUMENT (grpc.aio says UNKNOWN)
+    interceptors: list[Any] = [TokenInterceptor(config.token)] if config.token else []
+    interceptors.append(DecodeInterceptor([SERVICE_NAME]))
     server = grpc.aio.server(
         interceptors=interceptors, options=options, maximum_concurrent_rpcs=config.max_concurrent_rpcs
     )

@@ -372,6 +372,12 @@ class ApiService:
                 for data, label in ((a, "a"), (b, "b")):
                     if not isinstance(data, (bytes, bytearray, memoryview)) or not data:
                         raise InputError(f"pair {i} image {label}: expected image bytes")
+                    size, byte_limit = memoryview(data).nbytes, self.settings.limits.max_image_bytes
+                    if size > byte_limit:  # as Verify and Explain refuse it, before anything is stored
+                        raise LimitExceededError(
+                            f"pair {i} image {label}: encoded image of {size} bytes is over the limit "
+                            f"{byte_limit} bytes (set FACEXPLAIN_MAX_IMAGE_BYTES to change it)"
+                        )
                 inputs[f"a{i}"], inputs[f"b{i}"] = bytes(a), bytes(b)
                 specs.append(AuditPairSpec(name or f"pair {i}", bool(same), ("input", f"a{i}"), ("input", f"b{i}")))
         else:

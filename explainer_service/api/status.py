@@ -27,7 +27,7 @@ from ..errors import (
     grpc_status,
 )
 
-__all__ = ["JobNotFinishedError", "PermissionDeniedError", "status_of", "error_from_status", "internal_message"]
+__all__ = ["JobNotFinishedError", "PermissionDeniedError", "status_of", "error_from_status", "internal_message", "printable"]
 
 
 class JobNotFinishedError(FacexplainError):
@@ -49,11 +49,21 @@ def internal_message(exc: BaseException) -> str:
     return f"internal error ({type(exc).__name__}); the server's log has the details"
 
 
+def printable(text: str) -> str:
+    """``text`` with every character that is not printable (control characters, a newline, an
+    escape sequence's ESC) written as its Python escape: a message that quotes request data (a
+    file name, a dataset path) cannot drive the terminal that shows it."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def status_of(exc: BaseException) -> tuple[str, str]:
     """``(status name, message)`` the API answers for ``exc``: facexplain's errors by their class
-    with their own message (written for a person); anything else INTERNAL, named by type only."""
+    with their own message (written for a person, non-printable characters escaped); anything else
+    INTERNAL, named by type only."""
     if isinstance(exc, FacexplainError):
-        return grpc_status(exc), str(exc) or type(exc).__name__
+        return grpc_status(exc), printable(str(exc)) or type(exc).__name__
     return "INTERNAL", internal_message(exc)
 
 

@@ -42,7 +42,11 @@ def read_dataset(spec: str) -> Dataset:
             f"each but bin also with -aligned)"
         )
     p = Path(path)
-    if not p.exists():
+    try:
+        exists = p.exists()
+    except (OSError, ValueError) as e:  # a name too long, a loop of links, a NUL character
+        raise InputError(f"dataset spec {spec!r}: cannot look up the path ({getattr(e, 'strerror', None) or e})") from None
+    if not exists:
         raise InputError(f"{p}: no such file or folder (dataset spec {spec!r})")
 
     if base == "lfw":
