@@ -6,6 +6,10 @@ Hash fields (all text; times are integer milliseconds since the epoch, Redis's o
     kind state done total model method params created updated started finished expires
     lease_owner lease_unit lease_expires error_status error_message cancel
 
+and, kept in :attr:`JobRecord.extra`: ``rewrites`` (a shard or pair stored again: work done twice,
+which the fault tests require to stay 0), ``requeues``/``requeue_done`` (the stuck-job sweep's
+count, ``worker.sweep``).
+
 A state moves ``queued -> running -> done | failed | cancelled``; the last three are final
 (:data:`FINAL_STATES`): nothing moves a job out of them (a job asked again with ``force`` is
 deleted and created anew).

@@ -52,6 +52,9 @@ local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+local function notify(what)
+  redis.call('PUBLISH', KEYS[1] .. ':events', what)
+end
 """
 
 # KEYS: job, inputs, index.  ARGV: id, ttl_ms, kind, total, model, method, params, name1, data1, ...
@@ -71,11 +74,13 @@ redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
 redis.call('ZADD', KEYS[3], exp, ARGV[1])
 local last = redis.call('ZRANGE', KEYS[3], -1, -1, 'WITHSCORES')
 redis.call('PEXPIREAT', KEYS[3], last[2])
+notify('created')
 return 1
 """
 
 # KEYS: job, parts...  ARGV: increment, then (key index, field, value) triples.
 # Returns -1 (no job), else 1 when the first field was new, 0 when it was overwritten.
+# A unit that counts progress (increment > 0) stored again bumps the record's 'rewrites'.
 _PUT = _NOW + """
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local exp = redis.call('HGET', KEYS[1], 'expires')
@@ -88,7 +93,9 @@ for i = 2, #ARGV, 3 do
 end
 local inc = tonumber(ARGV[1])
 if added == 1 and inc > 0 then redis.call('HINCRBY', KEYS[1], 'done', inc) end
+if added == 0 and inc > 0 then redis.call('HINCRBY', KEYS[1], 'rewrites', 1) end
 redis.call('HSET', KEYS[1], 'updated', now_ms())
+notify('stored')
 if added < 0 then added = 0 end
 return added
 """
@@ -109,6 +116,7 @@ end
 if ARGV[2] ~= '' then
   redis.call('HSET', KEYS[1], 'error_status', ARGV[2], 'error_message', ARGV[3])
 end
+notify(ARGV[1])
 return 1
 """
 
@@ -119,6 +127,7 @@ local cur = tonumber(redis.call('HGET', KEYS[1], 'done') or '0')
 if tonumber(ARGV[1]) > cur then redis.call('HSET', KEYS[1], 'done', ARGV[1]) end
 if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'total', ARGV[2]) end
 redis.call('HSET', KEYS[1], 'updated', now_ms())
+notify('progress')
 return 1
 """
 
@@ -130,6 +139,7 @@ if cur == 'done' or cur == 'failed' or cur == 'cancelled' then return 1 end
 local now = now_ms()
 redis.call('HSET', KEYS[1], 'cancel', '1', 'updated', now)
 if cur == 'queued' then redis.call('HSET', KEYS[1], 'state', 'cancelled', 'finished', now) end
+notify('cancel')
 return 1
 """
 
@@ -155,8 +165,22 @@ redis.call('HSET', KEYS[1], 'lease_owner', ARGV[2], 'lease_unit', ARGV[1], 'leas
 if state == 'queued' then
   redis.call('HSET', KEYS[1], 'state', 'running')
   if not redis.call('HGET', KEYS[1], 'started') then redis.call('HSET', KEYS[1], 'started', now) end
+  notify('running')
 end
 return 1
+"""
+
+# KEYS: job.  One requeue by the stuck-job sweep: counts requeues since the job's progress
+# (``done``) last moved, and touches ``updated``.  Returns -1 (no job), else that count.
+_REQUEUED = _NOW + """
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local done = redis.call('HGET', KEYS[1], 'done') or '0'
+local n = 1
+if redis.call('HGET', KEYS[1], 'requeue_done') == done then
+  n = tonumber(redis.call('HGET', KEYS[1], 'requeues') or '0') + 1
+end
+redis.call('HSET', KEYS[1], 'requeues', n, 'requeue_done', done, 'updated', now_ms())
+return n
 """
 
 # KEYS: job, leases.  ARGV: unit, worker.
@@ -175,6 +199,7 @@ _DELETE = """
 local n = 0
 for i = 2, #KEYS do n = n + redis.call('DEL', KEYS[i]) end
 redis.call('ZREM', KEYS[1], ARGV[1])
+if n > 0 then redis.call('PUBLISH', KEYS[2] .. ':events', 'deleted') end
 return n
 """
 
@@ -293,6 +318,7 @@ class RedisJobStore:
         self._cancel = self._r.register_script(_CANCEL)
         self._claim = self._r.register_script(_CLAIM)
         self._release = self._r.register_script(_RELEASE)
+        self._requeued = self._r.register_script(_REQUEUED)
         self._delete = self._r.register_script(_DELETE)
         self._prune = self._r.register_script(_PRUNE)
 
@@ -524,6 +550,12 @@ class RedisJobStore:
             return self._jk(job_id), ""
         raise InputError(f"unknown lease unit {unit!r} (job, merge, shard:<lo>-<hi> or pair:<i>)")
 
+    def mark_requeued(self, job_id: str) -> int:
+        """Record that the stuck-job sweep (``worker.sweep``) sent the job's tasks again; returns
+        how many times it did so since the job's progress last moved (1 after progress). The
+        record's ``extra`` keeps ``requeues``; ``updated`` is touched."""
+        return self._run(self._requeued, "mark requeued", [self._jk(job_id)], [], job_id)
+
     def release(self, job_id: str, unit: str, worker: str) -> None:
         """Give up ``worker``'s lease on ``unit`` (another worker's lease is left alone)."""
         self._unit_done(job_id, unit)
@@ -600,6 +632,12 @@ class RedisJobStore:
             raw = _hash(self._r.hgetall(self._pk(job_id, "shards")))
         found = sorted((K.parse_shard_field(f), data) for f, data in raw.items())
         return [shard_from_bytes(data, f"job {job_id} shard {lo}-{hi}") for (lo, hi), data in found]
+
+    def stored_shards(self, job_id: str) -> list[tuple[int, int]]:
+        """The mask ranges [lo, hi) of the job's stored shards, sorted (their data not read)."""
+        with self._backend("read shard names"):
+            names = self._r.hkeys(self._pk(job_id, "shards"))
+        return sorted(K.parse_shard_field(n) for n in names)
 
     def merged_shard(self, job_id: str) -> ShardResult | None:
         """The stored shards merged in mask order (the same result however many workers computed

@@ -8,23 +8,43 @@ Both take ``failures`` (retries spent so far on retryable errors). A unit anothe
 (HELD) is tried again after half a lease without spending the budget; a retryable error after a
 jittered exponential backoff while the budget (``Settings.task_retries``) lasts; anything else
 fails the job. A task that runs over the soft time limit fails its job with DEADLINE_EXCEEDED.
+
+Each worker's main process runs the stuck-job sweep (``worker.sweep``) every half stall bound
+(two leases: 60 s by default) while it runs: jobs whose tasks were lost are sent again
+(:func:`send_units`), or failed after the sweep's budget.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Sequence
 from typing import Any
+
+from celery import signals
 
 from ..errors import InputError
 from ..settings import Settings
-from ..store import JobError, JobStore
+from ..store import JobError, JobKind, JobRecord, JobStore, RedisJobStore
 from ..store.keys import DEFAULT_PREFIX
-from .app import JOB_TASK, SHARD_TASK, configure_app, process_context, worker_config
+from .app import JOB_TASK, QUEUE, SHARD_TASK, configure_app, process_context, worker_config
 from .explain import Outcome, WorkerContext, fail_job, handle_failure, run_unit
 from .plan import Unit, plan_explain
+from .sweep import Sweeper, SweepPolicy, SweepReport, sweep
 
-__all__ = ["make_app", "register_tasks", "enqueue_explain", "register_audit_tasks", "enqueue_audit", "AUDIT_TASK"]
+__all__ = [
+    "make_app",
+    "register_tasks",
+    "enqueue_explain",
+    "register_audit_tasks",
+    "enqueue_audit",
+    "AUDIT_TASK",
+    "send_units",
+    "queue_waiting",
+    "sweep_app",
+]
+
+log = logging.getLogger(__name__)
 
 
 def make_app(
@@ -102,13 +122,22 @@ def enqueue_explain(app: Any, store: JobStore, job_id: str) -> None:
         return
     if record.method == "corrrise" and record.total < 1:
         raise InputError(f"job {job_id}: a CorrRISE job needs its masks as total, got {record.total}")
-    units = plan_explain(record.method, record.total, worker_config(app).shard_masks)
+    send_units(app, record, plan_explain(record.method, record.total, worker_config(app).shard_masks))
+
+
+def send_units(app: Any, record: JobRecord, units: Sequence[Unit | int]) -> None:
+    """Send the tasks of ``units`` of ``record``'s job: :class:`Unit` of an explain job (a mask
+    shard or the whole pair), pair indices of an audit."""
     with app.producer_or_acquire() as producer:
         for unit in units:
-            if unit.lo is not None:
-                app.send_task(SHARD_TASK, args=[job_id, unit.lo, unit.hi], producer=producer)
+            if isinstance(unit, int):
+                if record.kind is not JobKind.AUDIT:
+                    raise InputError(f"job {record.id}: pair {unit} of an {record.kind.value} job")
+                app.send_task(AUDIT_TASK, args=[record.id, unit], producer=producer)
+            elif unit.lo is not None:
+                app.send_task(SHARD_TASK, args=[record.id, unit.lo, unit.hi], producer=producer)
             else:
-                app.send_task(JOB_TASK, args=[job_id], producer=producer)
+                app.send_task(JOB_TASK, args=[record.id], producer=producer)
 
 
 #: The task of one audit pair: ``facexplain.audit_pair(job_id, index)``.
@@ -136,6 +165,55 @@ def enqueue_audit(app: Any, store: JobStore, job_id: str) -> None:
     record = store.get_job(job_id)
     if record.final:
         return
-    with app.producer_or_acquire() as producer:
-        for index in range(record.total):
-            app.send_task(AUDIT_TASK, args=[job_id, index], producer=producer)
+    send_units(app, record, list(range(record.total)))
+
+
+def queue_waiting(app: Any) -> int:
+    """Messages waiting in the broker's queue (not those a worker holds)."""
+    from kombu.exceptions import ChannelError
+
+    with app.connection_for_read() as conn:
+        try:
+            return int(conn.default_channel.queue_declare(QUEUE, passive=True).message_count)
+        except ChannelError:  # Redis drops an empty list: no queue is an empty queue
+            return 0
+
+
+def sweep_app(app: Any, store: Any, *, policy: SweepPolicy | None = None) -> SweepReport:
+    """One stuck-job sweep (``worker.sweep.sweep``) over ``store`` with ``app``'s queue and plan;
+    the policy defaults to the app's lease (:meth:`SweepPolicy.from_lease`)."""
+    config = worker_config(app)
+    policy = policy or SweepPolicy.from_lease(config.lease_s)
+    return sweep(store, lambda record, units: send_units(app, record, units), policy=policy,
+                 waiting=queue_waiting(app), shard_masks=config.shard_masks)
+
+
+#: id(app) -> the sweeper of this worker process (its main process only).
+_SWEEPERS: dict[int, tuple[Sweeper, RedisJobStore]] = {}
+
+
+def _start_sweeper(sender: Any = None, **_: Any) -> None:
+    """Celery's ``worker_ready``: a facexplain worker starts sweeping in its main process."""
+    app = getattr(sender, "app", None)
+    if getattr(app, "facexplain_config", None) is None or id(app) in _SWEEPERS:
+        return
+    config = worker_config(app)
+    policy = SweepPolicy.from_lease(config.lease_s)
+    store = RedisJobStore(config.redis_url, prefix=config.prefix, settings=config.settings)
+    sweeper = Sweeper(lambda: sweep_app(app, store, policy=policy), policy.interval_s).start()
+    _SWEEPERS[id(app)] = (sweeper, store)
+    log.info("stuck-job sweep every %.0f s (stalled after %.0f s, %d requeues without progress)",
+             policy.interval_s, policy.stall_s, policy.budget)
+
+
+def _stop_sweepers(**_: Any) -> None:
+    """Celery's ``worker_shutdown``: stop this process's sweepers."""
+    for key, (sweeper, store) in list(_SWEEPERS.items()):
+        sweeper.stop()
+        with contextlib.suppress(Exception):
+            store.close()
+        del _SWEEPERS[key]
+
+
+signals.worker_ready.connect(_start_sweeper, weak=False)
+signals.worker_shutdown.connect(_stop_sweepers, weak=False)
