@@ -13,9 +13,11 @@ TRITON_PKGS := nvidia-pytriton==0.7.0 onnxruntime>=1.17
 TRITON_CONSTRAINTS := constraints-triton.txt
 DEMO_OUT ?= demo-out
 PYTEST_ARGS ?=
+# `make test` leaves out the heavy fault/load/fuzz tests of tests/reliability (`make test-reliability`).
+TEST_MARKERS ?= not reliability
 LINT_PATHS := explainer_service tests bench tools
 
-.PHONY: setup venv api-stubs triton-env model demo test test-fast lint typecheck lock bench clean
+.PHONY: setup venv api-stubs triton-env model demo test test-reliability test-fast lint typecheck lock bench clean
 
 setup: venv api-stubs triton-env model
 
@@ -71,7 +73,11 @@ typecheck: venv api-stubs
 test: setup
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/mypy
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "$(TEST_MARKERS)" $(PYTEST_ARGS)
+
+# What the service survives (docs/reliability.md): faults, load, bad input; real processes, ~10 min.
+test-reliability: setup
+	$(BIN)/python -m pytest -m reliability tests/reliability $(PYTEST_ARGS)
 
 # Everything not marked slow or integration (no server starts); about a minute.
 test-fast: setup

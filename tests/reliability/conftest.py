@@ -1,0 +1,173 @@
+"""Fixtures of the reliability tests (``make test-reliability``): the service's parts as real
+processes that a test may kill and start again.
+
+Every test under ``tests/reliability`` is marked ``reliability`` (``make test`` leaves them out),
+``integration`` and ``slow``.
+
+``service``: a :class:`Service` in the test's temporary folder. It starts a redis-server of its
+own (:meth:`Service.start_redis`; SIGKILL and restart on the same port and data folder:
+:meth:`kill_redis`, :meth:`restart_redis`), ``facexplain worker`` and ``facexplain api``
+processes (:meth:`start`, each in its own process group with a log in the folder;
+:meth:`kill` SIGKILLs a group), all carrying one environment mark, so that at the end every
+process the test started, and only those, is stopped and checked gone (nothing left running).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from explainer_service.store import EmbeddedRedis, RedisJobStore
+from tests.integration.procs import marked_env, marked_processes
+
+HERE = Path(__file__).resolve().parent
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in Path(str(item.path)).resolve().parents:
+            for mark in ("reliability", "integration", "slow"):
+                item.add_marker(mark)
+
+
+class Service:
+    """The processes of one test (see the module docstring).
+
+    Args:
+        root: the test's folder (Redis data, logs).
+        env: extra environment of every process (``FACEXPLAIN_*`` settings).
+    """
+
+    def __init__(self, root: Path, **env: str) -> None:
+        self.root = root
+        self.env, self.mark = marked_env(**env)
+        self.redis: EmbeddedRedis | None = None
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    # -- redis ----------------------------------------------------------------------------------
+
+    @property
+    def redis_url(self) -> str:
+        assert self.redis is not None, "start_redis first"
+        return self.redis.url
+
+    def start_redis(self, port: int = 0) -> str:
+        self.redis = EmbeddedRedis(self.root / "redis", port=port, startup_timeout=60).start()
+        self.env["FACEXPLAIN_REDIS_URL"] = self.redis.url
+        return self.redis.url
+
+    def kill_redis(self) -> int:
+        """SIGKILL redis-server (no AOF flush on the way out); returns its port."""
+        assert self.redis is not None
+        port = self.redis.port
+        self.redis.kill()
+        self.redis.stop()  # releases the SIGTERM hook; the process is gone already
+        return port
+
+    def restart_redis(self, port: int) -> None:
+        """redis-server again on ``port`` and the same data folder (it reloads the AOF)."""
+        self.redis = EmbeddedRedis(self.root / "redis", port=port, startup_timeout=60).start()
+
+    def store(self) -> RedisJobStore:
+        return RedisJobStore(self.redis_url, timeout_s=5)
+
+    # -- processes ------------------------------------------------------------------------------
+
+    def log(self, name: str) -> Path:
+        return self.root / f"{name}.log"
+
+    def start(self, name: str, args: list[str], *, ready: str, timeout: float = 120) -> subprocess.Popen[bytes]:
+        """``facexplain ARGS`` as part ``name`` in its own process group; waits until its log
+        shows ``ready`` (AssertionError with the log's tail when it exits or times out)."""
+        log = self.log(name)
+        with log.open("ab") as out:
+            proc = subprocess.Popen([sys.executable, "-m", "explainer_service.cli", *args], env=self.env,
+                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs[name] = proc
+        deadline = time.monotonic() + timeout
+        size = log.stat().st_size if log.exists() else 0
+        while ready not in log.read_text(errors="replace")[size:]:
+            assert proc.poll() is None, f"{name} exited:\n{log.read_text(errors='replace')[-3000:]}"
+            assert time.monotonic() < deadline, f"{name} not ready in {timeout} s:\n{log.read_text()[-3000:]}"
+            time.sleep(0.1)
+        return proc
+
+    def start_worker(self, name: str, *extra: str) -> subprocess.Popen[bytes]:
+        return self.start(name, ["worker", "--redis", self.redis_url, "--concurrency", "1", *extra], ready=" ready.")
+
+    def start_api(self, port: int, *extra: str) -> str:
+        """``facexplain api`` on ``port``; its address."""
+        self.start("api", ["api", "--redis", self.redis_url, "--engine", "local", "--port", str(port), *extra],
+                   ready="serving on ")
+        return f"127.0.0.1:{port}"
+
+    def pool_children(self, name: str) -> list[int]:
+        """Pids of the live children of part ``name``'s main process (a worker's pool)."""
+        pid = self.procs[name].pid
+        out = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                with contextlib.suppress(OSError):
+                    stat = (entry / "stat").read_text()
+                    fields = stat[stat.rindex(")") + 2 :].split()
+                    if int(fields[1]) == pid and fields[0] != "Z":
+                        out.append(int(entry.name))
+        return out
+
+    def kill(self, name: str) -> None:
+        """SIGKILL part ``name``'s whole process group and reap it."""
+        proc = self.procs.pop(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+
+    def stop(self) -> None:
+        """Stop every part (SIGTERM, SIGKILL after 20 s) and Redis; assert nothing is left."""
+        for proc in self.procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+        self.procs = {}
+        if self.redis is not None:
+            self.redis.stop()
+        deadline = time.monotonic() + 15
+        while marked_processes(self.mark) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = marked_processes(self.mark)
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        assert not left, f"processes left running: {left}"
+
+
+@pytest.fixture
+def service_factory(tmp_path: Path) -> Iterator[Callable[..., Service]]:
+    """Builds :class:`Service` objects in the test's folder (``service_factory(FACEXPLAIN_X="1")``)
+    and stops every one at the end."""
+    made: list[Service] = []
+
+    def make(**env: str) -> Service:
+        root = tmp_path / f"service{len(made)}"
+        root.mkdir(parents=True, exist_ok=True)
+        made.append(Service(root, **env))
+        return made[-1]
+
+    try:
+        yield make
+    finally:
+        for svc in made:
+            svc.stop()
