@@ -132,7 +132,8 @@ def _cmd_status(args: argparse.Namespace) -> int:
     security = ", ".join(w for w, on in (("token required", stack.token_file), ("TLS", stack.tls_ca)) if on)
     print(f"API {stack.api_address}" + (f" ({security})" if security else "")
           + f", store {_redacted(stack.redis_url)}, engine {stack.engine}"
-          + (f", Triton {stack.triton_url}" if stack.triton_url else ""))
+          + (f", Triton {stack.triton_url}" if stack.triton_url else "")
+          + "".join(f", dashboard {p.address}" for p in stack.parts if p.kind == "dashboard"))
     print("jobs: " + _job_counts(stack.redis_url))
     return EXIT_OK if healthy_all else EXIT_FAILURE
 

@@ -244,6 +244,7 @@ def test_up_with_the_dashboard_starts_it_after_the_api_and_down_stops_it(state: 
     status = _cli(["status", "--state", str(state)], env)
     assert status.returncode == 0 and status.stdout.count("healthy") == 4, status.stdout
     assert re.search(rf"dashboard\s+{dashboard.pid}\s+{dashboard.port}\s+healthy", status.stdout), status.stdout
+    assert f", dashboard {dashboard.address}" in status.stdout
 
     down = _cli(["down", "--state", str(state)], env)
     assert down.returncode == 0 and down.stdout.startswith("stopped dashboard, api"), down.stdout
