@@ -1,7 +1,8 @@
 """The dashboard's state in one place: the API client, where the API is, and per-user values.
 
 - The API: ``FACEXPLAIN_SERVER`` (``HOST:PORT``; default ``127.0.0.1:50051``) with the bearer
-  token of ``FACEXPLAIN_TOKEN`` (``facexplain dashboard`` sets both).
+  token of ``FACEXPLAIN_TOKEN``, over TLS trusting the CA certificate (PEM) at the path
+  ``FACEXPLAIN_TLS_CA`` when it is set (``facexplain dashboard`` sets all three).
 - :func:`client`: one :class:`~explainer_service.api.client.FacexplainClient` per server process
   (``st.cache_resource``: one gRPC channel shared by every session), unless this session was given
   a client under :data:`CLIENT_KEY` in ``st.session_state`` (the tests give a fake there).
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import streamlit as st
@@ -28,7 +30,7 @@ from explainer_service.api.client import (
     ModelEntry,
     Submitted,
 )
-from explainer_service.errors import FacexplainError
+from explainer_service.errors import FacexplainError, InputError
 from explainer_service.methods.registry import MethodInfo
 from explainer_service.results import PairResult
 from explainer_service.settings import DEFAULT_API_PORT
@@ -36,6 +38,7 @@ from explainer_service.settings import DEFAULT_API_PORT
 __all__ = [
     "SERVER_ENV",
     "TOKEN_ENV",
+    "TLS_CA_ENV",
     "CLIENT_KEY",
     "EXPLAIN_JOBS_KEY",
     "RESULTS_KEY",
@@ -49,6 +52,7 @@ __all__ = [
 
 SERVER_ENV = "FACEXPLAIN_SERVER"
 TOKEN_ENV = "FACEXPLAIN_TOKEN"
+TLS_CA_ENV = "FACEXPLAIN_TLS_CA"
 #: ``st.session_state`` key of a client given to this session (tests put a fake here).
 CLIENT_KEY = "facexplain_client"
 #: The Explain page's submitted jobs: a list of (method, job id), the second a comparison.
@@ -106,8 +110,14 @@ def server_address() -> str:
 
 
 @st.cache_resource(show_spinner=False)
-def _shared_client(address: str, token: str | None) -> FacexplainClient:
-    return FacexplainClient(address, token=token, timeout=CALL_TIMEOUT_S)
+def _shared_client(address: str, token: str | None, tls_ca: str | None) -> FacexplainClient:
+    ca = None
+    if tls_ca:
+        try:
+            ca = Path(tls_ca).read_bytes()
+        except OSError as e:
+            raise InputError(f"{TLS_CA_ENV} {tls_ca}: cannot be read ({e.strerror or e})") from None
+    return FacexplainClient(address, token=token, timeout=CALL_TIMEOUT_S, tls_ca=ca)
 
 
 def client() -> DashboardClient | None:
@@ -117,7 +127,8 @@ def client() -> DashboardClient | None:
     if given is not None:
         return given  # type: ignore[no-any-return]
     shared: DashboardClient | None = attempt(
-        "connecting to the API", _shared_client, server_address(), os.environ.get(TOKEN_ENV) or None
+        "connecting to the API", _shared_client, server_address(), os.environ.get(TOKEN_ENV) or None,
+        os.environ.get(TLS_CA_ENV) or None,
     )
     return shared
 

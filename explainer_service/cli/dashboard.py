@@ -4,7 +4,8 @@ A thin shim: check the options, find the app (``dashboard/app.py``), then replac
 by ``python -m streamlit run dashboard/app.py`` with headless flags, so that signals (Ctrl-C,
 SIGTERM from ``facexplain down``) reach the server itself and the pid a supervisor records is
 the dashboard's. The dashboard reaches the API at ``FACEXPLAIN_SERVER`` with the bearer token in
-``FACEXPLAIN_TOKEN`` (both set here from ``--server`` / ``--token-file``); Streamlit answers
+``FACEXPLAIN_TOKEN`` (both set here from ``--server`` / ``--token-file``), over TLS trusting the CA
+certificate whose path is ``FACEXPLAIN_TLS_CA`` (from ``--tls-ca``; unset: plain text); Streamlit answers
 ``GET http://HOST:PORT/_stcore/health`` with ``ok`` once it is up.
 
 Where the app is found (it lives beside the package, not in it): ``FACEXPLAIN_DASHBOARD_APP``
@@ -23,7 +24,8 @@ from typing import Any
 
 from ..errors import InputError
 
-__all__ = ["register_dashboard", "find_app", "check_server", "dashboard_command", "DEFAULT_DASHBOARD_PORT"]
+__all__ = ["register_dashboard", "find_app", "check_server", "check_tls_ca", "dashboard_command",
+           "DEFAULT_DASHBOARD_PORT"]
 
 #: Streamlit's customary port.
 DEFAULT_DASHBOARD_PORT = 8501
@@ -49,6 +51,8 @@ def register_dashboard(sub: Any) -> None:
                    help="address the dashboard listens on (default 127.0.0.1; 0.0.0.0 inside a container)")
     p.add_argument("--token-file", default=None,
                    help="the API's bearer token, in a file (default: FACEXPLAIN_TOKEN)")
+    p.add_argument("--tls-ca", default=None, metavar="PEM",
+                   help="CA certificate (PEM) to trust: reach an API that serves TLS (facexplain api --tls-cert)")
     p.set_defaults(func=_cmd_dashboard)
 
 
@@ -78,12 +82,26 @@ def check_server(text: str) -> str:
     return text.strip()
 
 
+def check_tls_ca(text: str) -> Path:
+    """The absolute path of ``--tls-ca``'s file when it can be read and holds a PEM certificate;
+    InputError naming it otherwise (so that the dashboard never starts with a CA it cannot use)."""
+    path = Path(text).expanduser()
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise InputError(f"--tls-ca {text}: cannot be read ({e.strerror or e})") from None
+    if b"-----BEGIN CERTIFICATE-----" not in data:
+        raise InputError(f"--tls-ca {text}: not a PEM certificate (no BEGIN CERTIFICATE line)")
+    return path.resolve()
+
+
 def dashboard_command(
-    app: Path, *, server: str, host: str, port: int, token: str | None, environ: dict[str, str] | None = None
+    app: Path, *, server: str, host: str, port: int, token: str | None, tls_ca: Path | None = None,
+    environ: dict[str, str] | None = None,
 ) -> tuple[list[str], dict[str, str]]:
     """The argv and environment that run the dashboard ``app`` headless on ``host:port`` against
-    the API at ``server`` (the app's folder's parent goes first on PYTHONPATH so that
-    ``import dashboard`` finds it)."""
+    the API at ``server`` (over TLS trusting the PEM file ``tls_ca`` when given; the app's
+    folder's parent goes first on PYTHONPATH so that ``import dashboard`` finds it)."""
     if not 1 <= port <= 65535:
         raise InputError(f"--port must be in [1, 65535], got {port}")
     if not host or any(c.isspace() for c in host):
@@ -92,6 +110,10 @@ def dashboard_command(
     env["FACEXPLAIN_SERVER"] = check_server(server)
     if token:
         env["FACEXPLAIN_TOKEN"] = token
+    if tls_ca is not None:
+        env["FACEXPLAIN_TLS_CA"] = str(tls_ca)
+    else:
+        env.pop("FACEXPLAIN_TLS_CA", None)
     root = str(app.parent.parent)
     env["PYTHONPATH"] = os.pathsep.join([root, *(p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p)])
     env["STREAMLIT_BROWSER_GATHER_USAGE_STATS"] = "false"
@@ -118,8 +140,11 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     else:
         token = settings.token
     server = check_server(args.server or os.environ.get("FACEXPLAIN_SERVER") or f"127.0.0.1:{settings.api_port}")
-    argv, env = dashboard_command(find_app(), server=server, host=args.host, port=args.port, token=token)
-    print(f"facexplain dashboard: serving on http://{args.host}:{args.port} (API {env['FACEXPLAIN_SERVER']})",
+    tls_ca = check_tls_ca(args.tls_ca) if args.tls_ca else None
+    argv, env = dashboard_command(find_app(), server=server, host=args.host, port=args.port, token=token,
+                                  tls_ca=tls_ca)
+    over = f", TLS trusting {tls_ca}" if tls_ca is not None else ""
+    print(f"facexplain dashboard: serving on http://{args.host}:{args.port} (API {env['FACEXPLAIN_SERVER']}{over})",
           flush=True)
     sys.stderr.flush()
     os.execve(argv[0], argv, env)  # never returns

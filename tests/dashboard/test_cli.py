@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from explainer_service import cli
-from explainer_service.cli.dashboard import check_server, dashboard_command, find_app
+from explainer_service.cli.dashboard import check_server, check_tls_ca, dashboard_command, find_app
 from explainer_service.errors import InputError
 from tests.integration.procs import marked_env, marked_processes
 
@@ -32,7 +32,25 @@ def test_the_command_is_streamlit_headless_on_the_given_address_with_the_api_in_
     assert env["FACEXPLAIN_SERVER"] == "10.0.0.5:6000" and env["FACEXPLAIN_TOKEN"] == "s3cret"
     assert env["PYTHONPATH"].split(os.pathsep) == [str(ROOT), "/x"] and env["PATH"] == "/bin"
     _, env = dashboard_command(APP, server="h:1", host="127.0.0.1", port=1, token=None, environ={})
-    assert "FACEXPLAIN_TOKEN" not in env
+    assert "FACEXPLAIN_TOKEN" not in env and "FACEXPLAIN_TLS_CA" not in env
+
+
+def test_tls_ca_is_checked_and_passed_by_path(tmp_path: Path):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+    assert check_tls_ca(str(ca)) == ca.resolve()
+    _, env = dashboard_command(APP, server="h:1", host="127.0.0.1", port=1, token=None, tls_ca=ca,
+                               environ={"FACEXPLAIN_TLS_CA": "/stale.pem"})
+    assert env["FACEXPLAIN_TLS_CA"] == str(ca)
+    _, env = dashboard_command(APP, server="h:1", host="127.0.0.1", port=1, token=None,
+                               environ={"FACEXPLAIN_TLS_CA": "/stale.pem"})
+    assert "FACEXPLAIN_TLS_CA" not in env  # plain text unless --tls-ca says otherwise
+    with pytest.raises(InputError, match=r"--tls-ca .*missing.pem: cannot be read"):
+        check_tls_ca(str(tmp_path / "missing.pem"))
+    key = tmp_path / "key.pem"
+    key.write_text("-----BEGIN PRIVATE KEY-----\n")
+    with pytest.raises(InputError, match="not a PEM certificate"):
+        check_tls_ca(str(key))
 
 
 @pytest.mark.parametrize("text", ["", "host", "host:", ":50051", "host:0", "host:70000", "host:port", "a b:1"])
@@ -50,6 +68,9 @@ def test_bad_options_are_one_line_and_exit_2(capsys):
     assert "--port must be in [1, 65535]" in capsys.readouterr().err
     assert cli.main(["dashboard", "--token-file", "/no/such/token"]) == 2
     assert "token file /no/such/token: cannot be read" in capsys.readouterr().err
+    assert cli.main(["dashboard", "--tls-ca", "/no/such/ca.pem"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("facexplain: error: --tls-ca /no/such/ca.pem: cannot be read") and err.count("\n") == 1
 
 
 def test_the_app_is_found_in_the_checkout_or_where_the_environment_says(tmp_path: Path):

@@ -1,5 +1,6 @@
 """docker-compose.yml's dashboard service runs a real ``facexplain dashboard`` command against the
-api service, finds the app where it mounts it, and is published on the host's loopback only."""
+api service, finds the app where it mounts it (and where the image copies it), and is published on the
+host's loopback only."""
 
 from __future__ import annotations
 
@@ -29,5 +30,7 @@ def test_dashboard_service_is_a_client_of_the_api_service():
     host, target, _ = mount.split(":")
     assert (ROOT / host / "app.py").is_file()
     assert target == "/app/dashboard"  # the image's WORKDIR is /app: found as ./dashboard/app.py
-    assert "WORKDIR /app" in (ROOT / "Dockerfile").read_text()
+    docker = (ROOT / "Dockerfile").read_text()
+    assert "WORKDIR /app" in docker
+    assert "COPY dashboard ./dashboard" in docker.splitlines()  # the image runs it without the mount too
     assert find_app({}, cwd=ROOT) == ROOT / "dashboard" / "app.py"

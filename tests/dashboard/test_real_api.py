@@ -2,18 +2,21 @@
 process, the dashboard under AppTest with the client of ``FACEXPLAIN_SERVER`` (what
 ``facexplain dashboard`` sets). Jobs are recorded, not run (no worker): the page must show the
 server's models and methods, queue a real explanation of the demo pair, and show the server's
-own message for a photo without a face; a server that is down is a readable message too."""
+own message for a photo without a face; a server that is down is a readable message too; an API
+that serves TLS is reached with the CA of ``FACEXPLAIN_TLS_CA`` (``facexplain dashboard --tls-ca``)."""
 
 from __future__ import annotations
 
+import shutil
 import socket
+import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from explainer_service.api.server import BackgroundServer
+from explainer_service.api.server import BackgroundServer, ServerConfig
 from explainer_service.api.service import ApiService
 from explainer_service.demo import make_demo_pair
 from explainer_service.store import EmbeddedRedis, RedisJobStore
@@ -89,3 +92,38 @@ def test_a_server_that_is_down_is_a_readable_message(monkeypatch: pytest.MonkeyP
     errors = [e.value for e in at.error]
     assert not at.exception
     assert errors and errors[0].startswith("listing the models: ") and "try again" in errors[0]
+
+
+def test_an_api_over_tls_is_reached_with_the_ca_and_refused_without(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("openssl is needed to make the test certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"],
+        check=True, capture_output=True, timeout=60,
+    )
+    monkeypatch.delenv("FACEXPLAIN_TOKEN", raising=False)
+    config = ServerConfig(tls_cert=cert.read_bytes(), tls_key=key.read_bytes())
+    with EmbeddedRedis(tmp_path / "redis", startup_timeout=30) as redis:
+        store = RedisJobStore(redis.url, prefix=f"dtls{uuid.uuid4().hex[:8]}")
+        try:
+            with ApiService(store, engine="local", enqueue=_Queue()) as service, \
+                    BackgroundServer(service, config) as address:
+                monkeypatch.setenv("FACEXPLAIN_SERVER", address)
+                monkeypatch.setenv("FACEXPLAIN_TLS_CA", str(cert))
+                at = open_app(None, "models.py")
+                assert not at.exception and not at.error
+                assert "dlib-resnet-v1 (default)" in list(at.dataframe[0].value["model"])
+                monkeypatch.delenv("FACEXPLAIN_TLS_CA")  # plain text to a TLS server: no connection
+                at = open_app(None, "models.py")
+                errors = [e.value for e in at.error]
+                assert not at.exception and errors and errors[0].startswith("listing the models: ")
+                monkeypatch.setenv("FACEXPLAIN_TLS_CA", str(tmp_path / "gone.pem"))
+                at = open_app(None, "models.py")
+                errors = [e.value for e in at.error]
+                assert errors and errors[0].startswith("connecting to the API: FACEXPLAIN_TLS_CA ")
+                assert "gone.pem: cannot be read" in errors[0]
+        finally:
+            store.close()
