@@ -38,7 +38,7 @@ from ..settings import Settings, get_settings
 from .decoding import DecodeInterceptor
 from .pb import SERVICE_NAME, service_pb2_grpc
 from .service import ApiService
-from .servicer import DEFAULT_WATCH_POLL_S, FacexplainServicer
+from .servicer import DEFAULT_WATCH_FALLBACK_S, DEFAULT_WATCH_POLL_S, FacexplainServicer
 
 __all__ = [
     "ServerConfig",
@@ -87,6 +87,7 @@ class ServerConfig:
     max_concurrent_streams: int = 100
     health_interval_s: float = 2.0
     watch_poll_s: float = DEFAULT_WATCH_POLL_S
+    watch_fallback_s: float = DEFAULT_WATCH_FALLBACK_S
     grace_s: float = 5.0
 
     def __post_init__(self) -> None:
@@ -216,7 +217,7 @@ async def start_server(service: ApiService, config: ServerConfig) -> ApiServer:
         interceptors=interceptors, options=options, maximum_concurrent_rpcs=config.max_concurrent_rpcs
     )
     service_pb2_grpc.add_FacexplainServicer_to_server(
-        FacexplainServicer(service, watch_poll_s=config.watch_poll_s), server
+        FacexplainServicer(service, watch_poll_s=config.watch_poll_s, watch_fallback_s=config.watch_fallback_s), server
     )
     health_servicer = health.aio.HealthServicer()
     for name in _HEALTH_SERVICES:

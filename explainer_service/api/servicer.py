@@ -7,9 +7,12 @@ the answer. An exception becomes the status of ``errors.grpc_status`` with the e
 INTERNAL; anything that is not facexplain's is a bug, logged with its traceback (request data is
 never logged) and answered INTERNAL naming its type only.
 
-WatchJob polls the store (every ``watch_poll_s``) and sends the job whenever its state, progress
-or cancel flag changes, plus, when asked, the exact running CorrRISE maps whenever more masks are
-done; it ends after the terminal state. SubmitAudit passes inline pairs or a dataset spec (resolved
+WatchJob reads the job whenever the store announces a change (``store.events``: one pub/sub
+listener per server, no thread per watcher) and at the latest every ``watch_fallback_s`` (a lost
+notification costs at most that), or every ``watch_poll_s`` while no notifications arrive (the
+listener is down, or the store publishes none); it sends the job whenever its state, progress or
+cancel flag changes, plus, when asked, the exact running CorrRISE maps whenever more masks are
+done, and ends after the terminal state. SubmitAudit passes inline pairs or a dataset spec (resolved
 under the server's dataset roots) to ``ApiService.submit_audit``; GetResult on an audit answers a
 page of its rows (``page_token`` is the decimal offset of the page; each row with its methods' kept
 PairResults unless ``summary_only``) and, once it finished, its summary. DeleteJob answers the
@@ -19,6 +22,7 @@ number of store keys it removed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -28,17 +32,21 @@ import grpc
 
 from ..errors import InputError
 from ..results import Timing
+from ..store.events import JobEvents, JobWaiter
 from . import convert
 from .pb import audit_pb2, service_pb2, service_pb2_grpc, types_pb2
 from .service import ApiService, ModelEntry
 from .status import status_of
 
-__all__ = ["FacexplainServicer", "DEFAULT_WATCH_POLL_S", "MAX_PAGE_SIZE"]
+__all__ = ["FacexplainServicer", "DEFAULT_WATCH_POLL_S", "DEFAULT_WATCH_FALLBACK_S", "MAX_PAGE_SIZE"]
 
 log = logging.getLogger(__name__)
 
-#: Seconds between two reads of a watched job.
+#: Seconds between two reads of a watched job while no change notifications arrive.
 DEFAULT_WATCH_POLL_S = 0.2
+#: Longest wait between two reads of a watched job while notifications arrive (a lost one costs
+#: at most this).
+DEFAULT_WATCH_FALLBACK_S = 1.0
 #: Largest page of ListJobs / GetResult rows.
 MAX_PAGE_SIZE = 1000
 _DEFAULT_JOBS_PAGE = 50
@@ -68,6 +76,12 @@ def _page(token: str, size: int, default: int) -> tuple[int, int]:
     return int(token or 0), size or default
 
 
+@contextlib.asynccontextmanager
+async def _no_events() -> AsyncIterator[JobWaiter]:
+    """A waiter nothing wakes (a store without notifications: the watcher polls)."""
+    yield JobWaiter()
+
+
 def _model_message(entry: ModelEntry) -> types_pb2.ModelInfo:
     if entry.spec is not None:
         from ..results import ModelInfo
@@ -86,9 +100,24 @@ def _model_message(entry: ModelEntry) -> types_pb2.ModelInfo:
 class FacexplainServicer(service_pb2_grpc.FacexplainServicer):
     """The API's calls over ``service`` (see the module docstring)."""
 
-    def __init__(self, service: ApiService, *, watch_poll_s: float = DEFAULT_WATCH_POLL_S) -> None:
+    def __init__(
+        self, service: ApiService, *, watch_poll_s: float = DEFAULT_WATCH_POLL_S,
+        watch_fallback_s: float = DEFAULT_WATCH_FALLBACK_S,
+    ) -> None:
+        if not watch_poll_s > 0 or not watch_fallback_s > 0:
+            raise InputError(f"watch periods must be > 0 s, got {watch_poll_s!r} and {watch_fallback_s!r}")
         self.service = service
         self.watch_poll_s = float(watch_poll_s)
+        self.watch_fallback_s = float(watch_fallback_s)
+        self._events: JobEvents | None = None
+        self._events_made = False
+
+    def _job_events(self) -> JobEvents | None:
+        """The store's change notifications (made on the first WatchJob, in the server's loop)."""
+        if not self._events_made:
+            self._events = JobEvents.for_store(self.service.store)
+            self._events_made = True
+        return self._events
 
     # -- plumbing -------------------------------------------------------------------------------
 
@@ -144,9 +173,18 @@ class FacexplainServicer(service_pb2_grpc.FacexplainServicer):
         return convert.job_to_message(self.service.get_job(_job_id(job_id)))
 
     async def WatchJob(self, request: service_pb2.WatchJobRequest, context: Any) -> AsyncIterator[service_pb2.JobUpdate]:
+        events = self._job_events()
+        async with events.subscribe(request.id) if events is not None else _no_events() as waiter:
+            async for update in self._watch(request, context, events, waiter):
+                yield update
+
+    async def _watch(
+        self, request: service_pb2.WatchJobRequest, context: Any, events: JobEvents | None, waiter: JobWaiter
+    ) -> AsyncIterator[service_pb2.JobUpdate]:
         last: tuple[Any, ...] | None = None
         masks_sent = -1
         while True:
+            waiter.clear()  # before the read: a change after it wakes the wait below
             record = await self._run(context, self._watched, request.id)
             key = (record.state, record.done, record.total, record.cancel_requested, record.error)
             if key != last:
@@ -164,7 +202,7 @@ class FacexplainServicer(service_pb2_grpc.FacexplainServicer):
                 last = key
             if record.final:
                 return
-            await asyncio.sleep(self.watch_poll_s)
+            await waiter.wait(self.watch_fallback_s if events is not None and events.live else self.watch_poll_s)
 
     def _watched(self, job_id: str) -> Any:
         return self.service.get_job(_job_id(job_id))

@@ -12,6 +12,8 @@ store's keys never collide with Celery's (``celery``, ``_kombu.*``, ``unacked``)
     fx:job:{<id>}:result     HASH  "summary" (JSON), "maps" (.npz bytes)
     fx:job:{<id>}:leases     HASH  unit ("shard:0-64", "pair:3", "job") -> "<worker>|<expiry ms>"
     fx:jobs                  ZSET  job id -> its expiry (ms since the epoch): the listing index
+    fx:job:{<id>}:events     pub/sub channel: a word ("running", "stored", "done"...) each time a
+                             write changes the job (published by the writing script itself)
 
 One hash per kind of data (not one key per shard or pair) keeps a job at a fixed, small set of
 keys: each carries the job's expiry, :func:`job_keys` names them all for a delete, and nothing
@@ -38,6 +40,9 @@ __all__ = [
     "part_key",
     "job_keys",
     "index_key",
+    "events_channel",
+    "events_pattern",
+    "job_id_of_channel",
     "shard_field",
     "parse_shard_field",
     "pair_field",
@@ -93,6 +98,27 @@ def job_keys(job_id: str, prefix: str = DEFAULT_PREFIX) -> tuple[str, ...]:
 def index_key(prefix: str = DEFAULT_PREFIX) -> str:
     """The listing index of all jobs: ``fx:jobs``."""
     return f"{check_prefix(prefix)}:jobs"
+
+
+def events_channel(job_id: str, prefix: str = DEFAULT_PREFIX) -> str:
+    """The pub/sub channel of a job's changes: ``fx:job:{<id>}:events`` (a channel, not a key)."""
+    return f"{job_key(job_id, prefix)}:events"
+
+
+def events_pattern(prefix: str = DEFAULT_PREFIX) -> str:
+    """The ``PSUBSCRIBE`` pattern of every job's channel under ``prefix``: ``fx:job:*:events``
+    (a prefix and an id never hold a glob character)."""
+    return f"{check_prefix(prefix)}:job:*:events"
+
+
+def job_id_of_channel(channel: str | bytes, prefix: str = DEFAULT_PREFIX) -> str | None:
+    """The job id of an :func:`events_channel` name under ``prefix``; None for any other name."""
+    text = channel.decode("ascii", "replace") if isinstance(channel, bytes) else channel
+    head, tail = f"{check_prefix(prefix)}:job:{{", "}:events"
+    if not (text.startswith(head) and text.endswith(tail)):
+        return None
+    job_id = text[len(head) : len(text) - len(tail)]
+    return job_id if JOB_ID_PATTERN.match(job_id) else None
 
 
 def _index(value: object, what: str) -> int:
