@@ -10,7 +10,8 @@
   :func:`pairs_from_csv` reads an audit's pairs from a CSV and the uploaded images.
 - Tables (lists of row dicts, what ``st.dataframe`` takes): :func:`job_rows`,
   :func:`audit_rows`, :func:`select_rows`, :func:`gallery_rows`, :func:`method_table`,
-  :func:`evaluation_table`, :func:`auc_points`, and :func:`csv_bytes` to export any of them.
+  :func:`evaluation_table`, :func:`auc_points`, and :func:`csv_bytes` to export any of them;
+  :func:`kept_results` picks one pair's kept maps out of an audit page.
 - Results: :func:`result_files` (``summary.json``, ``maps.npz``, ``figure.png``).
 """
 
@@ -51,6 +52,7 @@ __all__ = [
     "audit_rows",
     "select_rows",
     "gallery_rows",
+    "kept_results",
     "format_ci",
     "method_table",
     "evaluation_table",
@@ -445,6 +447,21 @@ def gallery_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
             verdict = "undecided"
         out.append({"verdict": verdict, "index": row["index"], "name": row.get("name", ""),
                     "same": row["same"], "score": row.get("score"), "decision": row.get("decision")})
+    return out
+
+
+def kept_results(rows: Sequence[Mapping[str, Any]], index: int) -> dict[str, PairResult]:
+    """The kept PairResult of each method of pair ``index`` in an audit page's rows (read with
+    ``maps``), by method name; empty when the pair is not on the page, failed, or the audit kept
+    no maps."""
+    out: dict[str, PairResult] = {}
+    for row in rows:
+        if int(row["index"]) != index:
+            continue
+        for m in row.get("methods") or ():
+            result = m.get("result")
+            if isinstance(result, PairResult):
+                out[str(m["method"])] = result
     return out
 
 

@@ -1,6 +1,6 @@
 """Audits page: submit an audit (a dataset on the server, or a CSV of pairs with its images),
 follow running ones, cancel or delete jobs, and browse a finished audit: the failure gallery
-first, the summary (accuracy, Deletion/Insertion with intervals, per-pair AUCs), then every pair
+first (with each pair's maps when the audit kept them), the summary (accuracy, Deletion/Insertion with intervals, per-pair AUCs), then every pair
 sorted and filtered, exported as CSV."""
 
 from __future__ import annotations
@@ -13,11 +13,16 @@ import streamlit as st
 from dashboard import state, views
 from explainer_service.api.client import JobInfo
 from explainer_service.errors import InputError
+from explainer_service.results import PairResult
 
 DATASET = "A dataset on the server"
 UPLOAD = "A CSV of pairs and its images"
 ROWS_KEY = "audit_rows"
 SUMMARY_KEY = "audit_summaries"
+#: Kept maps read for the gallery, by "job id:pair index" (then by method).
+KEPT_KEY = "audit_kept"
+#: How many gallery pairs show their maps (each is one small GetResult page).
+GALLERY_MAPS = 6
 IMAGE_TYPES = ["jpg", "jpeg", "png", "bmp", "webp", "tif", "tiff", "ppm", "pgm"]
 METRICS = ("deletion", "insertion")
 
@@ -43,6 +48,9 @@ def _submit_form(client: state.DashboardClient) -> None:
     metrics = st.multiselect("Metrics", list(METRICS), default=list(METRICS), key="audit.metrics",
                              help="Deletion (lower is better) and Insertion (higher is better) AUC per pair and method")
     limit = int(st.number_input("First pairs only (0: all)", min_value=0, value=0, step=1, key="audit.limit"))
+    keep_maps = st.checkbox("Keep each pair's maps (shown in the failure gallery)", key="audit.keep_maps",
+                            help="The server keeps every pair's complete result per method (about 0.3 MB each); "
+                            "needs at least one method")
     if not st.button("Submit audit", type="primary", key="audit.submit"):
         return
     if source == DATASET:
@@ -59,6 +67,8 @@ def _submit_form(client: state.DashboardClient) -> None:
         except InputError as e:
             st.error(str(e))
             return
+    if keep_maps:
+        request["keep_maps"] = bool(chosen)  # verification only has no maps to keep
     submitted = state.attempt("submitting the audit", client.submit_audit, model=model or "", methods=chosen,
                               metrics=metrics if chosen else [], limit=limit, **request)
     if submitted is not None:
@@ -78,6 +88,53 @@ def _progress(client: state.DashboardClient, job_ids: list[str]) -> None:
         finished = finished or job.final
     if finished:
         st.rerun()
+
+
+def _kept(client: state.DashboardClient, job_id: str, index: int) -> dict[str, PairResult] | None:
+    """Pair ``index``'s kept results by method (a one-row page read with its maps; cached), or
+    None after a message when the read failed."""
+    cache: dict[str, dict[str, PairResult]] = st.session_state.setdefault(KEPT_KEY, {})
+    key = f"{job_id}:{index}"
+    if key not in cache:
+        page = state.attempt(f"reading the maps of pair {index}", client.audit_result, job_id,
+                             page_token=str(index), page_size=1, maps=True)
+        if page is None:
+            return None
+        cache[key] = views.kept_results(page.rows, index)
+    return cache[key]
+
+
+@st.cache_data(show_spinner=False, max_entries=4)
+def _relative_legend() -> bytes:
+    return views.legend_png(1.0, label="value / the largest |value| of the pair's two maps")
+
+
+def _gallery_maps(client: state.DashboardClient, job: JobInfo, gallery: list[dict[str, Any]]) -> None:
+    """The maps of the first GALLERY_MAPS gallery pairs, when the audit kept them."""
+    shown = [g for g in gallery if g["verdict"] != "failed"][:GALLERY_MAPS]
+    if not job.methods or not shown:
+        return
+    for g in shown:
+        kept = _kept(client, job.id, int(g["index"]))
+        if kept is None:
+            return
+        if not kept:
+            st.caption("This audit kept no maps (tick \"Keep each pair's maps\" when submitting one to see "
+                       "them here).")
+            return
+        score = "-" if g["score"] is None else f"{g['score']:.4f}"
+        st.markdown(f"**{g['verdict']}** · pair {g['index']} `{g['name']}` · score {score} · {g['decision']}")
+        for method, result in kept.items():
+            if result.s_a is None or result.s_b is None or result.face_a.chip is None or result.face_b.chip is None:
+                continue
+            vmax = views.map_scale(result.s_a, result.s_b)
+            parts = views.map_parts(result.s_a, result.s_b)
+            chips = {"a": result.face_a.chip, "b": result.face_b.chip}
+            images = [views.overlay(chips[face], parts[key], vmax=vmax) for key, face, _, _ in views.MAP_PARTS]
+            captions = [f"{method} · {title}" for _, _, _, title in views.MAP_PARTS]
+            st.image(images, caption=captions, width=140)
+    st.image(_relative_legend(), caption="Colour scale of the gallery's maps (each pair and method scaled to its "
+             "largest value): blue dissimilar, red similar", width=320)
 
 
 def _finished(client: state.DashboardClient, job: JobInfo) -> None:
@@ -100,6 +157,7 @@ def _finished(client: state.DashboardClient, job: JobInfo) -> None:
     gallery = views.gallery_rows(summary)
     if gallery:
         st.dataframe(gallery, hide_index=True, key="audit.gallery")
+        _gallery_maps(client, job, gallery)
     else:
         st.write("No wrong or borderline pairs.")
     table = views.method_table(summary)

@@ -104,6 +104,7 @@ class FakeClient:
         self.fail: dict[str, FacexplainError] = {}
         self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
         self.audit_methods: dict[str, tuple[str, ...]] = {}
+        self.kept_maps: set[str] = set()  # audits submitted with keep_maps
 
     def _enter(self, name: str, *args: Any, **kwargs: Any) -> None:
         self.calls.append((name, tuple(a for a in args if not isinstance(a, bytes)), kwargs))
@@ -179,21 +180,37 @@ class FakeClient:
                      keep_maps: bool = False, force: bool = False) -> Submitted:
         names = tuple(m if isinstance(m, str) else m[0] for m in methods)
         self._enter("submit_audit", pairs=None if pairs is None else len(pairs), dataset=dataset, model=model,
-                    methods=names, metrics=tuple(metrics), limit=limit)
-        job_id = "a" + hashlib.sha256(f"{dataset}{pairs and len(pairs)}{names}".encode()).hexdigest()[1:]
+                    methods=names, metrics=tuple(metrics), limit=limit, keep_maps=keep_maps)
+        job_id = "a" + hashlib.sha256(f"{dataset}{pairs and len(pairs)}{names}{keep_maps}".encode()).hexdigest()[1:]
         self.jobs[job_id] = _job(job_id, "audit", total=4, model=model or "fake-model", methods=names)
+        if keep_maps:
+            self.kept_maps.add(job_id)
         return Submitted(self.jobs[job_id], False)
 
-    def audit_result(self, job_id: str, *, page_token: str = "", page_size: int = 0) -> AuditPage:
-        self._enter("audit_result", job_id, page_token=page_token, page_size=page_size)
+    def audit_result(self, job_id: str, *, page_token: str = "", page_size: int = 0, maps: bool = False) -> AuditPage:
+        """Rows of pair indexes [page_token, page_token + page_size) (as the server pages), each
+        method with its kept result when ``maps`` and the audit kept them."""
+        self._enter("audit_result", job_id, page_token=page_token, page_size=page_size, maps=maps)
         job = self._get(job_id)
         methods = job.methods or ("corrrise",)
-        rows = audit_rows(methods)[: job.done]
+        offset, size = int(page_token or 0), page_size or 100
+        rows = [r for r in audit_rows(methods)[: job.done] if offset <= r["index"] < offset + size]
+        if maps and job_id in self.kept_maps:
+            for row in rows:
+                for m in row["methods"]:
+                    m["result"] = make_result(m["method"], score=row["score"], model=job.model)
+        more = offset + size < job.total
         return AuditPage(job=job, summary=audit_summary(methods) if job.state == "done" else None, rows=rows,
-                         next_page_token="", total_rows=job.total)
+                         next_page_token=str(offset + size) if more else "", total_rows=job.total)
 
-    def audit_rows(self, job_id: str, *, page_size: int = 0) -> Iterator[dict[str, Any]]:
-        yield from self.audit_result(job_id, page_size=page_size).rows
+    def audit_rows(self, job_id: str, *, page_size: int = 0, maps: bool = False) -> Iterator[dict[str, Any]]:
+        token = ""
+        while True:
+            page = self.audit_result(job_id, page_token=token, page_size=page_size, maps=maps)
+            yield from page.rows
+            token = page.next_page_token
+            if not token:
+                return
 
     def cancel(self, job_id: str) -> JobInfo:
         self._enter("cancel", job_id)

@@ -210,7 +210,8 @@ def test_audit_from_submission_to_the_failure_gallery_and_filtered_pairs(fake: F
     job_id = _submit_dataset_audit(at, fake)
     (_, kwargs), = fake.called("submit_audit")
     assert kwargs == {"pairs": None, "dataset": "lfw-aligned:lfw", "model": "fake-model",
-                      "methods": ("corrrise", "xface"), "metrics": ("deletion", "insertion"), "limit": 0}
+                      "methods": ("corrrise", "xface"), "metrics": ("deletion", "insertion"), "limit": 0,
+                      "keep_maps": False}
     assert not _errors(at) and not at.exception
     assert [s.value for s in at.success] == [f"Audit {job_id[:12]} queued."]
     assert [i.value for i in at.info] == ["This audit is still running; its results appear here when it finishes."]
@@ -235,6 +236,37 @@ def test_audit_from_submission_to_the_failure_gallery_and_filtered_pairs(fake: F
     assert list(_frame(at, "correct")["index"]) == [2]
     exported = at.download_button[0].proto
     assert exported.label == "Download pairs CSV"
+
+
+def test_the_failure_gallery_shows_each_pairs_kept_maps(fake: FakeClient):
+    fake.step = 4
+    at = open_app(fake, "audits.py")
+    at.checkbox(key="audit.keep_maps").check()
+    job_id = _submit_dataset_audit(at, fake)
+    (_, kwargs), = fake.called("submit_audit")
+    assert kwargs["keep_maps"] is True
+    at.run()
+    assert fake.jobs[job_id].state == "done" and not _errors(at) and not at.exception
+    # the gallery's one false match (pair 1) read alone, with its maps
+    assert [(a, k) for a, k in fake.called("audit_result") if k["maps"]] == [
+        ((job_id,), {"page_token": "1", "page_size": 1, "maps": True})]
+    captions = [c for img in at.image for c in img.captions]
+    for method in ("corrrise", "xface"):
+        for title in ("A: similar regions", "A: dissimilar regions", "B: similar regions", "B: dissimilar regions"):
+            assert f"{method} · {title}" in captions
+    assert any(c.startswith("Colour scale of the gallery's maps") for c in captions)
+    assert any("false match" in m.value and "c.png|d.png" in m.value for m in at.markdown)
+    at.run()
+    assert len([k for _, k in fake.called("audit_result") if k["maps"]]) == 1  # read once per session
+
+
+def test_an_audit_that_kept_no_maps_says_how_to_keep_them(fake: FakeClient):
+    fake.step = 4
+    at = open_app(fake, "audits.py")
+    _submit_dataset_audit(at, fake)
+    at.run()
+    assert not [c for img in at.image for c in img.captions if "similar regions" in c]
+    assert any("This audit kept no maps" in c.value for c in at.caption)
 
 
 def test_audit_of_an_uploaded_csv_names_a_missing_image_then_sends_the_pairs(fake: FakeClient):

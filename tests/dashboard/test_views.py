@@ -197,3 +197,15 @@ def test_result_files_are_the_three_files_of_explain():
     assert files["figure.png"][0][:4] == b"\x89PNG" and files["figure.png"][1] == "image/png"
     with pytest.raises(InputError, match="no maps"):
         views.result_files(PairResult.from_dict(result.to_dict()))
+
+
+def test_kept_results_picks_one_pairs_results_by_method():
+    a, b = make_result("corrrise"), make_result("xface")
+    rows = [
+        {"index": 3, "methods": [{"method": "corrrise", "result": a}, {"method": "xface", "result": b}]},
+        {"index": 4, "methods": [{"method": "corrrise", "result": make_result("corrrise")}]},
+        {"index": 5, "methods": [{"method": "corrrise", "deletion": {"auc": 0.1}}]},  # maps not kept
+    ]
+    kept = views.kept_results(rows, 3)
+    assert list(kept) == ["corrrise", "xface"] and kept["corrrise"] is a and kept["xface"] is b
+    assert views.kept_results(rows, 5) == {} and views.kept_results(rows, 9) == {}
