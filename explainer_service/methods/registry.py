@@ -66,7 +66,11 @@ __all__ = [
     "check_params",
     "parse_params",
     "PARAM_LIMITS",
+    "MAX_SEED",
 ]
+
+#: The largest seed: seeds travel as signed 64-bit integers (the API's ParamValue, job records).
+MAX_SEED = 2**63 - 1
 
 #: Parameters every method accepts (applied where they mean something; see the module docstring).
 GENERIC_PARAMS = ("seed", "budget", "perturbations_per_eval")
@@ -340,6 +344,11 @@ def _check_limits(entry: _Entry, params: Mapping[str, Any], own: Mapping[str, An
         for v in value if isinstance(value, (tuple, list)) else (value,):
             if v is not None and v > limit:
                 raise _over_limit(entry.name, param, v, field, limit)
+    seed = params.get("seed")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                             or not 0 <= seed <= MAX_SEED):
+        # a seed is kept and sent back as a 64-bit integer (job records, the API's ParamValue)
+        raise InputError(f"method {entry.name}: seed must be an integer in 0..{MAX_SEED}, got {seed!r}")
     per_face = max(0, (passes - 2) // 2)
     if per_face > limits.max_masks:
         cost = ", ".join(f"{k}={v}" for k, v in own.items() if k not in ("seed", "perturbations_per_eval"))

@@ -245,3 +245,16 @@ def test_rise_grid_memory_is_bounded():
     at_limit.check_for_chip(150)
     with pytest.raises(LimitExceededError, match="n_masks .* grid"):
         rise.RISEConfig(n_masks=rise.MAX_GRID_CELLS // (150 * 150) + 1, grid=150).check_for_chip(150)
+
+
+@pytest.mark.parametrize("method", ["corrrise", "rise", "lime", "gradcam"])
+def test_a_seed_that_cannot_travel_as_a_64_bit_integer_is_refused(method):
+    from explainer_service.methods.registry import MAX_SEED
+
+    check_params(method, SIZE, seed=MAX_SEED)  # the largest one passes
+    for bad in (MAX_SEED + 1, 10**30):
+        with pytest.raises(InputError, match=f"{method}: seed must be an integer in 0..{MAX_SEED}, got {bad}"):
+            check_params(method, SIZE, seed=bad)
+    for bad in (-1, True, "7"):  # the method's own config may name it first
+        with pytest.raises(InputError, match="seed must be"):
+            check_params(method, SIZE, seed=bad)
