@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import io
 import os
-import stat
 import warnings
 from typing import IO, Any
 
@@ -31,6 +30,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputError, LimitExceededError
+from .fileio import open_regular
 
 __all__ = ["MIN_SIDE", "MAX_PIXELS", "load_image", "decode_image", "image_from_array"]
 
@@ -67,7 +67,7 @@ def load_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -
     """
     name = _path_name(path)
     limit, from_settings = _pixel_limit(name, max_pixels)
-    fd = _open_regular(name)
+    fd = open_regular(name)
     with os.fdopen(fd, "rb") as f:
         return _decode(f, name, limit, from_settings, what="image file")
 
@@ -203,61 +203,6 @@ def _pixel_limit(name: str, max_pixels: int | None) -> tuple[int, bool]:
     return _positive_int(name, "max_pixels", max_pixels), False
 
 
-_KIND = (
-    (stat.S_ISDIR, "is a directory"),
-    (stat.S_ISFIFO, "is a FIFO (named pipe), not a regular file"),
-    (stat.S_ISCHR, "is a character device, not a regular file"),
-    (stat.S_ISBLK, "is a block device, not a regular file"),
-    (stat.S_ISSOCK, "is a socket, not a regular file"),
-)
-
-
-def _not_regular(name: str, mode: int) -> InputError:
-    for test, what in _KIND:
-        if test(mode):
-            return InputError(f"{name}: {what}")
-    return InputError(f"{name}: not a regular file")
-
-
-def _os_error(name: str, exc: OSError) -> InputError:
-    if isinstance(exc, FileNotFoundError):
-        return InputError(f"{name}: no such file")
-    if isinstance(exc, NotADirectoryError):
-        return InputError(f"{name}: no such file (a folder in the path is a file)")
-    if isinstance(exc, PermissionError):
-        return InputError(f"{name}: cannot read (permission denied)")
-    if isinstance(exc, IsADirectoryError):
-        return InputError(f"{name}: is a directory")
-    return InputError(f"{name}: cannot open ({exc.strerror or _short(exc)})")
-
-
-def _open_regular(name: str) -> int:
-    """A read-only descriptor of the regular file ``name``; never blocks (a FIFO is refused by
-    ``stat`` before any open, and opened without blocking should it appear in between)."""
-    try:
-        st = os.stat(name)
-    except ValueError:  # an embedded NUL byte
-        raise InputError(f"{name!r}: not a valid file name") from None
-    except OSError as exc:
-        raise _os_error(name, exc) from None
-    if not stat.S_ISREG(st.st_mode):
-        raise _not_regular(name, st.st_mode)
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
-    flags |= getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(name, flags)
-    except OSError as exc:
-        raise _os_error(name, exc) from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise _not_regular(name, st.st_mode)
-        if hasattr(os, "set_blocking"):
-            os.set_blocking(fd, True)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
 
 
 def _decode(f: IO[bytes], name: str, max_pixels: int, from_settings: bool, *, what: str) -> np.ndarray:

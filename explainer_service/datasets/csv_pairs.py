@@ -7,6 +7,7 @@ import io
 from pathlib import Path
 
 from ..errors import InputError
+from ..fileio import read_regular_text
 from .pairs import DEFAULT_FOLDS, Pair, consecutive_folds
 
 __all__ = ["read_csv_pairs"]
@@ -21,12 +22,7 @@ def read_csv_pairs(path: str | Path, *, folds: int = DEFAULT_FOLDS) -> list[Pair
     1/0/true/false/yes/no (any case). Without a ``fold`` column the pairs are split into
     :func:`consecutive_folds`."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise InputError(f"{p}: not UTF-8 text") from None
-    except OSError as e:
-        raise InputError(f"{p}: cannot read the CSV pair list ({e.strerror or e})") from None
+    text = read_regular_text(p, "the CSV pair list")
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader)

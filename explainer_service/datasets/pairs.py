@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InputError
+from ..fileio import read_regular_text
 from .sources import ImageRef
 
 __all__ = ["ALIGNED_DIR", "DEFAULT_FOLDS", "Pair", "Dataset", "consecutive_folds"]
@@ -70,10 +70,6 @@ def consecutive_folds(n: int, folds: int = DEFAULT_FOLDS) -> list[int]:
 
 
 def read_lines(path: Path, what: str) -> list[str]:
-    """The lines of a UTF-8 text file (a BOM is dropped); InputError naming ``what`` if unreadable."""
-    try:
-        return path.read_text(encoding="utf-8-sig").splitlines()
-    except UnicodeDecodeError:
-        raise InputError(f"{path}: {what} is not UTF-8 text") from None
-    except OSError as e:
-        raise InputError(f"{path}: cannot read {what} ({e.strerror or e})") from None
+    """The lines of a UTF-8 text file (a BOM is dropped); InputError naming ``what`` if unreadable
+    or not a regular file (a FIFO is refused, never read)."""
+    return read_regular_text(path, what).splitlines()

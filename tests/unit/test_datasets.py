@@ -161,7 +161,7 @@ def test_cfp_errors_name_file_and_line(tmp_path):
     with pytest.raises(InputError, match=r"Pair_list_F\.txt:7: index 2 already listed on line 2"):
         read_cfp_pairs(root, "FF")
     flist.unlink()
-    with pytest.raises(InputError, match=r"Pair_list_F\.txt: cannot read"):
+    with pytest.raises(InputError, match=r"Pair_list_F\.txt: no such file"):
         read_cfp_pairs(root, "FF")
     with pytest.raises(InputError, match="FF' or 'FP"):
         read_cfp_pairs(root, "PP")
@@ -551,3 +551,15 @@ def test_prepare_pairs_refusals(tmp_path):
     no_matched = Dataset("diff", [Pair(p.a, p.b, False, 0) for p in ds.pairs], True)
     with pytest.raises(InputError, match="no matched pairs"):
         prepare_pairs(no_matched, model, pairs=1)
+
+
+@pytest.mark.parametrize("kind, name", [("lfw", "pairs.txt"), ("csv", "pairs.csv")])
+def test_a_pair_list_that_is_a_fifo_is_refused_without_blocking(tmp_path, kind, name):
+    from explainer_service.datasets import read_dataset
+
+    (tmp_path / "images").mkdir()
+    fifo = tmp_path / name
+    os.mkfifo(fifo)  # nothing writes to it: a read would block forever
+    spec = f"{kind}:{tmp_path if kind == 'lfw' else fifo}"
+    with pytest.raises(InputError, match=r"is a FIFO \(named pipe\), not a regular file"):
+        read_dataset(spec)
