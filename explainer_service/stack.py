@@ -116,9 +116,6 @@ class StackConfig:
             raise InputError("--tls-ca needs --tls-cert and --tls-key (the API serves plain text without them)")
         if not 0 <= self.dashboard_port <= 65535:
             raise InputError(f"--dashboard-port must be in [0, 65535], got {self.dashboard_port}")
-        if self.dashboard and self.tls_cert is not None:
-            raise InputError("--dashboard with --tls-cert: the dashboard cannot reach an API over TLS yet "
-                             "(facexplain dashboard has no --tls-ca); start it without TLS or run the dashboard apart")
 
     def check_files(self) -> None:
         """InputError naming the first of the token, certificate, key or CA file that cannot be
@@ -533,6 +530,8 @@ def start_stack(
         if config.dashboard:
             dash_port = config.dashboard_port or free_port(host)
             token_args = ["--token-file", stack.token_file] if stack.token_file else []
+            if stack.tls_ca:  # the dashboard trusts what status trusts
+                token_args += ["--tls-ca", stack.tls_ca]
             url = f"http://{_url_host(_connect_host(host))}:{dash_port}"
             dash = _launch("dashboard", "dashboard", ["dashboard", "--server", api.address, "--host", host, "--port",
                                                      str(dash_port), *token_args], logs, port=dash_port, address=url)
