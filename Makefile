@@ -13,11 +13,12 @@ TRITON_PKGS := nvidia-pytriton==0.7.0 onnxruntime>=1.17
 TRITON_CONSTRAINTS := constraints-triton.txt
 DEMO_OUT ?= demo-out
 PYTEST_ARGS ?=
-# `make test` leaves out the heavy fault/load/fuzz tests of tests/reliability (`make test-reliability`).
-TEST_MARKERS ?= not reliability
+# `make test` leaves out the heavy fault/load/fuzz tests of tests/reliability (`make test-reliability`)
+# and the dashboard in a real browser (`make test-browser`: it needs Debian's chromium).
+TEST_MARKERS ?= not reliability and not browser
 LINT_PATHS := explainer_service tests bench tools
 
-.PHONY: setup venv api-stubs triton-env model demo test test-reliability test-fast lint typecheck lock bench clean
+.PHONY: setup venv api-stubs triton-env model demo test test-reliability test-browser test-fast lint typecheck lock bench clean
 
 setup: venv api-stubs triton-env model
 
@@ -78,6 +79,19 @@ test: setup
 # What the service survives (docs/reliability.md): faults, load, bad input; real processes, ~10 min.
 test-reliability: setup
 	$(BIN)/python -m pytest -m reliability tests/reliability $(PYTEST_ARGS)
+
+# The dashboard in a real headless Chromium (tests/browser; ~2 min): the stack up, a pair explained,
+# an audit run, screenshots into docs/screenshots/. Chromium is Debian's package (installed here when
+# we are root; never a browser download); FACEXPLAIN_REQUIRE_BROWSER makes its absence a failure.
+test-browser: setup
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else \
+	    echo "make test-browser: the chromium browser is missing; install Debian's package as root" \
+	         "(sudo apt-get install -y chromium), then run make test-browser again" >&2; exit 2; \
+	  fi; }
+	FACEXPLAIN_REQUIRE_BROWSER=1 $(BIN)/python -m pytest -m browser tests/browser $(PYTEST_ARGS)
 
 # Everything not marked slow or integration (no server starts); about a minute.
 test-fast: setup

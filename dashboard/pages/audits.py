@@ -209,8 +209,10 @@ def main() -> None:
     by_id = {j.id: j for j in jobs}
     if st.session_state.get("audit.selected") not in ids:
         st.session_state["audit.selected"] = ids[0]
+    # no state in the label: the browser keeps an option's first label while the key stays (a done
+    # audit read "queued"); the state is in the table above and the section below
     job_id = st.selectbox("Audit", ids, key="audit.selected",
-                          format_func=lambda i: f"{i[:12]} · {by_id[i].state} · {by_id[i].model} · "
+                          format_func=lambda i: f"{i[:12]} · {by_id[i].model} · "
                           f"{', '.join(by_id[i].methods) or 'verification'}")
     job = by_id[job_id]
     a1, a2 = st.columns(2)
