@@ -4,7 +4,8 @@
    (``FacexplainClient.explain(force=True)`` + ``wait`` + ``get_result``, maps included) vs
    in-process ``pipeline.explain_pair``, both on the local engine (onnxruntime in the worker vs in
    this process). Repetitions alternate API and in-process so that a change of load on the machine
-   hits both. Goal: API / in-process <= 1.15.
+   hits both. Goal: API / in-process <= 1.15. Beside wall time, the CPU seconds of every process
+   of each path (the stack's processes and this one), which a loaded machine changes far less.
 2. Cache hit: the same request again without ``force``, answered from the store: client-side
    latency of ``explain`` (reused) and of ``explain`` + ``get_result`` (the maps too). Goal < 50 ms.
 3. Verify latency (median / p95).
@@ -107,6 +108,22 @@ def stack(workdir: Path) -> Iterator[str]:
                 _stop(proc)
 
 
+def cpu_s() -> float:
+    """CPU seconds (user + system) used so far by this process and every process it started
+    (redis-server, the worker and its pool, the API): the work of a path, which the load of a
+    shared machine changes far less than its wall time."""
+    import psutil
+
+    total = time.process_time()
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:  # ended meanwhile
+            continue
+        total += times.user + times.system
+    return total
+
+
 def summary(values: list[float]) -> dict[str, float]:
     """Median, p95, min and max of ``values`` (seconds)."""
     ordered = sorted(values)
@@ -186,11 +203,16 @@ def _measure(workdir: Path, masks: int, repeats: int, cache_calls: int, verify_c
         through_api()
         in_process()
         api_s, local_s, shards_s, whole_s = [], [], [], []
+        api_cpu, local_cpu = [], []
         loads: list[float] = []
         for _ in range(repeats):
+            c0 = cpu_s()
             t, got = timed(through_api)
+            api_cpu.append(cpu_s() - c0)
             api_s.append(t)
+            c0 = cpu_s()
             t, want = timed(in_process)
+            local_cpu.append(cpu_s() - c0)
             local_s.append(t)
             shards_s.append(timed(in_process_shards)[0])
             whole_s.append(timed(in_process_whole)[0])
@@ -229,6 +251,9 @@ def _measure(workdir: Path, masks: int, repeats: int, cache_calls: int, verify_c
         # load of a shared machine drifting during the run than the ratio of the medians
         "ratio_paired_median": statistics.median(a / b for a, b in zip(api_s, local_s, strict=True)),
         "load_1min_max_during": max(loads),
+        "api_cpu_s": summary(api_cpu),
+        "in_process_cpu_s": summary(local_cpu),
+        "cpu_ratio_paired_median": statistics.median(a / b for a, b in zip(api_cpu, local_cpu, strict=True)),
         "max_abs_map_diff": max_diff,
         "api_phases_median_s": {k: statistics.median(p[k] for p in phases) for k in phases[0]},
         "in_process_align_s": want.timing.align_s,
@@ -256,6 +281,8 @@ def table(r: dict[str, Any]) -> str:
         f"| {api['median']:.3f} s ({api['min']:.3f}-{api['max']:.3f}) |",
         f"| **API / in-process** (goal <= 1.15): median; min/min; median of paired repetitions "
         f"| **{r['ratio_median']:.3f}**; {r['ratio_min']:.3f}; {r['ratio_paired_median']:.3f} |",
+        f"| CPU seconds, all processes: API path / in-process, medians; median of paired ratios "
+        f"| {r['api_cpu_s']['median']:.2f} / {r['in_process_cpu_s']['median']:.2f} s; {r['cpu_ratio_paired_median']:.3f} |",
         f"| max abs difference of the maps, API vs in-process | {r['max_abs_map_diff']:.1e} |",
         f"| in-process: aligning both images / explaining | {r['in_process_align_s']:.3f} / "
         f"{r['in_process_explain_s']:.3f} s |",
