@@ -91,9 +91,9 @@ def model_threads(processes: int, cores: int | None = None) -> int:
     """Intra-op threads per worker process so that ``processes`` processes share ``cores`` (default:
     the cores this process may run on) without oversubscribing them: ``cores // processes``, at
     least 1. Each process's onnxruntime would otherwise start one thread per core, and K
-    processes on K cores would run K*K threads that spin and preempt each other (measured in
-    ``bench/bench_audit.py``: 2 processes on 2 cores, 85-100 images/s with onnxruntime's default
-    against 177-182 with one thread each)."""
+    processes on K cores would run K*K threads that spin and preempt each other
+    (``bench/bench_audit.py --workers 2,2:0``, docs/benchmarks.md: an audit with 2 processes on 2
+    cores ran 0.60-0.72 pairs/s with one thread each, 0.51-0.53 with onnxruntime's default)."""
     if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
         raise InputError(f"worker processes must be an integer >= 1, got {processes!r}")
     n = cores if cores is not None else len(os.sched_getaffinity(0))
