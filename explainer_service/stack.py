@@ -505,10 +505,16 @@ def start_stack(
         elif engine != "local":
             stack.triton_url = config.triton_url or settings.triton_url
         model_args = ["--engine", "local"] if engine == "local" else ["--engine", "triton", "--triton", str(stack.triton_url)]
-        # workers
+        # workers; on the local engine the K processes share the cores (K processes with a thread
+        # per core each ran half as fast on 2 cores: worker.app.model_threads)
+        worker_args = list(model_args)
+        if engine == "local":
+            from .worker.app import model_threads
+
+            worker_args += ["--threads", str(model_threads(config.workers))]
         workers = []
         for i in range(config.workers):
-            part = _launch(f"worker-{i + 1}", "worker", ["worker", "--redis", stack.redis_url, *model_args], logs)
+            part = _launch(f"worker-{i + 1}", "worker", ["worker", "--redis", stack.redis_url, *worker_args], logs)
             stack.parts.append(part)
             workers.append(part)
         stack.save()

@@ -54,6 +54,11 @@ def test_up_status_explain_down_leaves_nothing_running(state: Path, tmp_path: Pa
     assert stack is not None and f"API at {stack.api_address}" in up.stdout
     assert sorted(p.kind for p in stack.parts) == ["api", "redis", "worker", "worker"]
     assert all(part_alive(p) for p in stack.parts)
+    from explainer_service.worker.app import model_threads
+
+    for worker in (p for p in stack.parts if p.kind == "worker"):  # the two share the cores
+        cmdline = Path(f"/proc/{worker.pid}/cmdline").read_text().split("\0")
+        assert cmdline[cmdline.index("--threads") + 1] == str(model_threads(2))
     assert (state / "redis" / "appendonly.aof").exists() or (state / "redis" / "appendonlydir").exists()
     record = json.loads((state / "stack.json").read_text())
     assert {p["pid"] for p in record["parts"]} == {p.pid for p in stack.parts}
