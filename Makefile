@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 # `make test` leaves out the heavy fault/load/fuzz tests of tests/reliability (`make test-reliability`)
 # and the dashboard in a real browser (`make test-browser`: it needs Debian's chromium).
 TEST_MARKERS ?= not reliability and not browser
-LINT_PATHS := explainer_service tests bench tools
+LINT_PATHS := explainer_service dashboard tests bench tools
 
 .PHONY: setup venv api-stubs triton-env model demo test test-reliability test-browser test-fast lint typecheck lock bench clean
 

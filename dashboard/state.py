@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -33,7 +32,7 @@ from explainer_service.api.client import (
 from explainer_service.errors import FacexplainError, InputError
 from explainer_service.methods.registry import MethodInfo
 from explainer_service.results import PairResult
-from explainer_service.settings import DEFAULT_API_PORT
+from explainer_service.settings import get_settings
 
 __all__ = [
     "SERVER_ENV",
@@ -107,7 +106,7 @@ class DashboardClient(Protocol):
 
 def server_address() -> str:
     """The API's ``HOST:PORT`` (``FACEXPLAIN_SERVER``, else the default port on loopback)."""
-    return os.environ.get(SERVER_ENV, "").strip() or f"127.0.0.1:{DEFAULT_API_PORT}"
+    return get_settings().client_server
 
 
 @st.cache_resource(show_spinner=False)
@@ -121,6 +120,13 @@ def _shared_client(address: str, token: str | None, tls_ca: str | None) -> Facex
     return FacexplainClient(address, token=token, timeout=CALL_TIMEOUT_S, tls_ca=ca)
 
 
+def _connection() -> tuple[str, str | None, str | None]:
+    """Where and how this process reaches the API: address, token, CA file (the settings that
+    ``facexplain dashboard`` sets in its environment); a malformed variable raises InputError."""
+    settings = get_settings()
+    return settings.client_server, settings.token, str(settings.tls_ca) if settings.tls_ca else None
+
+
 def client() -> DashboardClient | None:
     """This session's client (see the module docstring); None, with the reason on the page, when
     the configured address is unusable."""
@@ -128,8 +134,7 @@ def client() -> DashboardClient | None:
     if given is not None:
         return given  # type: ignore[no-any-return]
     shared: DashboardClient | None = attempt(
-        "connecting to the API", _shared_client, server_address(), os.environ.get(TOKEN_ENV) or None,
-        os.environ.get(TLS_CA_ENV) or None,
+        "connecting to the API", lambda: _shared_client(*_connection()),
     )
     return shared
 

@@ -38,6 +38,12 @@ FACEXPLAIN_MAX_JOBS                most jobs queued or running at once; more: RE
 FACEXPLAIN_API_PORT                port of the gRPC API (50051)
 FACEXPLAIN_TOKEN_FILE              the API server's bearer token, in a file (none: no token needed)
 FACEXPLAIN_TOKEN                   the token a client sends (`facexplain client`; none: no token)
+FACEXPLAIN_SERVER                  the API a client reaches, HOST:PORT (`facexplain client`, the
+                                   dashboard; none: 127.0.0.1 and FACEXPLAIN_API_PORT)
+FACEXPLAIN_TLS_CA                  CA certificate (PEM) a client trusts to reach the API over TLS
+                                   (none: plain text)
+FACEXPLAIN_DASHBOARD_APP           the dashboard's Streamlit app (none: dashboard/app.py of the
+                                   checkout, else of the current folder)
 FACEXPLAIN_SHARD_MASKS             masks of one CorrRISE worker task (96; rounded up to the
                                    accumulation block of 16)
 FACEXPLAIN_TASK_RETRIES            retries of a worker task after a retryable error (3; 0: none)
@@ -157,6 +163,9 @@ class Settings:
     api_port: int = DEFAULT_API_PORT
     token_file: Path | None = None
     token: str | None = field(default=None, repr=False)
+    server: str | None = None
+    tls_ca: Path | None = None
+    dashboard_app: Path | None = None
     shard_masks: int = DEFAULT_SHARD_MASKS
     task_retries: int = DEFAULT_TASK_RETRIES
     task_time_limit_s: float = DEFAULT_TASK_TIME_LIMIT_S
@@ -165,6 +174,11 @@ class Settings:
     #: Folders under which SubmitAudit may read datasets (FACEXPLAIN_DATASET_ROOTS, joined by
     #: os.pathsep; `facexplain api --dataset-root DIR`); none: inline pairs only.
     dataset_roots: tuple[Path, ...] = ()
+
+    @property
+    def client_server(self) -> str:
+        """The API a client reaches by default: FACEXPLAIN_SERVER, else loopback at ``api_port``."""
+        return self.server or f"127.0.0.1:{self.api_port}"
 
     @property
     def chip_cache_dir(self) -> Path:
@@ -243,6 +257,9 @@ class Settings:
             api_port=_port(text("API_PORT"), "FACEXPLAIN_API_PORT", DEFAULT_API_PORT),
             token_file=None if text("TOKEN_FILE") is None else Path(str(text("TOKEN_FILE"))).expanduser(),
             token=text("TOKEN"),
+            server=(text("SERVER") or "").strip() or None,
+            tls_ca=None if text("TLS_CA") is None else Path(str(text("TLS_CA"))).expanduser(),
+            dashboard_app=None if text("DASHBOARD_APP") is None else Path(str(text("DASHBOARD_APP"))).expanduser(),
             shard_masks=int(number("SHARD_MASKS", DEFAULT_SHARD_MASKS, integer=True)),
             task_retries=_count(text("TASK_RETRIES"), "FACEXPLAIN_TASK_RETRIES", DEFAULT_TASK_RETRIES),
             task_time_limit_s=number("TASK_TIME_LIMIT", DEFAULT_TASK_TIME_LIMIT_S),

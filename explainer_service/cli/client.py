@@ -27,10 +27,11 @@ __all__ = ["register_client"]
 
 def _add_connection_args(p: argparse.ArgumentParser) -> None:
     settings = get_settings()
-    p.add_argument("--server", default=f"127.0.0.1:{settings.api_port}", metavar="HOST:PORT",
-                   help=f"the API server (default 127.0.0.1:{settings.api_port}, FACEXPLAIN_API_PORT)")
+    p.add_argument("--server", default=settings.client_server, metavar="HOST:PORT",
+                   help=f"the API server (default: FACEXPLAIN_SERVER, else 127.0.0.1:{settings.api_port})")
     p.add_argument("--token-file", default=None, help="bearer token file (default: FACEXPLAIN_TOKEN)")
-    p.add_argument("--tls-ca", default=None, help="CA certificate (PEM) to trust: connect with TLS")
+    p.add_argument("--tls-ca", default=str(settings.tls_ca) if settings.tls_ca else None,
+                   help="CA certificate (PEM) to trust: connect with TLS (default: FACEXPLAIN_TLS_CA)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds one call may take (default 60)")
 
 

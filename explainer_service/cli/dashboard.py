@@ -59,8 +59,9 @@ def register_dashboard(sub: Any) -> None:
 def find_app(environ: dict[str, str] | None = None, cwd: Path | None = None) -> Path:
     """The dashboard's entry script (see the module docstring); InputError naming the places
     looked at when there is none."""
-    env = os.environ if environ is None else environ
-    given = env.get("FACEXPLAIN_DASHBOARD_APP")
+    from ..settings import Settings, get_settings
+
+    given = (get_settings() if environ is None else Settings.from_env(environ)).dashboard_app
     if given:
         path = Path(given).expanduser()
         if not path.is_file():
@@ -139,8 +140,9 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
         token: str | None = read_token(args.token_file)
     else:
         token = settings.token
-    server = check_server(args.server or os.environ.get("FACEXPLAIN_SERVER") or f"127.0.0.1:{settings.api_port}")
-    tls_ca = check_tls_ca(args.tls_ca) if args.tls_ca else None
+    server = check_server(args.server or settings.client_server)
+    ca_file = args.tls_ca or (str(settings.tls_ca) if settings.tls_ca else None)
+    tls_ca = check_tls_ca(ca_file) if ca_file else None
     argv, env = dashboard_command(find_app(), server=server, host=args.host, port=args.port, token=token,
                                   tls_ca=tls_ca)
     over = f", TLS trusting {tls_ca}" if tls_ca is not None else ""

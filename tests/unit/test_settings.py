@@ -193,3 +193,15 @@ def test_the_module_reads_no_variable_outside_from_env():
         if p.name != "settings.py" and pattern.search(p.read_text())
     ]
     assert offenders == [], offenders
+
+
+def test_a_client_reaches_the_configured_server_and_ca(tmp_path):
+    from explainer_service.settings import Settings
+
+    plain = Settings.from_env({})
+    assert plain.client_server == f"127.0.0.1:{plain.api_port}" and plain.tls_ca is None
+    s = Settings.from_env({"FACEXPLAIN_SERVER": " api.example:7000 ", "FACEXPLAIN_TLS_CA": str(tmp_path / "ca.pem"),
+                           "FACEXPLAIN_DASHBOARD_APP": str(tmp_path / "app.py")})
+    assert s.client_server == "api.example:7000"
+    assert s.tls_ca == tmp_path / "ca.pem" and s.dashboard_app == tmp_path / "app.py"
+    assert Settings.from_env({"FACEXPLAIN_API_PORT": "6000"}).client_server == "127.0.0.1:6000"
