@@ -55,7 +55,7 @@ from __future__ import annotations
 
 from .base import ClaimResult, JobStore
 from .keys import DEFAULT_PREFIX, content_job_id, job_keys, lease_unit
-from .records import FINAL_STATES, JobError, JobKind, JobRecord, JobState, Lease
+from .records import FINAL_STATES, JobError, JobKind, JobProgress, JobRecord, JobState, Lease
 from .redis_store import RedisJobStore, shard_from_bytes, shard_to_bytes
 from .server import EmbeddedRedis, find_redis_server, stop_pid
 
@@ -70,6 +70,7 @@ __all__ = [
     "JobError",
     "JobKind",
     "JobRecord",
+    "JobProgress",
     "JobState",
     "Lease",
     "RedisJobStore",

@@ -14,7 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..methods.corrrise import ShardResult
 from ..results import PairResult
-from .records import JobError, JobKind, JobRecord, JobState
+from .records import JobError, JobKind, JobProgress, JobRecord, JobState
 
 __all__ = ["ClaimResult", "JobStore"]
 
@@ -55,6 +55,7 @@ class JobStore(Protocol):
         self, *, limit: int = 100, states: Sequence[JobState | str] | None = None, kind: JobKind | str | None = None
     ) -> list[JobRecord]: ...
     def count_by_state(self) -> dict[JobState, int]: ...
+    def job_progress(self, job_id: str) -> JobProgress: ...
     def request_cancel(self, job_id: str) -> JobRecord: ...
     def delete_job(self, job_id: str) -> int: ...
 

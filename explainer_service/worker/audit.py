@@ -135,6 +135,26 @@ def audit_request(record: JobRecord) -> AuditRequest:
     return AuditRequest.from_params(record.params, f"job {record.id}")
 
 
+#: Parsed requests of the audits this process works on, by (job id, creation time): a pair task
+#: reads the job's progress (a few fields), not its whole pair list, once the request is known.
+_REQUESTS: dict[tuple[str, float], tuple[str, int, AuditRequest]] = {}
+_REQUESTS_KEPT = 8
+
+
+def _job_request(store: JobStore, job_id: str) -> tuple[str, int, AuditRequest]:
+    """``(model, total, request)`` of the audit ``job_id``, parsed once per process and job."""
+    key = (job_id, store.job_progress(job_id).created_at)
+    known = _REQUESTS.get(key)
+    if known is None:
+        record = store.get_job(job_id)
+        known = (record.model, record.total, audit_request(record))
+        key = (job_id, record.created_at)  # the record read: a recreated job has another time
+        while len(_REQUESTS) >= _REQUESTS_KEPT:
+            _REQUESTS.pop(next(iter(_REQUESTS)))
+        _REQUESTS[key] = known
+    return known
+
+
 def _image(store: JobStore, job_id: str, ref: tuple[str, str]) -> bytes | str:
     kind, where = ref
     return store.get_input(job_id, where) if kind == "input" else where
@@ -156,8 +176,7 @@ def run_pair(ctx: WorkerContext, job_id: str, index: int) -> Outcome:
     from ..pipeline import align_image, embed_chips
 
     store = ctx.store
-    record = store.get_job(job_id)
-    request = audit_request(record)
+    model_name, total, request = _job_request(store, job_id)
     if not 0 <= index < len(request.pairs):
         raise InputError(f"job {job_id}: pair {index} is outside its {len(request.pairs)} pairs")
     unit = lease_unit("pair", index=index)
@@ -168,12 +187,12 @@ def run_pair(ctx: WorkerContext, job_id: str, index: int) -> Outcome:
     if claim is ClaimResult.HELD:
         return Outcome.HELD
     if claim is ClaimResult.DONE:  # a redelivered task: the audit may still want its summary
-        if store.get_job(job_id).done >= record.total:
+        if store.job_progress(job_id).done >= total:
             finished = finish_audit(ctx, job_id)
             return Outcome.SKIPPED if finished is Outcome.DONE else finished
         return Outcome.SKIPPED
     spec = request.pairs[index]
-    model = ctx.models.get(record.model)
+    model = ctx.models.get(model_name)
     row: dict[str, Any] = {"index": index, "name": spec.name, "same": spec.same, "score": None,
                            "decision": "unknown", "correct": False, "methods": [], "error": None}
     aligner = Aligner(multiple_faces=request.align.get("face", "largest"),
@@ -251,8 +270,8 @@ def _kept(ctx: WorkerContext, model: Any, face_a: Any, face_b: Any, explained: M
 
 
 def _after_row(ctx: WorkerContext, job_id: str) -> Outcome:
-    record = ctx.store.get_job(job_id)
-    if record.done >= record.total:
+    progress = ctx.store.job_progress(job_id)
+    if progress.done >= progress.total:
         finish_audit(ctx, job_id)
     return Outcome.DONE
 

@@ -24,6 +24,7 @@ import redis
 
 from explainer_service.alignment import Aligner
 from explainer_service.errors import (
+    BackendError,
     BackendUnavailableError,
     InputError,
     ModelNotReadyError,
@@ -48,6 +49,7 @@ from explainer_service.store import (
     lease_unit,
     stop_pid,
 )
+from explainer_service.store.keys import job_key
 from explainer_service.store.redis_store import shard_from_bytes, shard_to_bytes
 from tests.integration.procs import listening
 from tests.toy import ToyModel, toy_pair
@@ -498,3 +500,28 @@ def test_a_detached_server_is_stopped_through_its_pid_file(tmp_path):
         assert stop_pid(pid) is False
     finally:
         server.stop()
+
+
+def test_progress_and_counts_read_no_parameters(job_store):
+    """A worker's check after each unit and the job counts read a few fields, never ``params``:
+    a damaged ``params`` field (which get_job refuses) does not disturb them."""
+    big = {"pairs": [["input", f"a{i}"] for i in range(2000)]}
+    record, _ = job_store.create_job("big", "audit", model="toy", params=big, total=2000)
+    job_store.report_progress("big", 7)
+    progress = job_store.job_progress("big")
+    assert (progress.state, progress.done, progress.total) == (JobState.QUEUED, 7, 2000)
+    assert progress.created_at == record.created_at
+    job_store.create_job("small", "explain", model="toy", total=1)
+    job_store.set_state("small", "running")
+    client = redis.Redis.from_url(job_store.url, socket_timeout=5)
+    try:
+        client.hset(job_key("big", job_store.prefix), "params", "{not json")
+    finally:
+        client.close()
+    with pytest.raises(BackendError, match="damaged record"):
+        job_store.get_job("big")
+    assert job_store.job_progress("big").done == 7
+    counts = job_store.count_by_state()
+    assert counts[JobState.QUEUED] == 1 and counts[JobState.RUNNING] == 1 and sum(counts.values()) == 2
+    with pytest.raises(NotFoundError):
+        job_store.job_progress("nope")
