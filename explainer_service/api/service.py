@@ -435,20 +435,29 @@ class ApiService:
             raise InputError(f"page offset must be >= 0 and size 0..1000, got {offset} and {limit}")
         return record, self.store.get_summary(job_id), self.store.get_pairs(job_id, offset=offset, limit=limit)
 
-    def audit_kept(self, job_id: str, indexes: Sequence[int]) -> dict[int, dict[str, PairResult]]:
+    def audit_kept(
+        self, job_id: str, indexes: Sequence[int], *, max_bytes: int | None = None
+    ) -> tuple[dict[int, dict[str, PairResult]], int]:
         """The kept results (``keep_maps``) of an audit's pairs ``indexes``: by index, each method's
         complete PairResult (``pair_archive``); pairs with none kept (failed, or maps not kept) are
-        absent. InputError naming the pair for an archive that cannot be read."""
+        absent. With ``max_bytes``, pairs are read in order until their archives would pass it (the
+        first pair always): also returns how many of ``indexes`` were covered, so that a page of
+        maps fits a message. InputError naming the pair for an archive that cannot be read."""
         from ..pair_archive import unpack_pair_results
 
         out: dict[int, dict[str, PairResult]] = {}
-        for index in indexes:
+        used = 0
+        for n, index in enumerate(indexes):
             blob = self.store.get_pair_maps(job_id, index)
-            if blob is not None:
-                results = unpack_pair_results(blob, where=f"job {job_id} pair {index} kept maps")
-                if results:
-                    out[index] = results
-        return out
+            if blob is None:
+                continue
+            if max_bytes is not None and n and used + len(blob) > max_bytes:
+                return out, n
+            used += len(blob)
+            results = unpack_pair_results(blob, where=f"job {job_id} pair {index} kept maps")
+            if results:
+                out[index] = results
+        return out, len(indexes)
 
     def _reusable(self, job_id: str, force: bool) -> JobRecord | None:
         """The stored job of this content id when it can answer the request (the cache hit);

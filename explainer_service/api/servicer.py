@@ -225,13 +225,19 @@ class FacexplainServicer(service_pb2_grpc.FacexplainServicer):
         record, summary, rows = self.service.audit_page(job_id, offset=offset, limit=size)
         # pages cover pair indexes offset .. offset + size - 1: rows not stored yet are absent
         total = int(record.total)
-        kept = self.service.audit_kept(job_id, [i for i, _ in rows]) if with_results else {}
+        end = offset + size
+        kept: dict[int, Any] = {}
+        if with_results:  # a page of maps ends early rather than pass half the message limit
+            budget = self.service.settings.limits.max_message_bytes // 2
+            kept, covered = self.service.audit_kept(job_id, [i for i, _ in rows], max_bytes=budget)
+            if covered < len(rows):
+                end, rows = rows[covered][0], rows[:covered]
         audit = audit_pb2.AuditResult(
             rows=[convert.audit_row_to_message(row, results=kept.get(i)) for i, row in rows], total_rows=total)
         if summary is not None:
             audit.summary.CopyFrom(convert.audit_summary_to_message(summary))
-        if offset + size < total:
-            audit.next_page_token = str(offset + size)
+        if end < total:
+            audit.next_page_token = str(end)
         return service_pb2.GetResultResponse(job=convert.job_to_message(record), audit=audit)
 
     async def SubmitAudit(self, request: audit_pb2.SubmitAuditRequest, context: Any) -> service_pb2.SubmitResponse:
