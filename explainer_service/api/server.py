@@ -165,6 +165,7 @@ class ApiServer:
     host: str
     health: Any
     service: ApiService
+    servicer: FacexplainServicer | None = None
     _health_task: asyncio.Task[None] | None = None
 
     @property
@@ -181,6 +182,8 @@ class ApiServer:
         for name in _HEALTH_SERVICES:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(grace_s)
+        if self.servicer is not None:  # the job-events listener and its Redis connection
+            await self.servicer.aclose()
 
 
 async def _watch_health(service: ApiService, servicer: Any, interval_s: float) -> None:
@@ -216,9 +219,8 @@ async def start_server(service: ApiService, config: ServerConfig) -> ApiServer:
     server = grpc.aio.server(
         interceptors=interceptors, options=options, maximum_concurrent_rpcs=config.max_concurrent_rpcs
     )
-    service_pb2_grpc.add_FacexplainServicer_to_server(
-        FacexplainServicer(service, watch_poll_s=config.watch_poll_s, watch_fallback_s=config.watch_fallback_s), server
-    )
+    servicer = FacexplainServicer(service, watch_poll_s=config.watch_poll_s, watch_fallback_s=config.watch_fallback_s)
+    service_pb2_grpc.add_FacexplainServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     for name in _HEALTH_SERVICES:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -238,7 +240,8 @@ async def start_server(service: ApiService, config: ServerConfig) -> ApiServer:
     if not port:
         raise InputError(f"the API cannot listen on {target} (is the port taken?)")
     await server.start()
-    api = ApiServer(server=server, port=int(port), host=config.host, health=health_servicer, service=service)
+    api = ApiServer(server=server, port=int(port), host=config.host, health=health_servicer, service=service,
+                    servicer=servicer)
     api._health_task = asyncio.create_task(_watch_health(service, health_servicer, config.health_interval_s))
     return api
 

@@ -112,6 +112,11 @@ class FacexplainServicer(service_pb2_grpc.FacexplainServicer):
         self._events: JobEvents | None = None
         self._events_made = False
 
+    async def aclose(self) -> None:
+        """Stop the job-events listener (after the server stopped; a later WatchJob starts it again)."""
+        if self._events is not None:
+            await self._events.aclose()
+
     def _job_events(self) -> JobEvents | None:
         """The store's change notifications (made on the first WatchJob, in the server's loop)."""
         if not self._events_made:

@@ -224,3 +224,51 @@ def test_idle_watchers_hold_no_thread_each(serve: Any, job_store: RedisJobStore)
         for call in calls:
             assert [u.job.state for u in call]  # the terminal update, then the stream ends
         assert time.monotonic() - t0 < 2 * WAKE_BOUND_S
+
+
+def test_stopping_the_server_closes_its_events_listener(job_store: RedisJobStore):
+    """ApiServer.stop closes the listener's pub/sub connection while the event loop goes on (an
+    API embedded in a longer-lived loop does not keep it)."""
+    from explainer_service.api.server import start_server
+
+    def listeners() -> int:
+        client = redis.Redis.from_url(job_store.url, socket_timeout=5)
+        try:
+            return sum(1 for c in client.client_list() if int(c.get("psub", 0)) > 0)
+        finally:
+            client.close()
+
+    async def until(check: Any, what: str) -> None:
+        deadline = time.monotonic() + WAKE_BOUND_S
+        while not await asyncio.to_thread(check):
+            assert time.monotonic() < deadline, what
+            await asyncio.sleep(0.05)
+
+    before = listeners()
+    service = ApiService(job_store, engine="local", enqueue=_Queue())
+    job = _job(job_store)
+
+    async def scenario() -> None:
+        api = await start_server(service, ServerConfig(host="127.0.0.1", port=0, watch_poll_s=30.0,
+                                                       watch_fallback_s=30.0))
+        try:
+            async with grpc_aio_channel(api.address) as channel:
+                stub = service_pb2_grpc.FacexplainStub(channel)
+                call = stub.WatchJob(service_pb2.WatchJobRequest(id=job))
+                await call.read()  # the first update: the watcher is subscribed
+                await until(lambda: listeners() > before, "no listener subscribed")
+                call.cancel()
+        finally:
+            await api.stop(grace_s=1.0)
+        await until(lambda: listeners() == before, "the listener's connection outlived the server's stop")
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        service.close()
+
+
+def grpc_aio_channel(address: str) -> Any:
+    import grpc
+
+    return grpc.aio.insecure_channel(address)
