@@ -1,11 +1,14 @@
 """The job and map store: our own job records, uploaded images, CorrRISE shards, audit rows and
 results in Redis, with retention; and the embedded redis-server that holds them on one machine.
 
-Modules: ``keys`` (deterministic key names, content-hash job ids: pure), ``records`` (the job
-record), ``base`` (the :class:`JobStore` protocol, :class:`ClaimResult`), ``redis_store``
-(:class:`RedisJobStore`), ``server`` (:class:`EmbeddedRedis`, :func:`find_redis_server`).
+Modules: ``keys`` (deterministic key names, content-hash job ids, event channels: pure),
+``records`` (the job record, its progress), ``base`` (the :class:`JobStore` protocol,
+:class:`ClaimResult`), ``redis_store`` (:class:`RedisJobStore`: every write that changes a job
+publishes on the job's channel), ``faces`` (the faces the API aligned, kept with an explain job),
+``events`` (:class:`~.events.JobEvents`: one pub/sub listener that wakes an API's WatchJob
+calls), ``server`` (:class:`EmbeddedRedis`, :func:`find_redis_server`).
 
-Intended use (the API and the workers are later work; this is the contract they build on)::
+How the API and the workers use it::
 
     store = RedisJobStore(settings.redis_url)            # one per process, after any fork
 
@@ -17,7 +20,7 @@ Intended use (the API and the workers are later work; this is the contract they 
             store.delete_job(job_id)
     record, created = store.create_job(job_id, "explain", model=m, method="corrrise",
                                        params=params, total=n_masks,
-                                       inputs={"a": img_a, "b": img_b})
+                                       inputs={"a": img_a, "b": img_b, **faces_to_inputs(...)})
     if created:
         enqueue tasks with the id only (never images): one per mask shard [lo, hi)
 
@@ -25,7 +28,7 @@ Intended use (the API and the workers are later work; this is the contract they 
     match store.claim(job_id, lease_unit("shard", lo=lo, hi=hi), worker_id, lease_s=...):
         case ClaimResult.DONE | ClaimResult.STOPPED: return      # stored already / cancelled
         case ClaimResult.HELD: retry later (another worker holds a live lease)
-    a, b = store.get_input(job_id, "a"), store.get_input(job_id, "b")
+    faces = faces_from_inputs(...)   # the API's aligned faces; else align store.get_input(job_id, "a"/"b")
     shard = corrrise.run_shard(chip_a, chip_b, lo, hi, progress=...)   # check
     store.cancel_requested(job_id) between batches; renew the lease with claim() again
     store.put_shard(job_id, shard)     # same field on a rerun; progress counts it once
@@ -36,13 +39,15 @@ Intended use (the API and the workers are later work; this is the contract they 
                                         #   error=JobError.from_exception(exc)) once retries run out
 
     # worker, audit pair i: claim(job_id, lease_unit("pair", index=i), ...), then
-    store.put_pair(job_id, i, row, maps=npz_or_None); at the end put_summary(job_id, summary)
+    store.put_pair(job_id, i, row, maps=archive_or_None); job_progress(job_id) (a few fields,
+    not the pair list); after the last pair put_summary(job_id, summary)
 
-    # API, WatchJob: poll get_job (state, done/total, updated_at) and, for CorrRISE partial maps,
-    # merged_shard -> corrrise.finish (the running maps over the masks done so far)
+    # API, WatchJob: wait for the job's event (JobEvents; a poll as fallback), get_job (state,
+    # done/total) and, for CorrRISE partial maps, merged_shard -> corrrise.finish (the running
+    # maps over the masks done so far)
     # API, GetResult: get_result (None: not finished) / get_summary + get_pairs(offset, limit)
     # API, CancelJob: request_cancel;  DeleteJob: delete_job;  ListJobs: list_jobs
-    # facexplain status: count_by_state()
+    # facexplain status, the API's job limit: count_by_state() (one field per job)
 
 Retention: every key of a job expires at ``created + ttl`` (``Settings.job_ttl_s``, default
 24 h, FACEXPLAIN_JOB_TTL), together; ``delete_job`` removes them all at once; the listing index is
