@@ -65,6 +65,7 @@ from explainer_service.explanation import decide  # noqa: E402
 from explainer_service.metrics import default_steps  # noqa: E402
 from explainer_service.models.base import FaceModel, cosine_to  # noqa: E402
 from explainer_service.pipeline import align_image, embed_chips, load_face_model, open_face_model  # noqa: E402
+from explainer_service.processes import api_address, start_command, stop_groups  # noqa: E402
 from explainer_service.settings import get_settings  # noqa: E402
 from explainer_service.store import EmbeddedRedis  # noqa: E402
 
@@ -104,34 +105,10 @@ def write_dataset(folder: Path, pairs: int) -> Path:
 # -- processes -----------------------------------------------------------------------------------
 
 
-def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "explainer_service.cli", *args],
-        stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True,
-    )
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to the process group, SIGKILL after 30 s."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
 
 
-def _api_address(log: Path, proc: subprocess.Popen[bytes]) -> str:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        for line in log.read_text(errors="replace").splitlines():
-            if "serving on " in line:
-                return line.split("serving on ", 1)[1].split()[0]
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    raise RuntimeError(f"facexplain api did not start:\n{log.read_text(errors='replace')[-3000:]}")
 
 
 @contextmanager
@@ -147,16 +124,15 @@ def stack(workdir: Path, roots: list[Path], workers: int, triton: str | None,
         procs: list[subprocess.Popen[bytes]] = []
         try:
             extra = [] if threads is None else ["--threads", str(threads)]
-            procs.append(_start(["worker", "--redis", redis.url, *engine, "--concurrency", str(workers), *extra,
-                                 "--loglevel", "warning"], env, workdir / "worker.log"))
+            procs.append(start_command(["worker", "--redis", redis.url, *engine, "--concurrency", str(workers),
+                                        *extra, "--loglevel", "warning"], workdir / "worker.log", env=env))
             api = ["api", "--redis", redis.url, "--engine", "local", "--port", "0"]
             for root in roots:
                 api += ["--dataset-root", str(root)]
-            procs.append(_start(api, env, workdir / "api.log"))
-            yield _api_address(workdir / "api.log", procs[-1])
+            procs.append(start_command(api, workdir / "api.log", env=env))
+            yield api_address(workdir / "api.log", procs[-1], timeout=START_TIMEOUT_S)
         finally:
-            for proc in reversed(procs):
-                _stop(proc)
+            stop_groups(reversed(procs), grace_s=30)
 
 
 # -- the measured paths ----------------------------------------------------------------------------

@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import signal
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,7 @@ from explainer_service.demo import make_demo_pair  # noqa: E402
 from explainer_service.methods import build  # noqa: E402
 from explainer_service.methods.corrrise import CorrRISE  # noqa: E402
 from explainer_service.pipeline import align_image, explain_pair, load_face_model  # noqa: E402
+from explainer_service.processes import api_address, start_command, stop_groups  # noqa: E402
 from explainer_service.settings import get_settings  # noqa: E402
 from explainer_service.store import EmbeddedRedis  # noqa: E402
 from explainer_service.worker.plan import plan_shards  # noqa: E402
@@ -60,34 +60,10 @@ def load() -> str:
     return f"{one:.2f} {five:.2f} {fifteen:.2f}"
 
 
-def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "explainer_service.cli", *args],
-        stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True,
-    )
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM to the process group, SIGKILL after 20 s."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
 
 
-def _api_address(log: Path, proc: subprocess.Popen[bytes]) -> str:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        for line in log.read_text(errors="replace").splitlines():
-            if "serving on " in line:
-                return line.split("serving on ", 1)[1].split()[0]
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    raise RuntimeError(f"facexplain api did not start:\n{log.read_text(errors='replace')[-3000:]}")
 
 
 @contextmanager
@@ -98,14 +74,13 @@ def stack(workdir: Path) -> Iterator[str]:
         env["FACEXPLAIN_REDIS_URL"] = redis.url
         procs: list[subprocess.Popen[bytes]] = []
         try:
-            procs.append(_start(["worker", "--redis", redis.url, "--engine", "local", "--concurrency", "1"],
-                                env, workdir / "worker.log"))
-            procs.append(_start(["api", "--redis", redis.url, "--engine", "local", "--port", "0"],
-                                env, workdir / "api.log"))
-            yield _api_address(workdir / "api.log", procs[-1])
+            procs.append(start_command(["worker", "--redis", redis.url, "--engine", "local", "--concurrency", "1"],
+                                       workdir / "worker.log", env=env))
+            procs.append(start_command(["api", "--redis", redis.url, "--engine", "local", "--port", "0"],
+                                       workdir / "api.log", env=env))
+            yield api_address(workdir / "api.log", procs[-1], timeout=START_TIMEOUT_S)
         finally:
-            for proc in reversed(procs):
-                _stop(proc)
+            stop_groups(reversed(procs))
 
 
 def cpu_s() -> float:

@@ -14,9 +14,7 @@ result's maps, and nothing is left running.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -45,6 +43,7 @@ from explainer_service.errors import (
 )
 from explainer_service.methods.registry import list_methods
 from explainer_service.pipeline import explain_pair, load_face_model
+from explainer_service.processes import api_address, start_command, stop_groups
 from explainer_service.store import EmbeddedRedis, RedisJobStore
 from tests.integration.procs import marked_env, marked_processes
 
@@ -277,33 +276,10 @@ def test_tls_with_a_certificate_the_test_makes(redis_url: str, tmp_path: Path):
 # -- end to end: facexplain api and facexplain worker as separate processes ------------------------
 
 
-def _start(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "explainer_service.cli", *args],
-        stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True,
-    )
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
 
 
-def _address(log: Path, proc: subprocess.Popen[bytes], timeout: float = 60) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for line in log.read_text(errors="replace").splitlines():
-            if "serving on " in line:
-                return line.split("serving on ", 1)[1].split()[0]
-        if proc.poll() is not None:
-            break
-        time.sleep(0.1)
-    raise AssertionError(f"facexplain api did not start:\n{log.read_text(errors='replace')[-3000:]}")
 
 
 @pytest.mark.slow
@@ -311,10 +287,10 @@ def test_client_explain_through_api_and_worker_processes_writes_the_local_files(
     redis_url: str, pair: tuple[Path, Path], tmp_path: Path
 ):
     env, mark = marked_env(FACEXPLAIN_REDIS_URL=redis_url)
-    api = _start(["api", "--redis", redis_url, "--engine", "local", "--port", "0"], env, tmp_path / "api.log")
-    worker = _start(["worker", "--redis", redis_url, "--engine", "local"], env, tmp_path / "worker.log")
+    api = start_command(["api", "--redis", redis_url, "--engine", "local", "--port", "0"], tmp_path / "api.log", env=env)
+    worker = start_command(["worker", "--redis", redis_url, "--engine", "local"], tmp_path / "worker.log", env=env)
     try:
-        address = _address(tmp_path / "api.log", api)
+        address = api_address(tmp_path / "api.log", api)
         a, b = (str(p) for p in pair)
         common = [a, b, "--masks", "64", "--seed", "0"]
         assert cli.main(["client", "explain", *common, "--server", address, "--out", str(tmp_path / "api"),
@@ -342,8 +318,7 @@ def test_client_explain_through_api_and_worker_processes_writes_the_local_files(
             assert np.abs(updates[-1].partial.s_b - result.s_b).max() <= 1e-6
             assert client.get_result(again.job.id, summary_only=True).s_a is None
     finally:
-        _stop(api)
-        _stop(worker)
+        stop_groups([api, worker])
     deadline = time.monotonic() + 10
     while marked_processes(mark) and time.monotonic() < deadline:
         time.sleep(0.1)

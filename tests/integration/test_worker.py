@@ -29,6 +29,7 @@ import pytest
 import redis
 
 from explainer_service.pipeline import explain_pair, open_face_model
+from explainer_service.processes import stop_groups
 from explainer_service.settings import get_settings
 from explainer_service.store import EmbeddedRedis, JobState, RedisJobStore
 from explainer_service.worker import QUEUE, ModelPool, Outcome, WorkerContext, make_app
@@ -74,16 +75,7 @@ class Group:
             assert time.monotonic() < deadline, "workers did not answer a ping within 30 s"
 
     def stop(self) -> None:
-        for p in self.procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(p.pid, signal.SIGKILL)
-                p.wait(timeout=10)
+        stop_groups(self.procs, grace_s=20)
         deadline = time.monotonic() + 10
         while any(marked_processes(m) for m in self.marks) and time.monotonic() < deadline:
             time.sleep(0.1)

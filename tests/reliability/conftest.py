@@ -18,13 +18,13 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from explainer_service.processes import start_command, stop_groups, wait_for_line
 from explainer_service.store import EmbeddedRedis, RedisJobStore
 from tests.integration.procs import marked_env, marked_processes
 
@@ -88,16 +88,10 @@ class Service:
         """``facexplain ARGS`` as part ``name`` in its own process group; waits until its log
         shows ``ready`` (AssertionError with the log's tail when it exits or times out)."""
         log = self.log(name)
-        with log.open("ab") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "explainer_service.cli", *args], env=self.env,
-                                    stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-        self.procs[name] = proc
-        deadline = time.monotonic() + timeout
         size = log.stat().st_size if log.exists() else 0
-        while ready not in log.read_text(errors="replace")[size:]:
-            assert proc.poll() is None, f"{name} exited:\n{log.read_text(errors='replace')[-3000:]}"
-            assert time.monotonic() < deadline, f"{name} not ready in {timeout} s:\n{log.read_text()[-3000:]}"
-            time.sleep(0.1)
+        proc = start_command(args, log, env=self.env)
+        self.procs[name] = proc
+        wait_for_line(log, proc, ready, timeout=timeout, what=name, after=size)
         return proc
 
     def start_worker(self, name: str, *extra: str) -> subprocess.Popen[bytes]:
@@ -131,16 +125,7 @@ class Service:
 
     def stop(self) -> None:
         """Stop every part (SIGTERM, SIGKILL after 20 s) and Redis; assert nothing is left."""
-        for proc in self.procs.values():
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
+        stop_groups(self.procs.values(), grace_s=20)
         self.procs = {}
         if self.redis is not None:
             self.redis.stop()
