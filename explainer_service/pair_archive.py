@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import io
 import json
-import zipfile
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -27,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError
-from .results import PairResult
+from .results import PairResult, load_npz_arrays
 
 __all__ = ["pack_pair_results", "unpack_pair_results"]
 
@@ -71,20 +70,6 @@ def pack_pair_results(results: Sequence[PairResult]) -> bytes:
     return buf.getvalue()
 
 
-def _load(data: bytes, where: str) -> dict[str, np.ndarray]:
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise InputError(f"{where}: expected the bytes of an .npz archive, got {type(data).__name__}")
-    try:
-        with np.load(io.BytesIO(bytes(data)), allow_pickle=False) as archive:
-            if not isinstance(archive, np.lib.npyio.NpzFile):
-                raise InputError(f"{where}: not an .npz archive")
-            return {key: archive[key] for key in archive.files}
-    except InputError:
-        raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError) as e:
-        raise InputError(f"{where}: not a readable .npz archive ({str(e)[:120]})") from None
-
-
 def _methods(arrays: dict[str, np.ndarray]) -> list[str]:
     """The methods an archive's arrays hold a complete result of, in the archive's order (an
     archive written before summaries were kept has maps only: none)."""
@@ -107,7 +92,7 @@ def unpack_pair_results(data: bytes, *, where: str = "pair archive") -> dict[str
     """Each method's complete result (maps, scores, chips, alignment) from :func:`pack_pair_results`'s
     bytes, by method name in the archive's order; InputError naming ``where`` for a damaged archive
     or one whose arrays do not fit its summaries."""
-    arrays = _load(data, where)
+    arrays = load_npz_arrays(data, where)
     out: dict[str, PairResult] = {}
     methods = _methods(arrays)
     if not methods:

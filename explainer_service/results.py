@@ -52,6 +52,7 @@ __all__ = [
     "ModelInfo",
     "Timing",
     "PairResult",
+    "load_npz_arrays",
 ]
 
 #: The summary layout's name and version (``format`` key); bumped when a key changes meaning.
@@ -507,7 +508,7 @@ class PairResult:
         summary (missing array, wrong dtype or shape). ``where``/``summary_where`` name the two
         parts in messages."""
         head = cls.from_dict(summary, where=summary_where)
-        arrays = _load_npz(npz, where)
+        arrays = load_npz_arrays(npz, where)
         h, w = head.map_shape
         for key in _MAP_KEYS[:6]:
             _check_array(arrays, key, np.float32, (h, w), where)
@@ -584,11 +585,13 @@ def _read_json(path: Path) -> Any:
         raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
 
 
-def _load_npz(data: bytes, where: str) -> dict[str, np.ndarray]:
+def load_npz_arrays(data: bytes, where: str) -> dict[str, np.ndarray]:
+    """Every array of an .npz archive in ``data`` (pickles refused); InputError naming ``where``
+    for anything else."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise InputError(f"{where}: expected the bytes of an .npz archive, got {type(data).__name__}")
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+        with np.load(io.BytesIO(bytes(data)), allow_pickle=False) as archive:
             if not isinstance(archive, np.lib.npyio.NpzFile):
                 raise InputError(f"{where}: not an .npz archive")
             return {key: archive[key] for key in archive.files}

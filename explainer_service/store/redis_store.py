@@ -457,52 +457,46 @@ class RedisJobStore:
             raise InputError(f"limit must be an integer >= 0, got {limit!r}")
         wanted = None if states is None else {JobState(s) for s in states}
         want_kind = None if kind is None else JobKind(kind)
-        index = K.index_key(self.prefix)
         out: list[JobRecord] = []
-        start = 0
         with self._backend("list jobs"):
-            self._prune(keys=[index], args=[])
-            while len(out) < limit:
-                ids = [_bytes(i).decode() for i in self._r.zrevrange(index, start, start + _LIST_CHUNK - 1)]
-                if not ids:
-                    break
-                start += len(ids)
-                pipe = self._r.pipeline(transaction=False)
-                for job_id in ids:
-                    pipe.hgetall(self._jk(job_id))
-                gone = []
-                for job_id, raw in zip(ids, pipe.execute(), strict=True):
-                    if not raw:
-                        gone.append(job_id)
-                        continue
-                    record = JobRecord.from_hash(job_id, _hash(raw))
-                    if (wanted is None or record.state in wanted) and (want_kind is None or record.kind == want_kind):
-                        out.append(record)
-                if gone:
-                    self._r.zrem(index, *gone)
-                    start -= len(gone)
+            for job_id, raw in self._indexed(lambda pipe, key: pipe.hgetall(key), lambda: len(out) >= limit):
+                record = JobRecord.from_hash(job_id, _hash(raw))
+                if (wanted is None or record.state in wanted) and (want_kind is None or record.kind == want_kind):
+                    out.append(record)
         return out[:limit]
+
+    def _indexed(self, read: Any, enough: Any = lambda: False) -> Iterator[tuple[str, Any]]:
+        """``(job id, read(pipeline, record key)'s answer)`` for the live jobs of the index, newest
+        first, in chunks, until ``enough()``; ids of jobs gone (expired, deleted) are pruned."""
+        index = K.index_key(self.prefix)
+        start = 0
+        self._prune(keys=[index], args=[])
+        while not enough():
+            ids = [_bytes(i).decode() for i in self._r.zrevrange(index, start, start + _LIST_CHUNK - 1)]
+            if not ids:
+                return
+            start += len(ids)
+            pipe = self._r.pipeline(transaction=False)
+            for job_id in ids:
+                read(pipe, self._jk(job_id))
+            gone = []
+            for job_id, raw in zip(ids, pipe.execute(), strict=True):
+                if not raw:
+                    gone.append(job_id)
+                    continue
+                yield job_id, raw
+            if gone:
+                self._r.zrem(index, *gone)
+                start -= len(gone)
 
     def count_by_state(self) -> dict[JobState, int]:
         """How many live jobs are in each state (``facexplain status``, the API's job limit): one
         field per job is read, so the cost does not grow with the jobs' requests."""
         counts = dict.fromkeys(JobState, 0)
-        index = K.index_key(self.prefix)
-        start = 0
         with self._backend("count jobs"):
-            self._prune(keys=[index], args=[])
-            while True:
-                ids = [_bytes(i).decode() for i in self._r.zrevrange(index, start, start + _LIST_CHUNK - 1)]
-                if not ids:
-                    break
-                start += len(ids)
-                pipe = self._r.pipeline(transaction=False)
-                for job_id in ids:
-                    pipe.hget(self._jk(job_id), "state")
-                for raw in pipe.execute():
-                    if raw is not None:  # gone meanwhile: list_jobs prunes it
-                        with contextlib.suppress(ValueError):
-                            counts[JobState(_bytes(raw).decode())] += 1
+            for _, raw in self._indexed(lambda pipe, key: pipe.hget(key, "state")):
+                with contextlib.suppress(ValueError):
+                    counts[JobState(_bytes(raw).decode())] += 1
         return counts
 
     def job_progress(self, job_id: str) -> JobProgress:
