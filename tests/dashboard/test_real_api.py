@@ -21,32 +21,25 @@ from explainer_service.api.service import ApiService
 from explainer_service.demo import make_demo_pair
 from explainer_service.store import EmbeddedRedis, RedisJobStore
 from tests.dashboard.conftest import open_app, png
+from tests.inprocess_api import RecordingQueue, in_process_api
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
-class _Queue:
-    def __init__(self) -> None:
-        self.ids: list[str] = []
-
-    def __call__(self, job_id: str) -> None:
-        self.ids.append(job_id)
-
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, _Queue]]:
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, RecordingQueue]]:
     with EmbeddedRedis(tmp_path_factory.mktemp("redis-dashboard"), startup_timeout=30) as redis:
         store = RedisJobStore(redis.url, prefix=f"dash{uuid.uuid4().hex[:8]}")
-        queue = _Queue()
         try:
-            with ApiService(store, engine="local", enqueue=queue) as service, BackgroundServer(service) as address:
+            with in_process_api(store) as (address, queue):
                 yield address, queue
         finally:
             store.close()
 
 
 @pytest.fixture
-def server(served: tuple[str, _Queue], monkeypatch: pytest.MonkeyPatch) -> tuple[str, _Queue]:
+def server(served: tuple[str, RecordingQueue], monkeypatch: pytest.MonkeyPatch) -> tuple[str, RecordingQueue]:
     monkeypatch.setenv("FACEXPLAIN_SERVER", served[0])
     monkeypatch.delenv("FACEXPLAIN_TOKEN", raising=False)
     return served
@@ -109,7 +102,7 @@ def test_an_api_over_tls_is_reached_with_the_ca_and_refused_without(tmp_path: Pa
     with EmbeddedRedis(tmp_path / "redis", startup_timeout=30) as redis:
         store = RedisJobStore(redis.url, prefix=f"dtls{uuid.uuid4().hex[:8]}")
         try:
-            with ApiService(store, engine="local", enqueue=_Queue()) as service, \
+            with ApiService(store, engine="local", enqueue=RecordingQueue()) as service, \
                     BackgroundServer(service, config) as address:
                 monkeypatch.setenv("FACEXPLAIN_SERVER", address)
                 monkeypatch.setenv("FACEXPLAIN_TLS_CA", str(cert))

@@ -45,6 +45,7 @@ from explainer_service.methods.registry import list_methods
 from explainer_service.pipeline import explain_pair, load_face_model
 from explainer_service.processes import api_address, start_command, stop_groups
 from explainer_service.store import EmbeddedRedis, RedisJobStore
+from tests.inprocess_api import RecordingQueue, in_process_api
 from tests.integration.procs import marked_env, marked_processes
 
 TOKEN = "t0ken-" + uuid.uuid4().hex
@@ -62,28 +63,18 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.url
 
 
-class _Queue:
-    """Records the ids the API queues (the tests that need no worker)."""
-
-    def __init__(self) -> None:
-        self.ids: list[str] = []
-
-    def __call__(self, job_id: str) -> None:
-        self.ids.append(job_id)
-
 
 @pytest.fixture(scope="module")
-def served(redis_url: str) -> Iterator[tuple[str, _Queue, RedisJobStore]]:
+def served(redis_url: str) -> Iterator[tuple[str, RecordingQueue, RedisJobStore]]:
     """An in-process API server (local engine) whose jobs are recorded, not run."""
     store = RedisJobStore(redis_url, prefix=f"api{uuid.uuid4().hex[:8]}")
-    queue = _Queue()
-    with ApiService(store, engine="local", enqueue=queue) as service, BackgroundServer(service) as address:
+    with in_process_api(store) as (address, queue):
         yield address, queue, store
     store.close()
 
 
 @pytest.fixture
-def client(served: tuple[str, _Queue, RedisJobStore]) -> Iterator[FacexplainClient]:
+def client(served: tuple[str, RecordingQueue, RedisJobStore]) -> Iterator[FacexplainClient]:
     with FacexplainClient(served[0], timeout=60) as c:
         yield c
 
@@ -149,7 +140,7 @@ def _png(rgb: np.ndarray) -> bytes:
 
 
 def test_explain_is_checked_named_by_content_and_cached(
-    served: tuple[str, _Queue, RedisJobStore], client: FacexplainClient, pair: tuple[Path, Path]
+    served: tuple[str, RecordingQueue, RedisJobStore], client: FacexplainClient, pair: tuple[Path, Path]
 ):
     _address, queue, store = served
     a, b = (p.read_bytes() for p in pair)
@@ -217,7 +208,7 @@ def test_list_methods_is_the_registry_and_models_are_listed(client: FacexplainCl
     assert not models["arcface_r50"].ready and "import" in models["arcface_r50"].not_ready_reason
 
 
-def test_health_and_reflection_answer(served: tuple[str, _Queue, RedisJobStore]):
+def test_health_and_reflection_answer(served: tuple[str, RecordingQueue, RedisJobStore]):
     from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
     with grpc.insecure_channel(served[0]) as channel:
@@ -233,7 +224,7 @@ def test_health_and_reflection_answer(served: tuple[str, _Queue, RedisJobStore])
 def test_a_token_is_needed_for_every_call_but_health(redis_url: str, pair: tuple[Path, Path]):
     store = RedisJobStore(redis_url, prefix=f"tok{uuid.uuid4().hex[:8]}")
     config = ServerConfig(token=TOKEN, max_message_bytes=2 * 1024 * 1024)
-    with ApiService(store, engine="local", enqueue=_Queue()) as service, BackgroundServer(service, config) as address:
+    with ApiService(store, engine="local", enqueue=RecordingQueue()) as service, BackgroundServer(service, config) as address:
         for token in (None, "wrong-token"):
             with FacexplainClient(address, token=token) as anonymous:
                 with pytest.raises(AuthenticationError, match="token"):
@@ -265,7 +256,7 @@ def test_tls_with_a_certificate_the_test_makes(redis_url: str, tmp_path: Path):
     )
     store = RedisJobStore(redis_url, prefix=f"tls{uuid.uuid4().hex[:8]}")
     config = ServerConfig(tls_cert=cert.read_bytes(), tls_key=key.read_bytes())
-    with ApiService(store, engine="local", enqueue=_Queue()) as service, BackgroundServer(service, config) as address:
+    with ApiService(store, engine="local", enqueue=RecordingQueue()) as service, BackgroundServer(service, config) as address:
         with FacexplainClient(address, tls_ca=cert.read_bytes()) as secure:
             assert "corrrise" in [m.name for m in secure.list_methods()]
         with FacexplainClient(address, timeout=5) as plain, pytest.raises(BackendUnavailableError):
@@ -327,7 +318,7 @@ def test_client_explain_through_api_and_worker_processes_writes_the_local_files(
 
 def test_client_errors_are_one_line_exit_2(redis_url: str, pair: tuple[Path, Path], tmp_path: Path, capsys):
     store = RedisJobStore(redis_url, prefix=f"cli{uuid.uuid4().hex[:8]}")
-    with ApiService(store, engine="local", enqueue=_Queue()) as service, BackgroundServer(service) as address:
+    with ApiService(store, engine="local", enqueue=RecordingQueue()) as service, BackgroundServer(service) as address:
         bad = tmp_path / "bad.jpg"
         bad.write_bytes(b"not an image at all")
         code = cli.main(["client", "explain", str(bad), str(pair[0]), "--server", address,

@@ -20,9 +20,9 @@ import pytest
 from explainer_service import cli
 from explainer_service.api.client import FacexplainClient
 from explainer_service.errors import InputError, NotFoundError
+from explainer_service.processes import api_address, start_command, stop_groups
 from explainer_service.store import EmbeddedRedis
 from tests.integration.procs import marked_env, marked_processes
-from tests.integration.test_api import _address, _start, _stop
 
 LFW = Path(__file__).resolve().parents[3] / "shared" / "data" / "lfw-dev"
 IMG = LFW / "aligned112"
@@ -40,14 +40,13 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, st
     tmp = tmp_path_factory.mktemp("api-audit")
     with EmbeddedRedis(tmp / "redis", startup_timeout=30) as redis:
         env, mark = marked_env(FACEXPLAIN_REDIS_URL=redis.url)
-        api = _start(["api", "--redis", redis.url, "--engine", "local", "--port", "0", "--dataset-root", str(LFW)],
-                     env, tmp / "api.log")
-        worker = _start(["worker", "--redis", redis.url, "--engine", "local"], env, tmp / "worker.log")
+        api = start_command(["api", "--redis", redis.url, "--engine", "local", "--port", "0", "--dataset-root",
+                             str(LFW)], tmp / "api.log", env=env)
+        worker = start_command(["worker", "--redis", redis.url, "--engine", "local"], tmp / "worker.log", env=env)
         try:
-            yield _address(tmp / "api.log", api), redis.url
+            yield api_address(tmp / "api.log", api), redis.url
         finally:
-            _stop(api)
-            _stop(worker)
+            stop_groups([api, worker])
         deadline = time.monotonic() + 10
         while marked_processes(mark) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -142,14 +141,14 @@ def test_submit_audit_answers_bad_requests_with_their_status(redis_server: Embed
     from explainer_service.api.server import BackgroundServer
     from explainer_service.api.service import ApiService
     from explainer_service.store import RedisJobStore
-    from tests.integration.test_api import _Queue
+    from tests.inprocess_api import RecordingQueue
 
     image = (IMG / PAIRS[0][0]).read_bytes()
     pair = audit_pb2.LabeledPair(pair=types_pb2.ImagePair(a=types_pb2.Image(data=image), b=types_pb2.Image(data=image)),
                                  same=True)
     inline = audit_pb2.InlinePairs(pairs=[pair])
     store = RedisJobStore(redis_server.url, prefix=f"aud{uuid.uuid4().hex[:8]}")
-    queue = _Queue()
+    queue = RecordingQueue()
     with ApiService(store, engine="local", enqueue=queue) as service, BackgroundServer(service) as address, \
             grpc.insecure_channel(address) as channel:
         stub = service_pb2_grpc.FacexplainStub(channel)
@@ -202,11 +201,11 @@ def test_client_explain_waits_at_most_wait_timeout(redis_server: EmbeddedRedis, 
     from explainer_service.api.server import BackgroundServer
     from explainer_service.api.service import ApiService
     from explainer_service.store import RedisJobStore
-    from tests.integration.test_api import _Queue
+    from tests.inprocess_api import RecordingQueue
 
     a, b = IMG / PAIRS[0][0], IMG / PAIRS[0][1]
     store = RedisJobStore(redis_server.url, prefix=f"wt{uuid.uuid4().hex[:8]}")
-    queue = _Queue()
+    queue = RecordingQueue()
     with ApiService(store, engine="local", enqueue=queue) as service, BackgroundServer(service) as address:
         t0 = time.monotonic()
         code = cli.main(["client", "explain", str(a), str(b), "--server", address, "--out", str(tmp_path / "out"),

@@ -30,10 +30,10 @@ import pytest
 
 from explainer_service.api.client import FacexplainClient
 from explainer_service.pipeline import explain_pair, open_face_model
+from explainer_service.processes import stop_groups
 from explainer_service.serving.embedded import free_port
 from explainer_service.store import EmbeddedRedis
 from tests.integration.procs import MARK, marked_env, marked_processes
-from tests.integration.test_api import _stop
 
 pytestmark = pytest.mark.slow
 
@@ -135,7 +135,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         finally:
             for machine in reversed(machines):
                 if machine.proc is not None:
-                    _stop(machine.proc)
+                    stop_groups([machine.proc])
             marks = [m.mark for m in machines]
             deadline = time.monotonic() + 30
             while any(marked_processes(m) for m in marks) and time.monotonic() < deadline:

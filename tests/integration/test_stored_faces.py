@@ -29,6 +29,7 @@ from explainer_service.store.faces import FACES_INPUT, faces_from_inputs, faces_
 from explainer_service.worker import ModelPool, Outcome, WorkerContext
 from explainer_service.worker.explain import run_unit
 from explainer_service.worker.plan import Unit, plan_shards
+from tests.inprocess_api import RecordingQueue
 
 PARAMS = {"n_masks": 32, "seed": 3, "patches": 8}
 SHARD = 16
@@ -53,17 +54,10 @@ def library(pair: tuple[bytes, bytes], local_model: Any) -> Any:
     return explain_pair(pair[0], pair[1], local_model, "corrrise", PARAMS)
 
 
-class _Queue:
-    def __init__(self) -> None:
-        self.ids: list[str] = []
-
-    def __call__(self, job_id: str) -> None:
-        self.ids.append(job_id)
-
 
 @pytest.fixture
 def service(job_store: RedisJobStore) -> Iterator[ApiService]:
-    with ApiService(job_store, engine="local", enqueue=_Queue()) as s:
+    with ApiService(job_store, engine="local", enqueue=RecordingQueue()) as s:
         yield s
 
 

@@ -28,6 +28,7 @@ from explainer_service.api.service import ApiService
 from explainer_service.methods.corrrise import ShardResult
 from explainer_service.store import JobState, RedisJobStore
 from explainer_service.store.events import JobEvents
+from tests.inprocess_api import RecordingQueue
 
 WAKE_BOUND_S = 5.0  # generous: the machine is shared; without a notification these waits are 30 s
 
@@ -122,10 +123,6 @@ def test_a_listener_without_redis_stays_down_and_its_watchers_time_out():
     asyncio.run(main())
 
 
-class _Queue:
-    def __call__(self, job_id: str) -> None:
-        pass
-
 
 @pytest.fixture
 def serve(job_store: RedisJobStore) -> Iterator[Any]:
@@ -134,7 +131,7 @@ def serve(job_store: RedisJobStore) -> Iterator[Any]:
     services: list[ApiService] = []
 
     def start(**config: Any) -> str:
-        service = ApiService(job_store, engine="local", enqueue=_Queue())
+        service = ApiService(job_store, engine="local", enqueue=RecordingQueue())
         server = BackgroundServer(service, ServerConfig(**config))
         services.append(service)
         servers.append(server)
@@ -245,7 +242,7 @@ def test_stopping_the_server_closes_its_events_listener(job_store: RedisJobStore
             await asyncio.sleep(0.05)
 
     before = listeners()
-    service = ApiService(job_store, engine="local", enqueue=_Queue())
+    service = ApiService(job_store, engine="local", enqueue=RecordingQueue())
     job = _job(job_store)
 
     async def scenario() -> None:

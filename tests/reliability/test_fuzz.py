@@ -53,9 +53,9 @@ from explainer_service.demo import make_demo_pair
 from explainer_service.methods.registry import list_methods
 from explainer_service.models.registry import DEFAULT_MODEL
 from explainer_service.models.store import SLOTS
+from explainer_service.processes import api_address, start_command, stop_groups
 from explainer_service.store import EmbeddedRedis
 from tests.integration.procs import marked_env, marked_processes
-from tests.integration.test_api import _address, _start, _stop
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.slow]
 
@@ -190,12 +190,12 @@ def served(tmp_path_factory: pytest.TempPathFactory, images: tuple[Path, Path]) 
     with EmbeddedRedis(tmp / "redis", startup_timeout=30) as redis:
         env, mark = marked_env(**LIMITS)
         log = tmp / "api.log"
-        api = _start(["api", "--redis", redis.url, "--engine", "local", "--port", "0", "--dataset-root", str(root)],
-                     env, log)
+        api = start_command(["api", "--redis", redis.url, "--engine", "local", "--port", "0", "--dataset-root",
+                             str(root)], log, env=env)
         try:
-            yield Served(_address(log, api, timeout=120), api.pid, log, root, outside)
+            yield Served(api_address(log, api, timeout=120), api.pid, log, root, outside)
         finally:
-            _stop(api)
+            stop_groups([api])
         deadline = time.monotonic() + 10
         while marked_processes(mark) and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -843,10 +843,10 @@ def test_token_and_tls_guard_every_call_but_health(tmp_path: Path, images: tuple
     with EmbeddedRedis(tmp_path / "redis", startup_timeout=30) as redis:
         env, mark = marked_env(**LIMITS)
         log = tmp_path / "api.log"
-        api = _start(["api", "--redis", redis.url, "--engine", "local", "--port", "0", "--token-file",
-                      str(tmp_path / "token"), "--tls-cert", str(cert), "--tls-key", str(key)], env, log)
+        api = start_command(["api", "--redis", redis.url, "--engine", "local", "--port", "0", "--token-file",
+                             str(tmp_path / "token"), "--tls-cert", str(cert), "--tls-key", str(key)], log, env=env)
         try:
-            address = _address(log, api, timeout=120)
+            address = api_address(log, api, timeout=120)
             assert "token required" in log.read_text() and "TLS" in log.read_text()
             credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
             with _channel(address, credentials) as channel:
@@ -869,7 +869,7 @@ def test_token_and_tls_guard_every_call_but_health(tmp_path: Path, images: tuple
             with _channel(address) as plain:
                 assert send(plain, "ListModels", b"", timeout=10)[0] == "UNAVAILABLE"
         finally:
-            _stop(api)
+            stop_groups([api])
         deadline = time.monotonic() + 10
         while marked_processes(mark) and time.monotonic() < deadline:
             time.sleep(0.1)
