@@ -1,8 +1,9 @@
 """A finished audit as files: what ``facexplain client result JOB --out DIR`` writes for an audit.
 
 - ``summary.json``: the audit's summary (pairs, failed pairs, threshold, accuracy, the confusion
-  counts, each method's Deletion/Insertion mean with its 95 % interval as Table 1 of the paper,
-  the worst pairs, the dropped pairs) with ``job`` (id, model, methods) and ``format``
+  counts, each method's Deletion/Insertion mean with its 95 % interval as Table 1 of the paper
+  and its mean curve under ``curve``: ``fractions``, ``accuracy`` and ``mean_score`` per step,
+  the curve whose area the mean is; the worst pairs, the dropped pairs) with ``job`` (id, model, methods) and ``format``
   (:data:`AUDIT_FORMAT`); written last, so a folder with it is complete.
 - ``pairs.csv``: one line per pair, by index: ``index, name, same (1/0), score, decision,
   correct (1/0), error`` (``STATUS: message`` for a pair that failed, else empty), then per method

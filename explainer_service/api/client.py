@@ -33,10 +33,14 @@ from ..methods.registry import MethodInfo
 from ..results import PairResult, Verification
 from . import convert
 from .pb import audit_pb2, service_pb2, service_pb2_grpc, types_pb2
+from .service import DatasetPairImages
 from .status import error_from_status
 
 __all__ = [
     "AuditPage",
+    "DatasetPair",
+    "DatasetPairImages",
+    "DatasetPairPage",
     "DEFAULT_TIMEOUT_S",
     "FINAL_STATES",
     "FacexplainClient",
@@ -161,6 +165,25 @@ class AuditPage:
     rows: list[dict[str, Any]]
     next_page_token: str
     total_rows: int
+
+
+@dataclass(frozen=True)
+class DatasetPair:
+    """A pair of a dataset on the server (ListDatasetPairs): its index in the dataset, its name
+    (``a.jpg|b.jpg``) and whether both images show the same person."""
+
+    index: int
+    name: str
+    same: bool
+
+
+@dataclass(frozen=True)
+class DatasetPairPage:
+    """One page of a dataset's pairs, the next page's token ("" on the last) and the pairs in all."""
+
+    pairs: list[DatasetPair]
+    next_page_token: str
+    total: int
 
 
 @dataclass(frozen=True)
@@ -468,6 +491,38 @@ class FacexplainClient:
             )
             for m in msg.models
         ]
+
+    def list_dataset_pairs(self, dataset: str, *, page_token: str = "", page_size: int = 0) -> DatasetPairPage:
+        """One page of the pairs of ``dataset`` (a spec on the server, e.g. ``lfw-aligned:lfw``;
+        ``page_size`` 0: the server's 100, at most 1000)."""
+        msg = self._call(self._stub.ListDatasetPairs, service_pb2.ListDatasetPairsRequest(
+            dataset=dataset, page_token=page_token, page_size=page_size))
+        return DatasetPairPage(
+            pairs=[DatasetPair(int(p.index), p.name, bool(p.same)) for p in msg.pairs],
+            next_page_token=msg.next_page_token, total=int(msg.total),
+        )
+
+    def dataset_pairs(self, dataset: str, *, page_size: int = 1000) -> Iterator[DatasetPair]:
+        """Every pair of ``dataset``, page after page (:meth:`list_dataset_pairs`)."""
+        token = ""
+        while True:
+            page = self.list_dataset_pairs(dataset, page_token=token, page_size=page_size)
+            yield from page.pairs
+            token = page.next_page_token
+            if not token:
+                return
+
+    def dataset_pair(self, dataset: str, index: int) -> DatasetPairImages:
+        """Pair ``index`` of ``dataset`` with its two image files' bytes, as the server stores them
+        (send them to :meth:`verify` or :meth:`explain`)."""
+        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+            raise InputError(f"pair index must be an integer >= 0, got {index!r}")
+        msg = self._call(self._stub.GetDatasetPair, service_pb2.GetDatasetPairRequest(dataset=dataset, index=index))
+        return DatasetPairImages(
+            index=int(msg.pair.index), name=msg.pair.name, same=bool(msg.pair.same),
+            image_a=bytes(msg.images.a.data), image_b=bytes(msg.images.b.data),
+            name_a=msg.images.a.name, name_b=msg.images.b.name,
+        )
 
     def list_methods(self, *, model: str = "", chip_size: int = 0) -> list[MethodInfo]:
         msg = self._call(self._stub.ListMethods, service_pb2.ListMethodsRequest(model=model, chip_size=chip_size))

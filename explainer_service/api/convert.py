@@ -17,9 +17,11 @@ here, so a value means the same thing on both sides of the wire:
   :func:`method_info_from_message`, :func:`list_methods_response`.
 - audits: :func:`audit_row_to_message` / :func:`audit_row_from_message`,
   :func:`audit_summary_to_message` / :func:`audit_summary_from_message`, :func:`mean_ci_to_message` /
-  :func:`mean_ci_from_message` (the plain JSON rows and summary ``worker.audit`` stores; read back
-  in the same shapes, a metric's per-pair curve as its ``{"auc": ...}`` only, a kept
-  ``PairResult`` under its method's ``result``, the dropped pairs as ``{index, name, error}``).
+  :func:`mean_ci_from_message`, :func:`mean_curve_to_message` / :func:`mean_curve_from_message`
+  (the plain JSON rows and summary ``worker.audit`` stores; read back in the same shapes, a
+  metric's per-pair curve as its ``{"auc": ...}`` only, a summary's mean curve under its metric's
+  ``curve``, a kept ``PairResult`` under its method's ``result``, the dropped pairs as
+  ``{index, name, error}``).
 - errors and jobs: :func:`error_to_message` (a job's ``JobError``: the status name of
   ``errors.grpc_status``), :func:`job_to_message` (the store's ``JobRecord`` as a ``Job``).
 
@@ -29,6 +31,7 @@ message is validated (an InputError names the field), because messages come from
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Iterable, Mapping
@@ -73,6 +76,8 @@ __all__ = [
     "JOB_KINDS",
     "mean_ci_to_message",
     "mean_ci_from_message",
+    "mean_curve_to_message",
+    "mean_curve_from_message",
     "audit_row_to_message",
     "audit_row_from_message",
     "audit_summary_to_message",
@@ -573,7 +578,9 @@ def job_to_message(record: JobRecord, *, unit: str | None = None, attempts: int 
 # The worker stores plain JSON (``worker.audit``): a row is ``{index, name, same, score (None when
 # the pair failed), decision, correct, methods: [{method, explain_s, deletion?/insertion?: {auc,
 # kept, scores}}], error: None | {status, message}}``; a summary's method has ``deletion`` /
-# ``insertion`` ``{mean, ci_low, ci_high, n}`` or None. The per-pair curves stay on the server.
+# ``insertion`` ``{mean, ci_low, ci_high, n, curve}`` or None, ``curve`` the mean curve
+# ``{fractions, accuracy, mean_score}`` (``worker.audit.mean_curve``; absent from summaries written
+# before curves were kept). The per-pair curves stay on the server.
 
 
 def _opt_float(value: Any, where: str) -> float | None:
@@ -605,6 +612,46 @@ def mean_ci_from_message(msg: audit_pb2.MeanCI, *, where: str = "mean_ci") -> di
         "ci_high": _finite(float(msg.ci_high), f"{where}.ci_high") if msg.HasField("ci_high") else None,
         "n": int(msg.n),
     }
+
+
+_CURVE_FIELDS = ("fractions", "accuracy", "mean_score")
+
+
+def _checked_curve(values: Mapping[str, Any], where: str) -> dict[str, list[float]]:
+    """A mean curve's three lists as floats, checked: one value per step (at least 2), finite,
+    fractions non-decreasing in [0, 1], accuracy in [0, 1]; InputError naming ``where``."""
+    out: dict[str, list[float]] = {}
+    for key in _CURVE_FIELDS:
+        raw = values.get(key)
+        if raw is None or isinstance(raw, (str, bytes)):
+            raise InputError(f"{where}.{key}: expected a list of numbers")
+        try:
+            floats = [float(v) for v in raw]
+        except (TypeError, ValueError):
+            raise InputError(f"{where}.{key}: expected a list of numbers") from None
+        out[key] = [_finite(v, f"{where}.{key}") for v in floats]
+    lengths = {len(v) for v in out.values()}
+    if len(lengths) != 1:
+        raise InputError(f"{where}: fractions, accuracy and mean_score differ in length "
+                         f"({', '.join(str(len(out[k])) for k in _CURVE_FIELDS)})")
+    if lengths.pop() < 2:
+        raise InputError(f"{where}: a curve needs at least 2 steps")
+    fractions, accuracy = out["fractions"], out["accuracy"]
+    if any(not 0.0 <= x <= 1.0 for x in fractions) or any(b < a for a, b in itertools.pairwise(fractions)):
+        raise InputError(f"{where}.fractions: must rise from 0 to 1")
+    if any(not 0.0 <= a <= 1.0 for a in accuracy):
+        raise InputError(f"{where}.accuracy: must lie in [0, 1]")
+    return out
+
+
+def mean_curve_to_message(curve: Mapping[str, Any], *, where: str = "curve") -> audit_pb2.MeanCurve:
+    """``{fractions, accuracy, mean_score}`` (``worker.audit.mean_curve``) as a MeanCurve."""
+    return audit_pb2.MeanCurve(**_checked_curve(curve, where))
+
+
+def mean_curve_from_message(msg: audit_pb2.MeanCurve, *, where: str = "curve") -> dict[str, list[float]]:
+    """A MeanCurve as ``{fractions, accuracy, mean_score}`` (checked as it is sent)."""
+    return _checked_curve({k: list(getattr(msg, k)) for k in _CURVE_FIELDS}, where)
 
 
 def audit_row_to_message(
@@ -693,7 +740,11 @@ def audit_summary_to_message(summary: Mapping[str, Any]) -> audit_pb2.AuditSumma
                                         explain_pairs_per_s=float(m.get("explain_pairs_per_s", 0.0)))
         for mode in ("deletion", "insertion"):
             if m.get(mode) is not None:
-                getattr(entry, mode).CopyFrom(mean_ci_to_message(m[mode], where=f"summary.{m['method']}.{mode}"))
+                where = f"summary.{m['method']}.{mode}"
+                getattr(entry, mode).CopyFrom(mean_ci_to_message(m[mode], where=where))
+                if m[mode].get("curve") is not None:
+                    getattr(entry, f"{mode}_curve").CopyFrom(mean_curve_to_message(m[mode]["curve"],
+                                                                                    where=f"{where}.curve"))
         msg.methods.append(entry)
     msg.worst.extend(audit_row_to_message(r) for r in summary.get("worst") or ())
     for d in summary.get("dropped") or ():
@@ -728,11 +779,24 @@ def audit_summary_from_message(msg: audit_pb2.AuditSummary) -> dict[str, Any]:
             {
                 "method": m.method,
                 "explain_pairs_per_s": float(m.explain_pairs_per_s),
-                **{mode: mean_ci_from_message(getattr(m, mode), where=f"summary.{m.method}.{mode}")
-                   if m.HasField(mode) else None for mode in ("deletion", "insertion")},
+                **{mode: _metric_from_message(m, mode) for mode in ("deletion", "insertion")},
             }
             for m in msg.methods
         ],
         "worst": worst,
         "dropped": dropped,
     }
+
+
+def _metric_from_message(m: audit_pb2.MethodSummary, mode: str) -> dict[str, Any] | None:
+    """One metric of a MethodSummary: its MeanCI with, when sent, its mean curve under ``curve``;
+    None when the metric was not asked."""
+    if not m.HasField(mode):
+        if m.HasField(f"{mode}_curve"):
+            raise InputError(f"summary.{m.method}.{mode}_curve: a curve without its mean")
+        return None
+    where = f"summary.{m.method}.{mode}"
+    out = mean_ci_from_message(getattr(m, mode), where=where)
+    if m.HasField(f"{mode}_curve"):
+        out["curve"] = mean_curve_from_message(getattr(m, f"{mode}_curve"), where=f"{where}_curve")
+    return out

@@ -15,6 +15,9 @@ turns into status codes. Everything blocking (Redis, models) happens here, in th
   ``reused``) unless ``force``; a failed or cancelled job of that id is recreated. A new job is
   queued by ``worker.enqueue_explain`` (the contract with the workers); if queueing fails the job is
   removed, so no job waits for a task that was never sent.
+- Datasets: the pairs of a dataset on the server (names and ground truth) and one pair's image
+  bytes, read only under the allowed roots (``settings.dataset_roots``, as SubmitAudit's specs);
+  no roots at all is DatasetsNotAllowedError (FAILED_PRECONDITION).
 - Jobs: records, results, partial CorrRISE maps (the stored shards merged in mask order and
   finished: the exact maps over the masks done so far), cancel, delete, listing.
 """
@@ -30,6 +33,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -39,7 +43,7 @@ from ..explanation import decide
 from ..results import FaceRecord, PairResult, Verification
 from ..settings import Settings, get_settings
 from ..spec import ModelSpec
-from .status import JobNotFinishedError
+from .status import DatasetsNotAllowedError, JobNotFinishedError
 
 if TYPE_CHECKING:
     from ..models.base import FaceModel
@@ -48,6 +52,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ALIGN_DEFAULTS",
     "ApiService",
+    "DatasetPairImages",
     "ModelEntry",
     "PartialMaps",
     "plain_params",
@@ -75,6 +80,20 @@ class ModelEntry:
     ready: bool
     not_ready_reason: str
     is_default: bool
+
+
+@dataclass(frozen=True)
+class DatasetPairImages:
+    """One pair of a dataset on the server with its two image files' bytes (GetDatasetPair):
+    ``name_a``/``name_b`` are the files' paths relative to the allowed root that holds them."""
+
+    index: int
+    name: str
+    same: bool
+    image_a: bytes
+    image_b: bytes
+    name_a: str
+    name_b: str
 
 
 @dataclass(frozen=True)
@@ -295,22 +314,64 @@ class ApiService:
 
     # -- SubmitAudit ----------------------------------------------------------------------------
 
-    def audit_pairs_from_dataset(self, spec: str, limit: int = 0) -> list[tuple[str, bool, str, str]]:
-        """The pairs of dataset ``spec`` (``KIND:PATH``, PATH under an allowed root, its images
-        too), ``limit`` of them spread evenly over the set as ``datasets.prepare`` spreads them:
-        ``(name, same, path a, path b)``. InputError for an escape, unknown kind or missing set."""
-        from pathlib import Path
-
+    def _dataset(self, spec: str) -> list[Any]:
+        """The pairs (``datasets.Pair``) of dataset ``spec`` (``KIND:PATH``, PATH under an allowed
+        root; the pair list read, no image opened). InputError for an escape, unknown kind or
+        missing set."""
         from ..datasets import read_dataset
         from ..worker.audit import dataset_path
 
         kind, sep, raw = str(spec).partition(":")
         if not sep or not raw:
             raise InputError(f"dataset spec must be KIND:PATH, got {spec!r}")
+        path = dataset_path(raw, list(self.settings.dataset_roots))
+        return list(read_dataset(f"{kind}:{path}").pairs)
+
+    def _check_dataset_roots(self) -> None:
+        if not self.settings.dataset_roots:
+            raise DatasetsNotAllowedError(
+                "this server allows no dataset: start it with --dataset-root DIR (FACEXPLAIN_DATASET_ROOTS)")
+
+    def dataset_pairs(self, spec: str) -> list[tuple[str, bool]]:
+        """``(name, same)`` of every pair of dataset ``spec``, in its order (the names an audit of
+        it gives its rows). DatasetsNotAllowedError when the server allows no dataset; InputError
+        for an escape, unknown kind or missing set."""
+        self._check_dataset_roots()
+        return [(_pair_name(p), bool(p.same)) for p in self._dataset(spec)]
+
+    def dataset_pair(self, spec: str, index: int) -> DatasetPairImages:
+        """Pair ``index`` of dataset ``spec`` with its two image files' bytes (each path confined
+        to the allowed roots, a regular file, under ``max_image_bytes``). Errors as
+        :meth:`dataset_pairs`; InputError for an index outside the set or a dataset of arrays;
+        LimitExceededError for an image over the byte limit."""
+        from ..worker.audit import dataset_path
+
+        self._check_dataset_roots()
+        pairs = self._dataset(spec)
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(pairs):
+            raise InputError(f"dataset {spec!r}: pair index {index!r} is outside its {len(pairs)} pairs "
+                             f"(0 to {len(pairs) - 1})")
+        pair = pairs[index]
         roots = list(self.settings.dataset_roots)
-        path = dataset_path(raw, roots)
-        dataset = read_dataset(f"{kind}:{path}")
-        pairs = list(dataset.pairs)
+        images = []
+        for ref, label in ((pair.a, "image a"), (pair.b, "image b")):
+            if not isinstance(ref, Path):
+                raise InputError(f"dataset {spec!r}: pair {index} {label} is an array, not an image file "
+                                 "(only datasets of image files can be shown)")
+            path = dataset_path(str(ref), roots)
+            images.append((_read_image_file(path, f"dataset {spec!r} pair {index} {label}",
+                                            self.settings.limits.max_image_bytes), _relative_name(path, roots)))
+        (data_a, name_a), (data_b, name_b) = images
+        return DatasetPairImages(index, _pair_name(pair), bool(pair.same), data_a, data_b, name_a, name_b)
+
+    def audit_pairs_from_dataset(self, spec: str, limit: int = 0) -> list[tuple[str, bool, str, str]]:
+        """The pairs of dataset ``spec`` (``KIND:PATH``, PATH under an allowed root, its images
+        too), ``limit`` of them spread evenly over the set as ``datasets.prepare`` spreads them:
+        ``(name, same, path a, path b)``. InputError for an escape, unknown kind or missing set."""
+        from ..worker.audit import dataset_path
+
+        roots = list(self.settings.dataset_roots)
+        pairs = self._dataset(spec)
         if limit and limit < len(pairs):
             idx = np.unique(np.linspace(0, len(pairs) - 1, limit).round().astype(int))
             pairs = [pairs[i] for i in idx]
@@ -319,7 +380,7 @@ class ApiService:
             if not isinstance(p.a, Path) or not isinstance(p.b, Path):
                 raise InputError(f"dataset {spec!r}: only datasets of image files can be audited")
             a, b = dataset_path(str(p.a), roots), dataset_path(str(p.b), roots)
-            out.append((f"{p.a.name}|{p.b.name}", bool(p.same), str(a), str(b)))
+            out.append((_pair_name(p), bool(p.same), str(a), str(b)))
         return out
 
     def submit_audit(
@@ -588,6 +649,46 @@ class ApiService:
             if entry.name == spec.name and not entry.ready:
                 raise ModelNotReadyError(f"model {spec.name!r} is not ready: {entry.not_ready_reason}")
         return spec
+
+
+def _pair_name(pair: Any) -> str:
+    """A dataset pair's name: its two images' file names (``a.jpg|b.jpg``)."""
+    return f"{PurePath(str(pair.a)).name}|{PurePath(str(pair.b)).name}"
+
+
+def _relative_name(path: Path, roots: Sequence[Path]) -> str:
+    """``path`` relative to the allowed root that holds it (the server's folders stay private)."""
+    for root in roots:
+        base = root.resolve()
+        if base == path or base in path.parents:
+            return str(path.relative_to(base)) or path.name
+    return path.name
+
+
+def _read_image_file(path: Path, where: str, max_bytes: int) -> bytes:
+    """The bytes of the regular file ``path``: InputError naming ``where`` when it cannot be read,
+    LimitExceededError over ``max_bytes`` (checked before reading)."""
+    import os
+
+    from ..fileio import open_regular
+
+    try:
+        fd = open_regular(str(path))
+    except InputError as e:
+        raise InputError(f"{where}: {e}") from None
+    with os.fdopen(fd, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > max_bytes:
+            raise LimitExceededError(f"{where}: image file of {size} bytes is over the limit {max_bytes} bytes "
+                                     "(set FACEXPLAIN_MAX_IMAGE_BYTES to change it)")
+        try:
+            data = f.read(max_bytes + 1)
+        except OSError as e:
+            raise InputError(f"{where}: cannot read ({e.strerror or e})") from None
+    if len(data) > max_bytes:  # grew since stat
+        raise LimitExceededError(f"{where}: image file is over the limit {max_bytes} bytes "
+                                 "(set FACEXPLAIN_MAX_IMAGE_BYTES to change it)")
+    return data
 
 
 def _stored_faces(face_a: Any, face_b: Any, spec: ModelSpec, align: Mapping[str, str], align_s: float) -> dict[str, bytes]:

@@ -16,7 +16,9 @@ done, and ends after the terminal state. SubmitAudit passes inline pairs or a da
 under the server's dataset roots) to ``ApiService.submit_audit``; GetResult on an audit answers a
 page of its rows (``page_token`` is the decimal offset of the page; each row with its methods' kept
 PairResults unless ``summary_only``) and, once it finished, its summary. DeleteJob answers the
-number of store keys it removed.
+number of store keys it removed. ListDatasetPairs pages a dataset's pair list (``page_token`` the
+decimal offset) and GetDatasetPair sends one pair's image files, both read only under the
+server's dataset roots (``ApiService.dataset_pairs`` / ``dataset_pair``).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ DEFAULT_WATCH_FALLBACK_S = 1.0
 #: Largest page of ListJobs / GetResult rows.
 MAX_PAGE_SIZE = 1000
 _DEFAULT_JOBS_PAGE = 50
+_DEFAULT_PAIRS_PAGE = 100
 
 _T = TypeVar("_T")
 
@@ -313,6 +316,34 @@ class FacexplainServicer(service_pb2_grpc.FacexplainServicer):
 
     async def ListMethods(self, request: service_pb2.ListMethodsRequest, context: Any) -> service_pb2.ListMethodsResponse:
         return await self._run(context, self._list_methods, request)
+
+    async def ListDatasetPairs(
+        self, request: service_pb2.ListDatasetPairsRequest, context: Any
+    ) -> service_pb2.ListDatasetPairsResponse:
+        return await self._run(context, self._list_dataset_pairs, request)
+
+    def _list_dataset_pairs(self, request: service_pb2.ListDatasetPairsRequest) -> service_pb2.ListDatasetPairsResponse:
+        offset, size = _page(request.page_token, request.page_size, _DEFAULT_PAIRS_PAGE)
+        pairs = self.service.dataset_pairs(request.dataset)
+        page = pairs[offset : offset + size]
+        return service_pb2.ListDatasetPairsResponse(
+            pairs=[service_pb2.DatasetPair(index=offset + i, name=name, same=same) for i, (name, same) in enumerate(page)],
+            next_page_token=str(offset + size) if offset + size < len(pairs) else "",
+            total=len(pairs),
+        )
+
+    async def GetDatasetPair(
+        self, request: service_pb2.GetDatasetPairRequest, context: Any
+    ) -> service_pb2.GetDatasetPairResponse:
+        return await self._run(context, self._get_dataset_pair, request)
+
+    def _get_dataset_pair(self, request: service_pb2.GetDatasetPairRequest) -> service_pb2.GetDatasetPairResponse:
+        p = self.service.dataset_pair(request.dataset, int(request.index))
+        return service_pb2.GetDatasetPairResponse(
+            pair=service_pb2.DatasetPair(index=p.index, name=p.name, same=p.same),
+            images=types_pb2.ImagePair(a=types_pb2.Image(data=p.image_a, name=p.name_a),
+                                       b=types_pb2.Image(data=p.image_b, name=p.name_b)),
+        )
 
     def _list_methods(self, request: service_pb2.ListMethodsRequest) -> service_pb2.ListMethodsResponse:
         if request.chip_size < 0 or request.chip_size > self.service.settings.limits.max_patch_size:

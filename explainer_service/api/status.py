@@ -5,8 +5,9 @@ the typed client turns a status back into the library's error of that code (:fun
 so a caller of :class:`~explainer_service.api.client.FacexplainClient` catches the same classes
 as a caller of the library, and the CLI's exit codes follow (bad input 2, retry 75...).
 
-:class:`JobNotFinishedError` is the one error the API adds: a request about a job that is not in
-the state it needs (GetResult on a queued, running, failed or cancelled job) is FAILED_PRECONDITION.
+The API adds two errors, both FAILED_PRECONDITION: :class:`JobNotFinishedError`, a request about a
+job that is not in the state it needs (GetResult on a queued, running, failed or cancelled job),
+and :class:`DatasetsNotAllowedError`, a dataset call to a server started without ``--dataset-root``.
 """
 
 from __future__ import annotations
@@ -27,11 +28,19 @@ from ..errors import (
     grpc_status,
 )
 
-__all__ = ["JobNotFinishedError", "PermissionDeniedError", "status_of", "error_from_status", "internal_message", "printable"]
+__all__ = ["JobNotFinishedError", "DatasetsNotAllowedError", "PermissionDeniedError", "status_of", "error_from_status", "internal_message", "printable"]
 
 
 class JobNotFinishedError(FacexplainError):
     """A job is not in the state a request needs (its result asked for before it succeeded)."""
+
+    exit_code = EXIT_INPUT
+    grpc_status = "FAILED_PRECONDITION"
+
+
+class DatasetsNotAllowedError(FacexplainError):
+    """A call about a dataset on the server, which allows none (it was started without
+    ``--dataset-root``)."""
 
     exit_code = EXIT_INPUT
     grpc_status = "FAILED_PRECONDITION"
@@ -67,6 +76,9 @@ def status_of(exc: BaseException) -> tuple[str, str]:
     return "INTERNAL", internal_message(exc)
 
 
+#: How the message of a DatasetsNotAllowedError starts (the client tells it by this).
+_NO_DATASETS = "this server allows no dataset"
+
 _BY_STATUS: dict[str, type[FacexplainError]] = {
     "INVALID_ARGUMENT": InputError,
     "OUT_OF_RANGE": InputError,
@@ -85,7 +97,8 @@ _BY_STATUS: dict[str, type[FacexplainError]] = {
 def error_from_status(status: str, message: str, *, where: str = "") -> FacexplainError:
     """The library's error for a status a server answered (``status``: a ``grpc.StatusCode``
     name). An unknown model (NOT_FOUND whose message names a model) is an UnknownModelError, a
-    model not ready (FAILED_PRECONDITION about a model) a ModelNotReadyError;
+    model not ready (FAILED_PRECONDITION about a model) a ModelNotReadyError, a server without
+    dataset roots (FAILED_PRECONDITION "this server allows no dataset...") a DatasetsNotAllowedError;
     INTERNAL, UNKNOWN, UNIMPLEMENTED and the rest are BackendError. ``where`` (e.g. the server's
     address) prefixes the message of transient failures, which are about the connection."""
     cls = _BY_STATUS.get(status, BackendError)
@@ -94,6 +107,8 @@ def error_from_status(status: str, message: str, *, where: str = "") -> Facexpla
         return UnknownModelError(text)
     if status == "FAILED_PRECONDITION" and text.startswith("model"):
         return ModelNotReadyError(text)
+    if status == "FAILED_PRECONDITION" and text.startswith(_NO_DATASETS):
+        return DatasetsNotAllowedError(text)
     if status == "UNIMPLEMENTED":
         return BackendError(f"{where + ': ' if where else ''}the server does not offer this call ({text})")
     if cls is BackendUnavailableError and where:

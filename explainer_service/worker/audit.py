@@ -19,7 +19,9 @@ The task that stores the last row writes the summary once (:func:`finish_audit`,
 ``merge`` lease): :func:`summarize` gives accuracy, the confusion counts, each method's
 Deletion/Insertion mean over the *matched* pairs with its 95 % interval (the library's
 ``CausalCurve.auc`` and ``confidence_interval`` over the stored per-pair curves: the numbers
-``facexplain evaluate`` gives for the same chips and seed) and the failure gallery (false matches
+``facexplain evaluate`` gives for the same chips and seed), each with its mean curve
+(:func:`mean_curve`: accuracy and mean score per step, the curve whose AUC the mean is) and the
+failure gallery (false matches
 and false non-matches first, farthest from the threshold first, then the correct pairs nearest
 the threshold). Nothing here logs image bytes, maps or embeddings.
 """
@@ -51,6 +53,7 @@ __all__ = [
     "summarize",
     "GALLERY_SIZE",
     "dataset_path",
+    "mean_curve",
 ]
 
 log = logging.getLogger(__name__)
@@ -309,7 +312,21 @@ def _mean_ci(curve_rows: Sequence[Mapping[str, Any]], mode: str, steps: np.ndarr
     curve = CausalCurve(mode, steps, scores, kept, 0.0)
     ci = curve.confidence_interval()
     return {"mean": float(curve.auc), "ci_low": None if ci is None else ci[0],
-            "ci_high": None if ci is None else ci[1], "n": len(curve_rows)}
+            "ci_high": None if ci is None else ci[1], "n": len(curve_rows), "curve": mean_curve(curve)}
+
+
+def mean_curve(curve: Any) -> dict[str, list[float]]:
+    """The mean curve of a :class:`~explainer_service.metrics.CausalCurve` as plain JSON:
+    ``fractions`` (the fraction of pixels removed, Deletion, or inserted, Insertion, at each
+    step), ``accuracy`` (the fraction of the pairs still verified as the same person at each step:
+    the curve whose area :attr:`CausalCurve.auc` is, so ``metrics.auc(accuracy, fractions)`` is the
+    summary's mean) and ``mean_score`` (the pairs' mean cosine score at each step), over the pairs
+    of the mean."""
+    return {
+        "fractions": [float(x) for x in np.asarray(curve.steps, np.float64)],
+        "accuracy": [float(a) for a in curve.accuracy],
+        "mean_score": [float(s) for s in np.asarray(curve.scores, np.float64).mean(axis=0)],
+    }
 
 
 def summarize(rows: Sequence[Mapping[str, Any]], request: AuditRequest, threshold: float | None) -> dict[str, Any]:

@@ -161,3 +161,81 @@ def test_kept_results_travel_under_their_methods_exactly() -> None:
     lean = convert.audit_row_to_message(row, results={"gradcam": kept}, include_arrays=False).methods[0].result
     assert lean.score == pytest.approx(0.75) and not lean.HasField("s_a") and not lean.face_a.HasField("chip")
     assert not convert.audit_row_to_message(row).methods[0].HasField("result")
+
+
+def _varied_rows(steps: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Six succeeded pairs (four matched) whose per-pair 0/1 curves and scores differ."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(6):
+        same = i < 4
+        outcome: dict[str, Any] = {"method": "gradcam", "explain_s": 0.5}
+        for mode in ("deletion", "insertion"):
+            scores = rng.uniform(-0.2, 0.9, steps)
+            kept = [bool(s >= 0.3) for s in scores]
+            outcome[mode] = {"auc": 0.0, "kept": kept, "scores": [float(s) for s in scores]}
+        rows.append({"index": i, "name": f"p{i}", "same": same, "score": 0.5, "decision": "match",
+                     "correct": same, "methods": [outcome], "error": None})
+    return rows
+
+
+@pytest.mark.parametrize("steps", [2, 5, 11])
+def test_mean_curve_is_the_curve_whose_area_is_the_mean(steps: int) -> None:
+    rows = _varied_rows(steps, seed=steps)
+    request = AuditRequest(
+        pairs=tuple(AuditPairSpec(r["name"], r["same"], ("input", f"a{i}"), ("input", f"b{i}")) for i, r in enumerate(rows)),
+        methods=(("gradcam", {}),), metrics=("deletion", "insertion"), steps=steps, substrate="zeros",
+        keep_maps=False, align={},
+    )
+    summary = summarize(rows, request, 0.3)
+    back = convert.audit_summary_from_message(_wire(convert.audit_summary_to_message(summary)))
+    assert back == summary  # the curves survive the wire exactly
+    matched = [r for r in rows if r["same"]]
+    fractions = np.linspace(0.0, 1.0, steps)
+    for mode in ("deletion", "insertion"):
+        metric = back["methods"][0][mode]
+        curve = metric["curve"]
+        assert curve["fractions"] == pytest.approx(list(fractions), abs=0)
+        # over the same (matched) pairs as the mean: accuracy and mean score per step, by hand
+        kept = np.array([r["methods"][0][mode]["kept"] for r in matched], dtype=float)
+        scores = np.array([r["methods"][0][mode]["scores"] for r in matched])
+        assert curve["accuracy"] == pytest.approx(list(kept.mean(axis=0)), abs=1e-12)
+        assert curve["mean_score"] == pytest.approx(list(scores.mean(axis=0)), abs=1e-12)
+        area = 100 * float(np.sum((fractions[1:] - fractions[:-1]) * (np.array(curve["accuracy"][1:])
+                                                                      + np.array(curve["accuracy"][:-1])) / 2))
+        assert abs(area - metric["mean"]) < 1e-9
+        per_pair = [100 * float(np.sum(np.diff(fractions) * (k[1:] + k[:-1]) / 2)) for k in kept]
+        assert abs(np.mean(per_pair) - metric["mean"]) < 1e-9
+        assert metric["n"] == len(matched) == 4
+
+
+def test_summary_written_before_curves_converts_without_them() -> None:
+    summary = {"pairs": 2, "pairs_failed": 0, "threshold": 0.3, "accuracy": 1.0, "true_matches": 2,
+               "false_matches": 0, "false_non_matches": 0, "true_non_matches": 0,
+               "methods": [{"method": "gradcam", "explain_pairs_per_s": 2.0,
+                            "deletion": {"mean": 25.0, "ci_low": 10.0, "ci_high": 40.0, "n": 2}, "insertion": None}],
+               "worst": [], "dropped": []}
+    msg = convert.audit_summary_to_message(summary)
+    assert msg.methods[0].HasField("deletion") and not msg.methods[0].HasField("deletion_curve")
+    assert convert.audit_summary_from_message(_wire(msg)) == summary
+
+
+@pytest.mark.parametrize(("curve", "words"), [
+    ({"fractions": [0.0, 1.0], "accuracy": [1.0], "mean_score": [0.5, 0.4]}, "differ in length"),
+    ({"fractions": [0.0], "accuracy": [1.0], "mean_score": [0.5]}, "at least 2 steps"),
+    ({"fractions": [0.0, 0.5, 0.4], "accuracy": [1.0, 0.5, 0.0], "mean_score": [0.5, 0.4, 0.1]}, "fractions"),
+    ({"fractions": [0.0, 2.0], "accuracy": [1.0, 0.5], "mean_score": [0.5, 0.4]}, "fractions"),
+    ({"fractions": [0.0, 1.0], "accuracy": [1.0, 1.5], "mean_score": [0.5, 0.4]}, "accuracy"),
+    ({"fractions": [0.0, 1.0], "accuracy": [1.0, 0.5], "mean_score": [0.5, float("nan")]}, "mean_score"),
+])
+def test_malformed_curves_refused_both_ways(curve: dict[str, Any], words: str) -> None:
+    with pytest.raises(InputError, match=words):
+        convert.mean_curve_from_message(audit_pb2.MeanCurve(**curve))
+    with pytest.raises(InputError, match=words):
+        convert.mean_curve_to_message(curve)
+    with pytest.raises(InputError, match="expected a list of numbers"):
+        convert.mean_curve_to_message({"fractions": "01", "accuracy": [1.0, 0.5], "mean_score": [0.5, 0.4]})
+    orphan = audit_pb2.AuditSummary(methods=[audit_pb2.MethodSummary(
+        method="gradcam", deletion_curve=audit_pb2.MeanCurve(fractions=[0, 1], accuracy=[1, 0], mean_score=[1, 0]))])
+    with pytest.raises(InputError, match="curve without its mean"):
+        convert.audit_summary_from_message(orphan)

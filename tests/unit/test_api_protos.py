@@ -29,6 +29,8 @@ CALLS = {
     "ListJobs": ("ListJobsRequest", "ListJobsResponse", False),
     "ListModels": ("ListModelsRequest", "ListModelsResponse", False),
     "ListMethods": ("ListMethodsRequest", "ListMethodsResponse", False),
+    "ListDatasetPairs": ("ListDatasetPairsRequest", "ListDatasetPairsResponse", False),
+    "GetDatasetPair": ("GetDatasetPairRequest", "GetDatasetPairResponse", False),
 }
 
 
