@@ -23,6 +23,8 @@ import streamlit as st
 
 from explainer_service.api.client import (
     AuditPage,
+    DatasetPairImages,
+    DatasetPairPage,
     FacexplainClient,
     JobInfo,
     JobUpdate,
@@ -102,6 +104,10 @@ class DashboardClient(Protocol):
     def delete(self, job_id: str) -> object: ...
 
     def list_jobs(self, *, state: str | None = None, kind: str | None = None, limit: int = 1000) -> list[JobInfo]: ...
+
+    def list_dataset_pairs(self, dataset: str, *, page_token: str = "", page_size: int = 0) -> DatasetPairPage: ...
+
+    def dataset_pair(self, dataset: str, index: int) -> DatasetPairImages: ...
 
 
 def server_address() -> str:

@@ -12,6 +12,11 @@
   :func:`audit_rows`, :func:`select_rows`, :func:`gallery_rows`, :func:`method_table`,
   :func:`evaluation_table`, :func:`auc_points`, and :func:`csv_bytes` to export any of them;
   :func:`kept_results` picks one pair's kept maps out of an audit page.
+- Curves: :func:`curve_points` / :func:`evaluation_curve_points` (the mean Deletion/Insertion
+  curves of audit summaries in long form, also their CSV) and :func:`curve_chart` (altair lines,
+  Deletion and Insertion side by side, methods by colour from :data:`CURVE_PALETTE` and by point
+  shape, audits by dash).
+- Dataset pairs: :func:`pair_label` (the Explain page's picker).
 - Results: :func:`result_files` (``summary.json``, ``maps.npz``, ``figure.png``).
 """
 
@@ -59,6 +64,11 @@ __all__ = [
     "auc_points",
     "interval_points",
     "interval_chart",
+    "CURVE_PALETTE",
+    "curve_points",
+    "evaluation_curve_points",
+    "curve_chart",
+    "pair_label",
     "csv_bytes",
     "result_files",
 ]
@@ -550,6 +560,80 @@ def interval_chart(table: Sequence[Mapping[str, Any]]) -> Any:
     bars = base.mark_rule().encode(x=alt.X("low:Q", title="AUC"), x2="high:Q")
     dots = base.mark_point(filled=True).encode(x="mean:Q")
     return (bars + dots).properties(width=300).facet(column=alt.Column("metric:N", title=None))
+
+
+#: Line colours of the curves: Okabe and Ito's palette, told apart with every common colour
+#: blindness (https://jfly.uni-koeln.de/color/); a method's points also differ by shape.
+CURVE_PALETTE = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00", "#F0E442", "#000000")
+_CURVE_AXES = {
+    "deletion": ("Deletion (lower area is better)", "fraction of pixels removed"),
+    "insertion": ("Insertion (higher area is better)", "fraction of pixels inserted"),
+}
+
+
+def curve_points(summary: Mapping[str, Any], *, audit: str = "") -> list[dict[str, Any]]:
+    """The mean curves of an audit summary in long form: one point ``{"audit", "method",
+    "metric", "step", "fraction", "accuracy", "mean_score", "auc"}`` per method, metric and step
+    (``auc`` the metric's mean, the area under ``accuracy``). Metrics without a curve (not asked,
+    or a summary written before curves were kept) give none."""
+    out = []
+    for m in summary.get("methods") or ():
+        for mode in ("deletion", "insertion"):
+            value = m.get(mode)
+            curve = None if value is None else value.get("curve")
+            if not curve:
+                continue
+            for step, (x, acc, score) in enumerate(
+                    zip(curve["fractions"], curve["accuracy"], curve["mean_score"], strict=True)):
+                out.append({"audit": audit, "method": m["method"], "metric": mode, "step": step, "fraction": x,
+                            "accuracy": acc, "mean_score": score, "auc": value["mean"]})
+    return out
+
+
+def evaluation_curve_points(audits: Sequence[tuple[JobInfo, Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """:func:`curve_points` of several finished audits, each named by its id's first 12 characters
+    (as :func:`evaluation_table` names them)."""
+    return [p for job, summary in audits for p in curve_points(summary, audit=job.id[:12])]
+
+
+def curve_chart(points: Sequence[Mapping[str, Any]], *, by_audit: bool = False) -> Any:
+    """An altair chart of :func:`curve_points`: Deletion and Insertion side by side, the
+    verification accuracy of the matched pairs against the fraction of pixels removed or
+    inserted, one line per method (colour and point shape) and, with ``by_audit``, per audit
+    (dash); None when there is nothing to draw."""
+    import altair as alt
+
+    if not points:
+        return None
+    methods = sorted({str(p["method"]) for p in points})
+    colour = alt.Color("method:N", title="method",
+                       scale=alt.Scale(domain=methods,
+                                       range=[CURVE_PALETTE[i % len(CURVE_PALETTE)] for i in range(len(methods))]))
+    charts = []
+    for mode, (title, x_title) in _CURVE_AXES.items():
+        part = [dict(p) for p in points if p["metric"] == mode]
+        if not part:
+            continue
+        encoding: dict[str, Any] = {
+            "x": alt.X("fraction:Q", title=x_title, scale=alt.Scale(domain=[0, 1])),
+            "y": alt.Y("accuracy:Q", title="verification accuracy (matched pairs)", scale=alt.Scale(domain=[0, 1])),
+            "color": colour,
+            "shape": alt.Shape("method:N", title="method"),
+            "tooltip": ["audit:N", "method:N", alt.Tooltip("fraction:Q", format=".2f"),
+                        alt.Tooltip("accuracy:Q", format=".3f"), alt.Tooltip("mean_score:Q", format=".3f"),
+                        alt.Tooltip("auc:Q", title="AUC", format=".2f")],
+            "detail": "audit:N",
+        }
+        if by_audit:
+            encoding["strokeDash"] = alt.StrokeDash("audit:N", title="audit")
+        charts.append(alt.Chart(alt.InlineData(values=part), title=title)
+                      .mark_line(point=True).encode(**encoding).properties(width=300, height=240))
+    return alt.hconcat(*charts).resolve_scale(color="shared", shape="shared")
+
+
+def pair_label(index: int, name: str, same: bool) -> str:
+    """How the Explain page's picker shows a dataset pair: ``#index name (same person)``."""
+    return f"#{index} {name} ({'same person' if same else 'different people'})"
 
 
 def csv_bytes(rows: Sequence[Mapping[str, Any]]) -> bytes:

@@ -1,7 +1,8 @@
 """Audits page: submit an audit (a dataset on the server, or a CSV of pairs with its images),
 follow running ones, cancel or delete jobs, and browse a finished audit: the failure gallery
-first (with each pair's maps when the audit kept them), the summary (accuracy, Deletion/Insertion with intervals, per-pair AUCs), then every pair
-sorted and filtered, exported as CSV."""
+first (with each pair's maps when the audit kept them), the summary (accuracy, Deletion/Insertion
+with intervals, the mean curves, per-pair AUCs), then every pair sorted and filtered, exported as
+CSV (the pairs, and the curves' points)."""
 
 from __future__ import annotations
 
@@ -165,13 +166,23 @@ def _finished(client: state.DashboardClient, job: JobInfo) -> None:
         st.subheader("Deletion (lower is better) and Insertion (higher is better), 95 % intervals")
         st.dataframe([{k: r[k] for k in ("method", "deletion", "insertion", "pairs/s")} for r in table],
                      hide_index=True, key="audit.table")
+        curves = views.curve_points(summary, audit=job.id[:12])
+        chart = views.curve_chart(curves)
+        if chart is not None:
+            st.caption("Mean Deletion and Insertion curves over the matched pairs: the area under each is its "
+                       "AUC in the table above.")
+            st.altair_chart(chart)
+            st.download_button("Download curves CSV", views.csv_bytes(curves),
+                               file_name=f"audit-{job.id[:12]}-curves.csv", mime="text/csv",
+                               key="audit.curves_csv")
         points = views.auc_points(rows)
         if points:
-            st.altair_chart(
-                alt.Chart(alt.InlineData(values=points), title="Per-pair AUC by method")
-                .mark_boxplot()
-                .encode(x=alt.X("method:N"), y=alt.Y("auc:Q", title="AUC"), color="method:N", column="metric:N")
-            )
+            with st.expander("Per-pair AUC by method"):
+                st.altair_chart(
+                    alt.Chart(alt.InlineData(values=points), title="Per-pair AUC by method")
+                    .mark_boxplot()
+                    .encode(x=alt.X("method:N"), y=alt.Y("auc:Q", title="AUC"), color="method:N", column="metric:N")
+                )
     st.subheader("Pairs")
     flat = views.audit_rows(rows)
     f1, f2, f3, f4 = st.columns(4)

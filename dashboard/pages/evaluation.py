@@ -1,6 +1,7 @@
 """Evaluation page: Table-1-style Deletion/Insertion tables of finished audits, methods side by
 side (one row per audit and method, with 95 % intervals), a chart of the means with their
-intervals, and the table as CSV."""
+intervals, the mean Deletion and Insertion curves of every chosen audit and method, and the table
+and the curves' points as CSV."""
 
 from __future__ import annotations
 
@@ -53,6 +54,18 @@ def main() -> None:
         st.altair_chart(chart)
     st.download_button("Download table CSV", views.csv_bytes(table), file_name="evaluation.csv", mime="text/csv",
                        key="eval.csv")
+    curves = views.evaluation_curve_points(audits)
+    curve_chart = views.curve_chart(curves, by_audit=True)
+    if curve_chart is not None:
+        st.subheader("Deletion and Insertion curves")
+        st.caption("Mean curves over each audit's matched pairs: methods by colour and point shape, audits by "
+                   "dash. The area under a curve is its AUC in the table.")
+        st.altair_chart(curve_chart)
+        st.download_button("Download curves CSV", views.csv_bytes(curves), file_name="evaluation-curves.csv",
+                           mime="text/csv", key="eval.curves_csv")
+    elif audits:
+        st.caption("The chosen audits have no Deletion/Insertion curves (no metric asked, or written before "
+                   "curves were kept).")
 
 
 main()

@@ -1,6 +1,9 @@
-"""Explain page: upload a pair, choose the model, a method (and a second one to compare) with its
-parameters, follow the job (progress and the partial maps), then see the aligned faces, score,
-threshold, decision and the four maps, inspect a region's correlation and download the files."""
+"""Explain page: upload a pair (or pick one from a dataset the server allows: its spec, then the
+pair by name and same/different; its images are fetched and sent as an upload's would be, so the
+job id is still the content hash of the bytes), choose the model, a method (and a second one to
+compare) with its parameters, follow the job (progress and the partial maps), then see the
+aligned faces, score, threshold, decision and the four maps, inspect a region's correlation and
+download the files."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from typing import Any
 import streamlit as st
 
 from dashboard import state, views
-from explainer_service.api.client import PartialMaps
+from explainer_service.api.client import DatasetPair, PartialMaps
 from explainer_service.errors import FacexplainError, InputError
 from explainer_service.methods.registry import MethodInfo
 from explainer_service.results import PairResult
@@ -19,6 +22,13 @@ FAILED_KEY = "explain_failed"
 PARTIAL_KEY = "explain_partial"
 FILES_KEY = "explain_files"
 IMAGE_TYPES = ["jpg", "jpeg", "png", "bmp", "webp", "tif", "tiff", "ppm", "pgm"]
+UPLOAD = "Upload two images"
+FROM_DATASET = "From a dataset on the server"
+SHOW = ("all pairs", "same person", "different people")
+#: Listed pairs by dataset spec (read page by page from ListDatasetPairs; kept for the session).
+DATASET_PAIRS_KEY = "explain_dataset_pairs"
+#: Most pairs of one dataset the picker lists (LFW's View 2 has 6000).
+MAX_LISTED_PAIRS = 20_000
 
 
 def _default_text(value: Any) -> str:
@@ -62,6 +72,77 @@ def _uploads(up_a: Any, up_b: Any) -> tuple[tuple[bytes, bytes], tuple[str, str]
             return None
         data.append(content)
     return (data[0], data[1]), (str(up_a.name), str(up_b.name))
+
+
+def _list_pairs(client: state.DashboardClient, spec: str) -> list[DatasetPair] | None:
+    """Every pair of dataset ``spec`` (up to MAX_LISTED_PAIRS), page after page; None after a
+    message when the server refuses."""
+    pairs: list[DatasetPair] = []
+    token = ""
+    while len(pairs) < MAX_LISTED_PAIRS:
+        page = state.attempt(f"listing the pairs of {spec}", client.list_dataset_pairs, spec, page_token=token,
+                             page_size=1000)
+        if page is None:
+            return None
+        pairs.extend(page.pairs)
+        token = page.next_page_token
+        if not token:
+            break
+    return pairs[:MAX_LISTED_PAIRS]
+
+
+def _dataset_picker(client: state.DashboardClient) -> tuple[str, int] | None:
+    """The dataset spec field and the pair picker: ``(spec, pair index)`` once a pair is chosen."""
+    spec = st.text_input(
+        "Dataset spec", placeholder="lfw-aligned:lfw", key="explain.dataset",
+        help="A dataset under a folder the server allows (facexplain api --dataset-root), as facexplain "
+        "evaluate --dataset takes it: lfw:PATH, lfw-aligned:PATH, cfp-fp:PATH, csv:FILE").strip()
+    listed: dict[str, list[DatasetPair]] = st.session_state.setdefault(DATASET_PAIRS_KEY, {})
+    if st.button("List its pairs", key="explain.list_pairs"):
+        if not spec:
+            st.error("Give a dataset spec (e.g. lfw-aligned:lfw).")
+        else:
+            pairs = _list_pairs(client, spec)
+            if pairs is not None:
+                listed[spec] = pairs
+    pairs = listed.get(spec)
+    if pairs is None:
+        st.caption("Give the spec of a dataset the server allows, then list its pairs.")
+        return None
+    if not pairs:
+        st.warning(f"{spec} has no pairs.")
+        return None
+    show = st.radio("Show", SHOW, horizontal=True, key="explain.show")
+    shown = [p for p in pairs if show == SHOW[0] or p.same == (show == SHOW[1])]
+    if not shown:
+        st.info(f"No pair of {spec} shows {show}.")
+        return None
+    by_index = {p.index: p for p in shown}
+    index = st.selectbox("Pair", list(by_index), key="explain.pair",
+                         format_func=lambda i: views.pair_label(i, by_index[i].name, by_index[i].same))
+    st.caption(f"{len(shown)} of {len(pairs)} pairs of {spec}"
+               + (f" (the first {MAX_LISTED_PAIRS} listed)" if len(pairs) >= MAX_LISTED_PAIRS else ""))
+    return (spec, int(index)) if index is not None else None
+
+
+def _dataset_images(client: state.DashboardClient, chosen: tuple[str, int] | None
+                    ) -> tuple[tuple[bytes, bytes], tuple[str, str]] | None:
+    """The chosen dataset pair's image bytes and names, checked as uploads are; None after saying
+    what is wrong."""
+    if chosen is None:
+        st.error("Choose a dataset and one of its pairs first.")
+        return None
+    spec, index = chosen
+    pair = state.attempt(f"reading pair {index} of {spec}", client.dataset_pair, spec, index)
+    if pair is None:
+        return None
+    for label, name, content in (("image A", pair.name_a, pair.image_a), ("image B", pair.name_b, pair.image_b)):
+        try:
+            views.check_image_upload(f"{label} ({name})", content)
+        except InputError as e:
+            st.error(str(e))
+            return None
+    return (pair.image_a, pair.image_b), (pair.name_a, pair.name_b)
 
 
 def _submit(client: state.DashboardClient, pair: tuple[bytes, bytes], names: tuple[str, str], model: str,
@@ -195,10 +276,16 @@ def main() -> None:
     if not methods:
         st.info("The server lists no methods; nothing can be explained.")
         return
-    col_a, col_b = st.columns(2)
-    up_a = col_a.file_uploader("Image A", type=IMAGE_TYPES, key="image_a")
-    up_b = col_b.file_uploader("Image B", type=IMAGE_TYPES, key="image_b")
-    st.caption("Any photo with a face (it is detected and aligned on the server), or an aligned face chip.")
+    source = st.radio("Images", [UPLOAD, FROM_DATASET], horizontal=True, key="explain.source")
+    up_a = up_b = None
+    picked: tuple[str, int] | None = None
+    if source == UPLOAD:
+        col_a, col_b = st.columns(2)
+        up_a = col_a.file_uploader("Image A", type=IMAGE_TYPES, key="image_a")
+        up_b = col_b.file_uploader("Image B", type=IMAGE_TYPES, key="image_b")
+        st.caption("Any photo with a face (it is detected and aligned on the server), or an aligned face chip.")
+    else:
+        picked = _dataset_picker(client)
     names = [m.name for m in models]
     default = next((i for i, m in enumerate(models) if m.is_default), 0)
     model = st.selectbox("Model", names, index=default, key="model",
@@ -217,7 +304,7 @@ def main() -> None:
             chosen.append((by_name[second], _param_inputs(by_name[second], "p2")))
     force = st.checkbox("Recompute even if the server has this result", key="force")
     if st.button("Explain", type="primary", key="submit"):
-        uploaded = _uploads(up_a, up_b)
+        uploaded = _uploads(up_a, up_b) if source == UPLOAD else _dataset_images(client, picked)
         if uploaded is not None:
             pair, names_ab = uploaded
             submitted = _submit(client, pair, names_ab, model or "", chosen, force)

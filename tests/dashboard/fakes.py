@@ -10,7 +10,9 @@ in place of a server:
 - ``fail`` holds an error to raise on the next call of a method by name (then it is forgotten),
   to show how the pages tell an API error; ``explain`` refuses an image whose bytes start with
   ``NOFACE`` as the server would (FaceNotFoundError);
-- ``calls`` records every call (name, positional args without image bytes, keyword args).
+- ``calls`` records every call (name, positional args without image bytes, keyword args);
+- one dataset is allowed, :data:`DATASET` with :data:`DATASET_PAIRS` (its images small PNGs);
+  another spec is refused as outside the allowed roots, as the server refuses it.
 
 A real API end to end is the in-process AppTest's (test_real_api.py) and the browser test's job.
 """
@@ -18,6 +20,7 @@ A real API end to end is the in-process AppTest's (test_real_api.py) and the bro
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
@@ -26,6 +29,9 @@ import numpy as np
 
 from explainer_service.api.client import (
     AuditPage,
+    DatasetPair,
+    DatasetPairImages,
+    DatasetPairPage,
     JobErrorInfo,
     JobInfo,
     JobUpdate,
@@ -33,7 +39,7 @@ from explainer_service.api.client import (
     PartialMaps,
     Submitted,
 )
-from explainer_service.errors import FaceNotFoundError, FacexplainError, NotFoundError
+from explainer_service.errors import FaceNotFoundError, FacexplainError, InputError, NotFoundError
 from explainer_service.explanation import Explanation
 from explainer_service.methods.registry import MethodInfo, list_methods
 from explainer_service.results import FaceRecord, PairResult
@@ -65,14 +71,32 @@ def _job(job_id: str, kind: str, *, state: str = "queued", done: int = 0, total:
                    cancel_requested=False, attempts=0)
 
 
+#: The fake summary's mean curves: their areas (trapezoids over the fractions, x100) are its means,
+#: 20 and 70, as a real summary's are.
+DELETION_CURVE = {"fractions": [0.0, 0.5, 1.0], "accuracy": [0.8, 0.0, 0.0], "mean_score": [0.7, 0.3, 0.1]}
+INSERTION_CURVE = {"fractions": [0.0, 0.5, 1.0], "accuracy": [0.0, 1.0, 0.8], "mean_score": [0.1, 0.6, 0.7]}
+#: The one dataset the fake server allows, and its pairs (name, same).
+DATASET = "lfw-aligned:lfw"
+DATASET_PAIRS = [("a_0001.png|a_0002.png", True), ("b_0001.png|c_0001.png", False), ("d_0001.png|d_0003.png", True)]
+
+
+def _png(seed: int) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full((SIZE, SIZE, 3), 40 * seed % 256, np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def audit_summary(methods: Sequence[str] = ("corrrise",)) -> dict[str, Any]:
     """A finished audit's summary in the client's shape: 4 pairs, one false match, one failed pair."""
     return {
         "pairs": 4, "pairs_failed": 1, "threshold": 0.6, "accuracy": 2 / 3,
         "true_matches": 1, "false_matches": 1, "false_non_matches": 0, "true_non_matches": 1,
         "methods": [{"method": m, "explain_pairs_per_s": 2.5,
-                     "deletion": {"mean": 0.2, "ci_low": 0.1, "ci_high": 0.3, "n": 3},
-                     "insertion": {"mean": 0.7, "ci_low": 0.6, "ci_high": 0.8, "n": 3}} for m in methods],
+                     "deletion": {"mean": 20.0, "ci_low": 10.0, "ci_high": 30.0, "n": 3, "curve": DELETION_CURVE},
+                     "insertion": {"mean": 70.0, "ci_low": 60.0, "ci_high": 80.0, "n": 3, "curve": INSERTION_CURVE}}
+                    for m in methods],
         "worst": [{"index": 1, "name": "c.png|d.png", "same": False, "score": 0.9, "decision": "match",
                    "correct": False, "error": None}],
     }
@@ -229,3 +253,28 @@ class FakeClient:
     def list_jobs(self, *, state: str | None = None, kind: str | None = None, limit: int = 1000) -> list[JobInfo]:
         self._enter("list_jobs", state=state, kind=kind)
         return [j for j in self.jobs.values() if (state is None or j.state == state) and (kind is None or j.kind == kind)]
+
+    def _dataset(self, dataset: str) -> list[tuple[str, bool]]:
+        if dataset != DATASET:
+            raise InputError(f"dataset path {dataset.partition(':')[2]!r} is outside the allowed dataset roots")
+        return DATASET_PAIRS
+
+    def list_dataset_pairs(self, dataset: str, *, page_token: str = "", page_size: int = 0) -> DatasetPairPage:
+        """The fake dataset's pairs from ``page_token`` (the offset), ``page_size`` at a time (0: 100)."""
+        self._enter("list_dataset_pairs", dataset, page_token=page_token, page_size=page_size)
+        pairs = self._dataset(dataset)
+        offset, size = int(page_token or 0), page_size or 100
+        page = [DatasetPair(i, name, same) for i, (name, same) in enumerate(pairs) if offset <= i < offset + size]
+        more = offset + size < len(pairs)
+        return DatasetPairPage(page, str(offset + size) if more else "", len(pairs))
+
+    def dataset_pair(self, dataset: str, index: int) -> DatasetPairImages:
+        """Pair ``index`` of the fake dataset: two small PNGs (distinct per pair and side)."""
+        self._enter("dataset_pair", dataset, index)
+        pairs = self._dataset(dataset)
+        if not 0 <= index < len(pairs):
+            raise InputError(f"dataset {dataset!r}: pair index {index} is outside its {len(pairs)} pairs")
+        name, same = pairs[index]
+        a, b = name.split("|")
+        return DatasetPairImages(index, name, same, _png(2 * index + 1), _png(2 * index + 2), f"aligned/{a}",
+                                 f"aligned/{b}")

@@ -224,7 +224,7 @@ def test_audit_from_submission_to_the_failure_gallery_and_filtered_pairs(fake: F
     assert list(gallery["verdict"]) == ["false match"] and list(gallery["index"]) == [1]
     table = _frame(at, "pairs/s")
     assert list(table["method"]) == ["corrrise", "xface"]
-    assert list(table["deletion"]) == ["0.2000 [0.1000, 0.3000]"] * 2
+    assert list(table["deletion"]) == ["20.0000 [10.0000, 30.0000]"] * 2
     rows = _frame(at, "correct")
     assert list(rows["index"]) == [1, 0, 2, 3]  # by score, descending; the failed pair last
     at.selectbox(key="audit.outcome").set_value("wrong").run()
@@ -234,8 +234,8 @@ def test_audit_from_submission_to_the_failure_gallery_and_filtered_pairs(fake: F
     at.selectbox(key="audit.outcome").set_value("all").run()
     at.selectbox(key="audit.decision").set_value("non-match").run()
     assert list(_frame(at, "correct")["index"]) == [2]
-    exported = at.download_button[0].proto
-    assert exported.label == "Download pairs CSV"
+    labels = [d.proto.label for d in at.download_button]
+    assert labels == ["Download curves CSV", "Download pairs CSV"]
 
 
 def test_the_failure_gallery_shows_each_pairs_kept_maps(fake: FakeClient):
@@ -321,7 +321,7 @@ def test_evaluation_puts_finished_audits_side_by_side_and_exports_csv(fake: Fake
     at.switch_page("pages/evaluation.py").run()
     table = _frame(at, "audit")
     assert sorted(table["method"]) == ["corrrise", "rise", "xface"]
-    assert set(table["insertion"]) == {"0.7000 [0.6000, 0.8000]"}
+    assert set(table["insertion"]) == {"70.0000 [60.0000, 80.0000]"}
     button = at.download_button[0].proto
     assert button.label == "Download table CSV"
     at.multiselect(key="eval.audits").set_value([]).run()
@@ -334,4 +334,4 @@ def test_evaluation_csv_content(fake: FakeClient):
 
     table = views.evaluation_table([(_job("a" * 64, "audit", state="done"), audit_summary(("corrrise",)))])
     rows = list(csv.DictReader(io.StringIO(views.csv_bytes(table).decode())))
-    assert rows[0]["method"] == "corrrise" and rows[0]["deletion mean"] == "0.2" and rows[0]["pairs"] == "4"
+    assert rows[0]["method"] == "corrrise" and rows[0]["deletion mean"] == "20.0" and rows[0]["pairs"] == "4"

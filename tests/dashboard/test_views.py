@@ -166,15 +166,15 @@ def test_method_and_evaluation_tables_and_intervals():
     assert views.format_ci(None) == "-"
     assert views.format_ci({"mean": 0.5, "ci_low": None, "ci_high": None, "n": 1}) == "0.5000"
     (row,) = views.method_table(audit_summary())
-    assert row["deletion"] == "0.2000 [0.1000, 0.3000]" and row["insertion mean"] == 0.7 and row["pairs/s"] == 2.5
+    assert row["deletion"] == "20.0000 [10.0000, 30.0000]" and row["insertion mean"] == 70.0 and row["pairs/s"] == 2.5
     job = _job("b" * 64, "audit", state="done")
     table = views.evaluation_table([(job, audit_summary(("corrrise", "rise")))])
     assert [(r["audit"], r["method"], r["accuracy"]) for r in table] == [("b" * 12, "corrrise", 0.6667),
                                                                          ("b" * 12, "rise", 0.6667)]
     points = views.interval_points(table)
     assert {(p["method"], p["metric"], p["low"], p["high"]) for p in points} == {
-        ("corrrise", "deletion", 0.1, 0.3), ("corrrise", "insertion", 0.6, 0.8),
-        ("rise", "deletion", 0.1, 0.3), ("rise", "insertion", 0.6, 0.8)}
+        ("corrrise", "deletion", 10.0, 30.0), ("corrrise", "insertion", 60.0, 80.0),
+        ("rise", "deletion", 10.0, 30.0), ("rise", "insertion", 60.0, 80.0)}
     assert views.interval_chart(table) is not None and views.interval_chart([]) is None
     points = views.auc_points(audit_rows(("corrrise",)))
     assert len(points) == 6 and {p["metric"] for p in points} == {"deletion", "insertion"}
