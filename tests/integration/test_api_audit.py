@@ -20,6 +20,7 @@ import pytest
 from explainer_service import cli
 from explainer_service.api.client import FacexplainClient
 from explainer_service.errors import InputError, NotFoundError
+from explainer_service.metrics import auc
 from explainer_service.processes import api_address, start_command, stop_groups
 from explainer_service.store import EmbeddedRedis
 from tests.integration.procs import marked_env, marked_processes
@@ -91,6 +92,11 @@ def test_client_audit_of_csv_pairs_and_of_a_dataset(stack: str, tmp_path: Path, 
         assert summary["pairs"] == 3 and summary["true_matches"] + summary["false_non_matches"] == 2
         gradcam = summary["methods"][0]
         assert gradcam["method"] == "gradcam" and gradcam["deletion"]["n"] == 2 and gradcam["insertion"]["n"] == 2
+        for mode in ("deletion", "insertion"):  # the mean curve over the two matched pairs, whose area is the mean
+            curve = gradcam[mode]["curve"]
+            assert curve["fractions"] == [0.0, 0.25, 0.5, 0.75, 1.0]
+            assert all(a in (0.0, 0.5, 1.0) for a in curve["accuracy"])  # two pairs: 0, 1 or 2 kept
+            assert abs(auc(curve["accuracy"], curve["fractions"]) - gradcam[mode]["mean"]) < 1e-9
         assert f"{summary['accuracy']:.4f}" in out
         # the same audit again: the stored job, nothing queued
         again = client.submit_audit(
@@ -278,6 +284,9 @@ def test_audit_with_kept_maps_end_to_end(services: tuple[str, str], tmp_path: Pa
     assert summary["job"]["id"] == job_id and summary["pairs"] == 4 and summary["pairs_failed"] == 1
     assert summary["dropped"][0]["index"] == 3 and summary["worst"]
     assert summary["methods"][0]["deletion"]["n"] == 2 and summary["methods"][0]["insertion"] is None
+    curve = summary["methods"][0]["deletion"]["curve"]  # summary.json keeps the mean curve
+    assert len(curve["fractions"]) == len(curve["accuracy"]) == len(curve["mean_score"]) == 5
+    assert abs(auc(curve["accuracy"], curve["fractions"]) - summary["methods"][0]["deletion"]["mean"]) < 1e-9
     with (out_dir / "pairs.csv").open() as f:
         lines = list(csv.DictReader(f))
     assert [line["index"] for line in lines] == ["0", "1", "2", "3"]
