@@ -4,7 +4,7 @@ The contract is ``protos/facexplain/v1/*.proto`` (its comments are the reference
 (arrays, images, parameters, models, methods, explained pairs, jobs), ``audit.proto`` (audit
 requests, rows, summaries) and ``service.proto`` (the ``Facexplain`` service: Verify, Explain,
 WatchJob, GetJob, GetResult, SubmitAudit, CancelJob, DeleteJob, ListJobs, ListModels,
-ListMethods; health and reflection are grpc's standard services).
+ListMethods, ListDatasetPairs, GetDatasetPair; health and reflection are grpc's standard services).
 
 Modules:
 

@@ -76,7 +76,7 @@ MIN_REQUESTS = 1000
 CALL_TIMEOUT_S = 60.0
 SERVICE = "/facexplain.v1.Facexplain/"
 CALLS = ("Verify", "Explain", "WatchJob", "GetJob", "GetResult", "SubmitAudit", "CancelJob", "DeleteJob",
-         "ListJobs", "ListModels", "ListMethods")
+         "ListJobs", "ListModels", "ListMethods", "ListDatasetPairs", "GetDatasetPair")
 JOB_REF_CALLS = ("GetJob", "CancelJob", "DeleteJob")
 
 #: Malformed class -> the codes its requests may get. Every case of a class names its own subset
@@ -84,7 +84,9 @@ JOB_REF_CALLS = ("GetJob", "CancelJob", "DeleteJob")
 #: or UNKNOWN. OK appears where the malformed part may decode to a valid request (random bytes
 #: that parse as an empty ListModels request) or where the service accepts and queues the request
 #: by design (an audit's images are checked per pair by the workers: a bad pair becomes a row
-#: with its error; a parameter value that is merely unusual but valid).
+#: with its error; a parameter value that is merely unusual but valid; ListDatasetPairs of a pair
+#: list inside the allowed root that names images outside it: it lists names only, and
+#: GetDatasetPair refuses to read those images).
 ALLOWED: dict[str, frozenset[str]] = {
     "random message": frozenset({"INVALID_ARGUMENT", "NOT_FOUND", "OK"}),
     "wire tampering": frozenset({"INVALID_ARGUMENT"}),
@@ -98,7 +100,7 @@ ALLOWED: dict[str, frozenset[str]] = {
     "masks": frozenset({"INVALID_ARGUMENT", "RESOURCE_EXHAUSTED"}),
     "absurd parameters": frozenset({"INVALID_ARGUMENT", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION", "OK"}),
     "oversize message": frozenset({"RESOURCE_EXHAUSTED"}),
-    "dataset escape": frozenset({"INVALID_ARGUMENT"}),
+    "dataset escape": frozenset({"INVALID_ARGUMENT", "OK"}),
     "ids and pages": frozenset({"INVALID_ARGUMENT", "NOT_FOUND", "OK"}),
 }
 #: Examples Hypothesis generates per class (their sum is over MIN_REQUESTS).
@@ -649,11 +651,22 @@ def dataset_escapes(served: Served) -> st.SearchStrategy[Case]:
     ups = st.integers(1, 40).map(lambda k: "../" * k + "etc/passwd")
     long = st.integers(300, 5000).map(lambda n: "a/" * (n // 2))
 
-    def build(kind: str, path: str) -> Case:
-        return Case("dataset escape", "SubmitAudit", audit_dataset(f"{kind}:{path}"), ALLOWED["dataset escape"],
-                    r"dataset|no such|outside|may not|kind|header|cannot|not a|found|NUL")
+    says = r"dataset|no such|outside|may not|kind|header|cannot|not a|found|NUL"
+    refused = frozenset({"INVALID_ARGUMENT"})
 
-    return st.builds(build, st.one_of(st.sampled_from(kinds), st.text(max_size=20)),
+    def build(call: str, kind: str, path: str) -> Case:
+        spec = f"{kind}:{path}"
+        if call == "ListDatasetPairs":  # reads the pair list only: escape.csv's list is inside the root
+            body = service_pb2.ListDatasetPairsRequest(dataset=spec).SerializeToString()
+            return Case("dataset escape", call, body, ALLOWED["dataset escape"] if path == "escape.csv" else refused,
+                        says)
+        if call == "GetDatasetPair":  # reads the pair's images: every way out is refused
+            body = service_pb2.GetDatasetPairRequest(dataset=spec, index=0).SerializeToString()
+            return Case("dataset escape", call, body, refused, says)
+        return Case("dataset escape", "SubmitAudit", audit_dataset(spec), refused, says)
+
+    return st.builds(build, st.sampled_from(("SubmitAudit", "SubmitAudit", "ListDatasetPairs", "GetDatasetPair")),
+                     st.one_of(st.sampled_from(kinds), st.text(max_size=20)),
                      st.one_of(fixed, ups, long, st.text(max_size=200)))
 
 
