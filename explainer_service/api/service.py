@@ -367,9 +367,11 @@ class ApiService:
     def audit_pairs_from_dataset(self, spec: str, limit: int = 0) -> list[tuple[str, bool, str, str]]:
         """The pairs of dataset ``spec`` (``KIND:PATH``, PATH under an allowed root, its images
         too), ``limit`` of them spread evenly over the set as ``datasets.prepare`` spreads them:
-        ``(name, same, path a, path b)``. InputError for an escape, unknown kind or missing set."""
+        ``(name, same, path a, path b)``. DatasetsNotAllowedError when the server allows no
+        dataset; InputError for an escape, unknown kind or missing set."""
         from ..worker.audit import dataset_path
 
+        self._check_dataset_roots()
         roots = list(self.settings.dataset_roots)
         pairs = self._dataset(spec)
         if limit and limit < len(pairs):

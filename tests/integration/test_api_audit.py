@@ -172,7 +172,7 @@ def test_submit_audit_answers_bad_requests_with_their_status(redis_server: Embed
             (audit_pb2.SubmitAuditRequest(pairs=inline, metrics=["accuracy"]), "INVALID_ARGUMENT", "accuracy"),
             (audit_pb2.SubmitAuditRequest(pairs=inline, limit=-1), "INVALID_ARGUMENT", "limit"),
             (audit_pb2.SubmitAuditRequest(pairs=inline, model="no-such-model"), "NOT_FOUND", "no-such-model"),
-            (audit_pb2.SubmitAuditRequest(dataset="lfw-aligned:."), "INVALID_ARGUMENT", "--dataset-root"),
+            (audit_pb2.SubmitAuditRequest(dataset="lfw-aligned:."), "FAILED_PRECONDITION", "--dataset-root"),
         ]
         masks = audit_pb2.MethodRequest(name="corrrise")
         masks.params["n_masks"].CopyFrom(types_pb2.ParamValue(int_value=10**9))
