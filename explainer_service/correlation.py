@@ -182,6 +182,44 @@ class CorrelationAccumulator:
         )
         return merged
 
+    def subtract(self, part: CorrelationAccumulator) -> CorrelationAccumulator:
+        """A new accumulator of this one's samples that are not in ``part`` (a sub-set of them,
+        e.g. the even-indexed masks): the inverse of :meth:`merge`, so that
+        ``whole.subtract(part).merge(part)`` equals ``whole`` up to float64 rounding.
+
+        Chan et al.'s update solved for the other part: with n_r = n - n_p,
+        mean_r = mean + (mean - mean_p) n_p / n_r and m2_r = m2 - m2_p - d^2 n_p n_r / n
+        (d = mean_r - mean_p), the same for the co-moment. Exact in exact arithmetic; each
+        difference is of sums of non-negative terms of one order, so it loses a few bits at most.
+        InputError when ``part`` has more samples or another shape.
+        """
+        if not isinstance(part, CorrelationAccumulator):
+            raise InputError(f"can only subtract a CorrelationAccumulator, got {type(part).__name__}")
+        if part.shape != self._shape:
+            raise InputError(f"cannot subtract accumulators of different shapes: {self._shape} and {part.shape}")
+        n_p = part._n
+        n_r = self._n - n_p
+        if n_r < 0:
+            raise InputError(f"cannot subtract {n_p} samples from an accumulator of {self._n}")
+        rest = CorrelationAccumulator(self._shape)
+        if n_r == 0:
+            return rest
+        if n_p == 0:
+            return CorrelationAccumulator.from_state(self.state())
+        n = self._n
+        mean_s = self._mean_s + (self._mean_s - part._mean_s) * (n_p / n_r)
+        mean_m = self._mean_m + (self._mean_m - part._mean_m) * (n_p / n_r)
+        weight = n_p * n_r / n
+        d_s = mean_s - part._mean_s
+        d_m = mean_m - part._mean_m
+        rest._n = n_r
+        rest._mean_s = mean_s
+        rest._m2_s = max(self._m2_s - part._m2_s - d_s * d_s * weight, 0.0)
+        rest._mean_m = mean_m
+        rest._m2_m = np.maximum(self._m2_m - part._m2_m - d_m * d_m * weight, 0.0)
+        rest._c_ms = self._c_ms - part._c_ms - d_m * (d_s * weight)
+        return rest
+
     def pearson(self) -> np.ndarray:
         """Per-pixel Pearson correlation between mask values and scores.
 

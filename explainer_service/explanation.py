@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from .uncertainty import Uncertainty
+
 __all__ = ["Explanation", "decide"]
 
 
@@ -30,6 +32,10 @@ class Explanation:
     that perturb nothing (Grad-CAM, Grad-CAM++). ``forward_passes``: model evaluations the
     explanation spent, both faces, the clean pair included (``2 * masks + 2`` for the perturbation
     methods; 2 for the gradient methods, whose one backward pass is not counted).
+
+    ``uncertainty``: how sure the maps are (per-pixel intervals, significance masks, split-half
+    agreement; :mod:`explainer_service.uncertainty`) for the correlation maps of CorrRISE; None for
+    methods that do not estimate it.
     """
 
     s_a: np.ndarray
@@ -43,6 +49,7 @@ class Explanation:
     scores_a: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     scores_b: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     forward_passes: int = 0
+    uncertainty: Uncertainty | None = None
 
     @property
     def decision(self) -> str:
@@ -82,12 +89,14 @@ class Explanation:
             "map_shape": list(self.s_a.shape),
             "s_a_range": [round(float(self.s_a.min()), 6), round(float(self.s_a.max()), 6)],
             "s_b_range": [round(float(self.s_b.min()), 6), round(float(self.s_b.max()), 6)],
+            "uncertainty": None if self.uncertainty is None else self.uncertainty.summary(),
         }
 
     def arrays(self) -> dict[str, np.ndarray]:
-        """The maps and per-mask scores as float32 arrays (for ``maps.npz``)."""
+        """The maps and per-mask scores as float32 arrays (for ``maps.npz``), and the uncertainty's
+        arrays when there are any (``ci_low_a``... float32, ``significant_a``... bool)."""
         f = np.float32
-        return {
+        out = {
             "s_a": self.s_a.astype(f),
             "s_b": self.s_b.astype(f),
             "similar_a": self.similar_a.astype(f),
@@ -97,3 +106,6 @@ class Explanation:
             "scores_a": np.asarray(self.scores_a, f),
             "scores_b": np.asarray(self.scores_b, f),
         }
+        if self.uncertainty is not None and self.uncertainty.has_arrays:
+            out.update(self.uncertainty.arrays())
+        return out

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import InputError
 from .explanation import Explanation
 from .fileio import atomic_write, atomic_write_bytes, atomic_write_text
 
@@ -43,9 +44,23 @@ def _budget_text(expl: Explanation) -> str:
     return ""
 
 
-def render_figure_png(chip_a: np.ndarray, chip_b: np.ndarray, expl: Explanation, *, dpi: int = 120) -> bytes:
+def _significance(expl: Explanation) -> tuple[np.ndarray, np.ndarray]:
+    """The significance masks (H, W) bool of both faces; InputError when the explanation has none."""
+    unc = expl.uncertainty
+    if unc is None or unc.a.significant is None or unc.b.significant is None:
+        raise InputError(f"greying out what is not significant needs a map with an uncertainty "
+                         f"(CorrRISE); this {expl.method} explanation has none")
+    return np.asarray(unc.a.significant, bool), np.asarray(unc.b.significant, bool)
+
+
+def render_figure_png(
+    chip_a: np.ndarray, chip_b: np.ndarray, expl: Explanation, *, dpi: int = 120, grey_insignificant: bool = False
+) -> bytes:
     """A 2x3 figure as PNG bytes: per face, the aligned chip (``(S, S, 3)`` uint8), its similar
-    map (red) and its dissimilar map (blue)."""
+    map (red) and its dissimilar map (blue). ``grey_insignificant``: pixels outside the
+    uncertainty's significance mask (false-discovery control) get no colour and a grey veil
+    (InputError for an explanation without an uncertainty)."""
+    significant = _significance(expl) if grey_insignificant else None
     plt = _pyplot()
     vmax = max(float(np.abs(expl.s_a).max()), float(np.abs(expl.s_b).max()), 1e-6)
     label = "|correlation|" if expl.method == "corrrise" else "|saliency|"
@@ -56,13 +71,19 @@ def render_figure_png(chip_a: np.ndarray, chip_b: np.ndarray, expl: Explanation,
             ("B", chip_b, expl.similar_b, expl.dissimilar_b),
         ]
         for r, (face, chip, sim, dis) in enumerate(rows):
+            keep = None if significant is None else significant[r]
             axes[r, 0].imshow(chip)
             axes[r, 0].set_title(f"face {face} (aligned)")
             for c, (m, cmap, what) in enumerate([(sim, "Reds", "similar"), (dis, "Blues", "dissimilar")], 1):
                 ax = axes[r, c]
                 ax.imshow(_gray(chip), cmap="gray", vmin=0, vmax=1)
                 im = ax.imshow(m, cmap=cmap, vmin=0, vmax=vmax)
-                im.set_alpha(np.clip(m / vmax, 0, 1) * 0.85)  # transparent where the map is 0
+                alpha = np.clip(m / vmax, 0, 1) * 0.85  # transparent where the map is 0
+                if keep is not None:
+                    alpha = np.where(keep, alpha, 0.0)
+                    veil = np.where(keep, np.nan, 0.5)  # grey over what is not significant
+                    ax.imshow(veil, cmap="gray", vmin=0, vmax=1, alpha=0.6)
+                im.set_alpha(alpha)
                 ax.set_title(f"{face}: {what} regions")
                 fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02, label=label)
             for ax in axes[r]:
@@ -71,7 +92,9 @@ def render_figure_png(chip_a: np.ndarray, chip_b: np.ndarray, expl: Explanation,
         thr = "none" if expl.threshold is None else f"{expl.threshold:.3f}"
         fig.suptitle(
             f"{expl.model} / {expl.method}: cosine {expl.score:.3f}, threshold {thr} -> {expl.decision}"
-            + _budget_text(expl),
+            + _budget_text(expl)
+            + ("" if significant is None or expl.uncertainty is None
+               else f"\ngrey: not significant (Benjamini-Hochberg q={expl.uncertainty.q:g})"),
             fontsize=12,
         )
         buf = io.BytesIO()
@@ -82,10 +105,16 @@ def render_figure_png(chip_a: np.ndarray, chip_b: np.ndarray, expl: Explanation,
 
 
 def render_figure(
-    chip_a: np.ndarray, chip_b: np.ndarray, expl: Explanation, path: str | os.PathLike[str], *, dpi: int = 120
+    chip_a: np.ndarray,
+    chip_b: np.ndarray,
+    expl: Explanation,
+    path: str | os.PathLike[str],
+    *,
+    dpi: int = 120,
+    grey_insignificant: bool = False,
 ) -> None:
     """Write :func:`render_figure_png`'s figure to ``path`` (PNG, atomically)."""
-    atomic_write_bytes(path, render_figure_png(chip_a, chip_b, expl, dpi=dpi))
+    atomic_write_bytes(path, render_figure_png(chip_a, chip_b, expl, dpi=dpi, grey_insignificant=grey_insignificant))
 
 
 def write_outputs(

@@ -9,7 +9,9 @@ forward passes), how each image became its chip (:class:`FaceRecord`), which mod
 - :meth:`PairResult.maps_to_bytes` / :meth:`PairResult.from_bytes`: the arrays as an ``.npz``
   archive (``maps.npz``; read with ``allow_pickle=False``): the maps ``s_a``/``s_b`` and their
   similar/dissimilar parts (float32, exact), the per-perturbation scores (float32) and the
-  aligned chips (uint8).
+  aligned chips (uint8); with an uncertainty (CorrRISE), its intervals ``ci_low_a``,
+  ``ci_high_a``, ``ci_low_b``, ``ci_high_b`` (float32) and significance masks
+  ``significant_a``, ``significant_b`` (bool).
 
 :meth:`PairResult.write` / :meth:`PairResult.read` put both, with the figure, in a folder as the
 CLI's three files (``summary.json``, ``maps.npz``, ``figure.png``), each written atomically.
@@ -17,7 +19,8 @@ CLI's three files (``summary.json``, ``maps.npz``, ``figure.png``), each written
 The summary keeps the keys the CLI has always written (``model``, ``method``, ``score``,
 ``threshold``, ``decision``, ``masks``, ``params``, ``map_shape``, ``s_a_range``, ``s_b_range``,
 ``image_a``/``image_b``, ``alignment_a``/``alignment_b``, ``engine``, ``server_masks``,
-``seconds``) and adds ``forward_passes``, ``timing``, ``model_info`` and ``format``. Scores and
+``seconds``) and adds ``forward_passes``, ``timing``, ``model_info``, ``uncertainty`` (None for a
+method without one, and when read from a summary written before it) and ``format``. Scores and
 ranges are rounded to 6 decimals there (the maps in the archive are exact); keys it does not know
 are kept in :attr:`PairResult.extra`, so a newer writer's summary survives a round trip.
 """
@@ -38,6 +41,8 @@ import numpy as np
 from .errors import InputError
 from .explanation import Explanation, decide
 from .spec import ChipSpec, ModelSpec
+from .uncertainty import ARRAY_KEYS as _UNCERTAINTY_KEYS
+from .uncertainty import Uncertainty
 
 if TYPE_CHECKING:
     from .alignment import AlignedFace
@@ -69,7 +74,7 @@ _OWN_KEYS = frozenset(
     {
         "model", "method", "score", "threshold", "decision", "masks", "forward_passes", "params",
         "map_shape", "s_a_range", "s_b_range", "image_a", "image_b", "alignment_a", "alignment_b",
-        "engine", "server_masks", "seconds", "timing", "model_info", "format",
+        "engine", "server_masks", "seconds", "timing", "model_info", "format", "uncertainty",
     }
 )
 
@@ -289,7 +294,8 @@ class PairResult:
 
     The explanation's scalars are fields; its arrays (``s_a``, ``s_b``: ``(H, W)`` float32;
     ``scores_a``, ``scores_b``: ``(N,)`` float32) are present unless the result was read from a
-    summary alone (:attr:`has_maps`). Build one with :meth:`from_explanation`.
+    summary alone (:attr:`has_maps`); so are the arrays of ``uncertainty`` (None for a method
+    without one). Build one with :meth:`from_explanation`.
     """
 
     model: str
@@ -313,6 +319,7 @@ class PairResult:
     scores_a: np.ndarray | None = field(default=None, repr=False)
     scores_b: np.ndarray | None = field(default=None, repr=False)
     extra: dict[str, Any] = field(default_factory=dict)
+    uncertainty: Uncertainty | None = field(default=None, repr=False)
 
     # -- building -------------------------------------------------------------------------------
 
@@ -354,6 +361,7 @@ class PairResult:
             s_b=s_b,
             scores_a=np.asarray(explanation.scores_a, np.float32),
             scores_b=np.asarray(explanation.scores_b, np.float32),
+            uncertainty=explanation.uncertainty,
         )
 
     def with_timing(self, timing: Timing) -> PairResult:
@@ -389,6 +397,7 @@ class PairResult:
             scores_a=empty if self.scores_a is None else self.scores_a,
             scores_b=empty if self.scores_b is None else self.scores_b,
             forward_passes=self.forward_passes,
+            uncertainty=self.uncertainty,
         )
 
     def _maps(self) -> tuple[np.ndarray, np.ndarray]:
@@ -428,6 +437,7 @@ class PairResult:
                 "seconds": round(self.timing.total_s, 3),
                 "timing": self.timing.to_dict(),
                 "model_info": None if self.model_info is None else self.model_info.to_dict(),
+                "uncertainty": None if self.uncertainty is None else self.uncertainty.summary(),
                 "format": RESULT_FORMAT,
             }
         )
@@ -457,6 +467,8 @@ class PairResult:
         seconds = _num(d.get("seconds", 0.0), f"{where}.seconds")
         timing = Timing.from_dict(d["timing"], f"{where}.timing") if "timing" in d else Timing(0.0, seconds)
         masks = _int(_need(d, "masks", where), f"{where}.masks")
+        raw_unc = d.get("uncertainty")
+        uncertainty = None if raw_unc is None else Uncertainty.from_summary(raw_unc, f"{where}.uncertainty")
         return cls(
             model=model,
             method=_str(_need(d, "method", where), f"{where}.method"),
@@ -479,6 +491,7 @@ class PairResult:
             server_masks=bool(d.get("server_masks", False)),
             timing=timing,
             extra={k: v for k, v in d.items() if k not in _OWN_KEYS},
+            uncertainty=uncertainty,
         )
 
     # -- the arrays -----------------------------------------------------------------------------
@@ -520,8 +533,16 @@ class PairResult:
             size = head.model_info.chip.size
             for key in _CHIP_KEYS:
                 _check_array(arrays, key, np.uint8, (size, size, 3), where)
+        uncertainty = head.uncertainty
+        if uncertainty is not None:
+            for key, dtype in _UNCERTAINTY_KEYS.items():
+                _check_array(arrays, key, dtype, (h, w), where)
+            uncertainty = Uncertainty.from_summary(
+                uncertainty.summary(), f"{summary_where}.uncertainty", arrays
+            )
         return replace(
             head,
+            uncertainty=uncertainty,
             s_a=arrays["s_a"],
             s_b=arrays["s_b"],
             scores_a=arrays["scores_a"],
@@ -532,23 +553,25 @@ class PairResult:
 
     # -- files ----------------------------------------------------------------------------------
 
-    def figure_png(self, *, dpi: int = 120) -> bytes:
-        """The figure (both chips, similar and dissimilar regions) as PNG bytes."""
+    def figure_png(self, *, dpi: int = 120, grey_insignificant: bool = False) -> bytes:
+        """The figure (both chips, similar and dissimilar regions) as PNG bytes;
+        ``grey_insignificant``: see :func:`~explainer_service.report.render_figure_png`."""
         from .report import render_figure_png
 
         chip_a, chip_b = self._chips()
-        return render_figure_png(chip_a, chip_b, self.explanation, dpi=dpi)
+        return render_figure_png(chip_a, chip_b, self.explanation, dpi=dpi, grey_insignificant=grey_insignificant)
 
-    def write(self, out_dir: str | os.PathLike[str]) -> dict[str, Path]:
+    def write(self, out_dir: str | os.PathLike[str], *, grey_insignificant: bool = False) -> dict[str, Path]:
         """Write ``maps.npz``, ``figure.png`` and, last, ``summary.json`` into ``out_dir`` (created
-        if needed), each atomically; their paths by ``"maps"``, ``"figure"``, ``"summary"``."""
+        if needed), each atomically; their paths by ``"maps"``, ``"figure"``, ``"summary"``.
+        ``grey_insignificant``: the figure greys out the pixels that are not significant."""
         from .fileio import atomic_write_bytes, atomic_write_text
 
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = {"summary": out / SUMMARY_FILE, "maps": out / MAPS_FILE, "figure": out / FIGURE_FILE}
         maps = self.maps_to_bytes()
-        figure = self.figure_png()
+        figure = self.figure_png(grey_insignificant=grey_insignificant)
         summary = json.dumps(self.to_dict(), indent=2) + "\n"
         atomic_write_bytes(paths["maps"], maps)
         atomic_write_bytes(paths["figure"], figure)

@@ -39,6 +39,8 @@ CORRRISE_OPTIONS: dict[str, tuple[str, str]] = {
     "inside": ("--inside", "clip_at_border"),
     "correlation": ("--correlation", "correlation"),
 }
+#: Methods whose explanations carry an uncertainty (``--grey-insignificant``).
+METHODS_WITH_UNCERTAINTY = ("corrrise",)
 #: Images aligned before each model call of ``embed``.
 EMBED_CHUNK = 64
 
@@ -73,6 +75,9 @@ def register_explain(sub: Any) -> None:
     corr.add_argument("--correlation", default=None, choices=["pearson", "spearman"],
                       help="per-pixel correlation (default pearson)")
     ex.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ex.add_argument("--grey-insignificant", action="store_true",
+                    help="the figure greys out pixels whose correlation is not significant (Benjamini-Hochberg "
+                    "false-discovery rate 0.05; --method corrrise)")
     where = ex.add_mutually_exclusive_group()
     where.add_argument("--client-masks", action="store_true",
                        help="through Triton: send masked chips (default with the embedded server)")
@@ -159,6 +164,9 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     # 1. everything that can be checked without pixels: files, output folder, method, parameters
     check_input_files([args.image_a, args.image_b])
     params = method_params(args)
+    if args.grey_insignificant and args.method not in METHODS_WITH_UNCERTAINTY:
+        raise InputError(f"--grey-insignificant needs a method whose maps carry an uncertainty "
+                         f"({', '.join(METHODS_WITH_UNCERTAINTY)}), not {args.method}")
     spec = get_spec(args.model)
     check_params(args.method, spec.chip.size, **params)
     out = check_out_dir(args.out)
@@ -174,7 +182,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
             face_a, face_b, model, args.method, params, progress=progress, engine=engine_label(args)
         )
     result = result.with_timing(Timing(align_s=align_s, explain_s=result.timing.explain_s))
-    paths = result.write(out)
+    paths = result.write(out, grey_insignificant=args.grey_insignificant)
     thr = "none" if result.threshold is None else f"{result.threshold:.4f}"
     print(f"score {result.score:.4f}  threshold {thr}  decision {result.decision}")
     print(f"wrote {paths['summary']}, {paths['maps']}, {paths['figure']} ({result.timing.total_s:.1f} s)")

@@ -32,6 +32,7 @@ from ..explanation import Explanation
 from ..masks import MaskConfig, generate_masks
 from ..models.base import FaceModel, cosine_to, to_model_input
 from ..progress import Progress
+from ..uncertainty import DEFAULT_LEVEL, DEFAULT_Q, Uncertainty
 from .perturbation import _check_chip, _require_int
 
 __all__ = ["CorrRISE", "CorrRISEConfig", "ShardResult", "CORRELATIONS", "ACCUMULATION_BLOCK"]
@@ -145,6 +146,13 @@ def _coalesce(ranges: list[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
     return tuple(out)
 
 
+def _merge_optional(
+    x: CorrelationAccumulator | None, y: CorrelationAccumulator | None
+) -> CorrelationAccumulator | None:
+    """Both merged, or None when either is missing (a shard stored before even accumulators)."""
+    return None if x is None or y is None else x.merge(y)
+
+
 @dataclass
 class ShardResult:
     """Accumulators and per-mask scores of the masks of ``ranges`` (sorted, disjoint [lo, hi)
@@ -154,6 +162,9 @@ class ShardResult:
     ``emb_a``/``emb_b`` (D,) and ``score`` are the clean embeddings and cosine; ``identity``
     names the mask set, correlation, model and chip (shards merge only with equal identities);
     ``clean_passes`` counts the clean embeddings computed for the shards merged here (2 each).
+    ``even_a``/``even_b`` accumulate the even-indexed masks only (the odd half is the whole minus
+    them, :meth:`~explainer_service.correlation.CorrelationAccumulator.subtract`): the split-half
+    maps of the uncertainty; None in a shard stored before they existed.
     """
 
     ranges: tuple[tuple[int, int], ...]
@@ -166,6 +177,8 @@ class ShardResult:
     score: float
     identity: str = ""
     clean_passes: int = 0
+    even_a: CorrelationAccumulator | None = None
+    even_b: CorrelationAccumulator | None = None
 
     @property
     def start(self) -> int:
@@ -218,6 +231,8 @@ class ShardResult:
             self.score,
             self.identity,
             self.clean_passes + other.clean_passes,
+            _merge_optional(self.even_a, other.even_a),
+            _merge_optional(self.even_b, other.even_b),
         )
 
     def state(self) -> dict[str, np.ndarray | int | float | str]:
@@ -237,6 +252,10 @@ class ShardResult:
         for face, acc in (("a", self.acc_a), ("b", self.acc_b)):
             for key, value in acc.state().items():
                 out[f"acc_{face}.{key}"] = value
+        for face, even in (("a", self.even_a), ("b", self.even_b)):
+            if even is not None:
+                for key, value in even.state().items():
+                    out[f"even_{face}.{key}"] = value
         return out
 
     @classmethod
@@ -271,6 +290,11 @@ class ShardResult:
                 prefix = f"acc_{face}."
                 acc_state = {k[len(prefix):]: state[k] for k in state if k.startswith(prefix)}
                 accs.append(CorrelationAccumulator.from_state(acc_state))
+            evens: list[CorrelationAccumulator | None] = []
+            for face in ("a", "b"):
+                prefix = f"even_{face}."
+                even_state = {k[len(prefix):]: state[k] for k in state if k.startswith(prefix)}
+                evens.append(CorrelationAccumulator.from_state(even_state) if even_state else None)
         except InputError:
             raise
         except (TypeError, ValueError) as e:
@@ -283,7 +307,14 @@ class ShardResult:
             raise InputError(f"shard state scores must have shape ({n},), one per mask of its ranges")
         if accs[0].n != n or accs[1].n != n:
             raise InputError(f"shard state accumulators hold {accs[0].n}/{accs[1].n} masks, its ranges {n}")
-        return cls(ranges, accs[0], accs[1], scores_a, scores_b, emb_a, emb_b, score, identity, clean_passes)
+        n_even = sum((hi + 1) // 2 - (lo + 1) // 2 for lo, hi in ranges)
+        for even in evens:
+            if even is not None and even.n != n_even:
+                raise InputError(f"shard state even-mask accumulators hold {even.n} masks, its ranges {n_even}")
+        if (evens[0] is None) != (evens[1] is None):
+            raise InputError("shard state has the even-mask accumulator of one face only")
+        return cls(ranges, accs[0], accs[1], scores_a, scores_b, emb_a, emb_b, score, identity, clean_passes,
+                   evens[0], evens[1])
 
 
 class CorrRISE:
@@ -358,7 +389,14 @@ class CorrRISE:
     ) -> ShardResult:
         """Masks [start, stop) of the configured set: accumulators for both faces
         (2 * (stop - start) forward passes, plus 2 for the clean pair unless ``embeddings`` are
-        given). ``progress(done, total)`` counts masks."""
+        given). ``progress(done, total)`` counts masks.
+
+        A PyTorch model on an accelerator runs the shard on its device (``corrrise_torch``: same
+        shard, maps equal within 1e-4); subclasses keep this NumPy engine unless they ask."""
+        from .corrrise_torch import device_of, run_shard_on_device
+
+        if type(self) is CorrRISE and device_of(self.model) is not None:
+            return run_shard_on_device(self, chip_a, chip_b, start, stop, embeddings=embeddings, progress=progress)
         cfg = self.config
         n_masks = cfg.masks.n_masks
         if not (isinstance(start, (int, np.integer)) and isinstance(stop, (int, np.integer))) or not (
@@ -377,6 +415,8 @@ class CorrRISE:
         size = self.model.spec.chip.size
         acc_a = CorrelationAccumulator((size, size))
         acc_b = CorrelationAccumulator((size, size))
+        even_a = CorrelationAccumulator((size, size))
+        even_b = CorrelationAccumulator((size, size))
         scores_a: list[np.ndarray] = []
         scores_b: list[np.ndarray] = []
         xa = to_model_input(a)[0]
@@ -385,14 +425,19 @@ class CorrRISE:
         step = max(1, per_eval // 2)
         pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # masks, s^A, s^B not yet accumulated
         waiting = 0
+        accumulated = start  # index of the first mask in pending
 
         def flush(block: int) -> None:
-            nonlocal pending, waiting
+            nonlocal pending, waiting, accumulated
             m = np.concatenate([p[0] for p in pending])
             sa = np.concatenate([p[1] for p in pending])
             sb = np.concatenate([p[2] for p in pending])
             acc_a.update(m[:block], sa[:block])
             acc_b.update(m[:block], sb[:block])
+            first_even = accumulated % 2  # offset of the first even-indexed mask in the block
+            even_a.update(m[first_even:block:2], sa[first_even:block:2])
+            even_b.update(m[first_even:block:2], sb[first_even:block:2])
+            accumulated += block
             pending = [(m[block:], sa[block:], sb[block:])] if block < len(m) else []
             waiting = len(m) - block
 
@@ -422,26 +467,49 @@ class CorrRISE:
             score,
             self._identity(),
             clean_passes,
+            even_a,
+            even_b,
         )
 
-    def finish(self, shard: ShardResult, score: float | None = None) -> Explanation:
+    def finish(
+        self, shard: ShardResult, score: float | None = None, *, q: float = DEFAULT_Q, level: float = DEFAULT_LEVEL
+    ) -> Explanation:
         """Maps from the accumulated shard(s): the whole mask set, or the masks covered so far.
 
-        ``score``: the clean cosine; None takes the one the shard carries.
+        ``score``: the clean cosine; None takes the one the shard carries. The explanation's
+        :class:`~explainer_service.uncertainty.Uncertainty` has intervals at ``level``, significance
+        masks at false-discovery rate ``q`` and, when the shard has its even-mask accumulators,
+        split-half figures; it is None below 4 masks.
         """
         if not isinstance(shard, ShardResult):
             raise InputError(f"finish needs a ShardResult, got {type(shard).__name__}")
         if shard.identity and shard.identity != self._identity():
             raise InputError("the shard was computed with another mask set, correlation, model or chip")
         cfg = self.config
+        halves_a: tuple[np.ndarray, np.ndarray] | None = None
+        halves_b: tuple[np.ndarray, np.ndarray] | None = None
         if cfg.correlation == "spearman":
             size = self.model.spec.chip.size
             masks = np.concatenate([generate_masks(cfg.masks, size, lo, hi) for lo, hi in shard.ranges])
             s_a = spearman_map(masks, shard.scores_a)
             s_b = spearman_map(masks, shard.scores_b)
+            even = np.concatenate([np.arange(lo, hi) for lo, hi in shard.ranges]) % 2 == 0
+            halves_a = (spearman_map(masks[even], shard.scores_a[even]),
+                        spearman_map(masks[~even], shard.scores_a[~even]))
+            halves_b = (spearman_map(masks[even], shard.scores_b[even]),
+                        spearman_map(masks[~even], shard.scores_b[~even]))
         else:
             s_a = shard.acc_a.pearson()
             s_b = shard.acc_b.pearson()
+            if shard.even_a is not None and shard.even_b is not None:
+                halves_a = (shard.even_a.pearson(), shard.acc_a.subtract(shard.even_a).pearson())
+                halves_b = (shard.even_b.pearson(), shard.acc_b.subtract(shard.even_b).pearson())
+        uncertainty = None
+        if shard.masks >= 4:
+            uncertainty = Uncertainty.of_maps(
+                s_a, s_b, shard.masks, halves_a=halves_a, halves_b=halves_b, q=q, level=level,
+                rank=cfg.correlation == "spearman",
+            )
         spec = self.model.spec
         return Explanation(
             s_a=s_a,
@@ -455,6 +523,7 @@ class CorrRISE:
             scores_a=shard.scores_a.astype(np.float32),
             scores_b=shard.scores_b.astype(np.float32),
             forward_passes=2 * shard.masks + shard.clean_passes,
+            uncertainty=uncertainty,
         )
 
     def params(self) -> dict[str, Any]:

@@ -57,7 +57,8 @@ def check_against(golden: dict[str, Any], out: Path, engine: str) -> None:
     assert summary["forward_passes"] == 2 * 500 + 2
     assert isinstance(summary["seconds"], float) and summary["seconds"] > 0
     with np.load(out / "maps.npz", allow_pickle=False) as maps:
-        assert sorted(maps.files) == sorted(golden["arrays"])
+        # the archive may have gained arrays (issue 11's uncertainty), never lost or changed one
+        assert set(golden["arrays"]) <= set(maps.files)
         for key, digest in golden["arrays"].items():
             assert sha256(maps[key]) == digest, f"maps.npz[{key!r}] changed"
     # and what was written reads back as the same result
