@@ -180,9 +180,9 @@ def one_worker(redis_server: EmbeddedRedis, tmp_path_factory: pytest.TempPathFac
 # -- tests --------------------------------------------------------------------------------------
 
 
-def test_one_and_two_workers_give_the_librarys_maps(redis_server, tmp_path, pair, library):
+def test_one_and_four_workers_give_the_librarys_maps(redis_server, tmp_path, pair, library):
     results = []
-    for n in (1, 2):
+    for n in (1, 4):
         with group(redis_server, tmp_path / f"workers{n}.log") as g:
             g.start(n)
             job_id = submit(g, *pair)
