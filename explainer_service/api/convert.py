@@ -44,6 +44,8 @@ from ..methods.registry import MethodInfo, MethodParam, list_methods, parse_para
 from ..models.store import ModelRecord
 from ..results import FaceRecord, ModelInfo, PairResult, Timing
 from ..spec import ChipSpec, ModelSpec
+from ..uncertainty import ARRAY_KEYS as UNCERTAINTY_ARRAYS
+from ..uncertainty import Uncertainty
 from .pb import audit_pb2, service_pb2, types_pb2
 
 if TYPE_CHECKING:  # the store is the server's: clients convert without importing it (or redis)
@@ -354,7 +356,38 @@ def pair_result_to_message(result: PairResult, *, include_arrays: bool = True) -
             value = getattr(result, name)
             if value is not None:
                 getattr(msg, name).CopyFrom(array_to_message(np.asarray(value, np.float32), where=name))
+    unc = result.uncertainty
+    if unc is not None:
+        msg.uncertainty_json = json.dumps(unc.summary(), sort_keys=True, allow_nan=False)
+        if include_arrays and unc.has_arrays:
+            for name, arr in unc.arrays().items():
+                sent = arr.astype(np.uint8) if arr.dtype == bool else arr  # TypedArray carries no bool
+                msg.uncertainty_arrays[name].CopyFrom(array_to_message(sent, where=name))
     return msg
+
+
+def _uncertainty_from_message(msg: types_pb2.PairResult, where: str, shape: tuple[int, int]) -> Uncertainty | None:
+    if not msg.uncertainty_json:
+        if msg.uncertainty_arrays:
+            raise InputError(f"{where}.uncertainty_arrays: sent without uncertainty_json")
+        return None
+    try:
+        summary = json.loads(msg.uncertainty_json)
+    except ValueError:
+        raise InputError(f"{where}.uncertainty_json: not JSON") from None
+    arrays: dict[str, np.ndarray] | None = None
+    if msg.uncertainty_arrays:
+        arrays = {}
+        for name, kind in UNCERTAINTY_ARRAYS.items():
+            if name not in msg.uncertainty_arrays:
+                raise InputError(f"{where}.uncertainty_arrays: {name} is missing")
+            got = array_from_message(msg.uncertainty_arrays[name], where=f"{where}.uncertainty_arrays[{name}]",
+                                     dtype=np.uint8 if kind is np.bool_ else kind, shape=shape)
+            arrays[name] = got.astype(bool) if kind is np.bool_ else got
+        unknown = sorted(set(msg.uncertainty_arrays) - set(UNCERTAINTY_ARRAYS))
+        if unknown:
+            raise InputError(f"{where}.uncertainty_arrays: unknown array(s) {', '.join(unknown)}")
+    return Uncertainty.from_summary(summary, f"{where}.uncertainty_json", arrays)
 
 
 def _finite(value: float, where: str) -> float:
@@ -401,6 +434,7 @@ def pair_result_from_message(msg: types_pb2.PairResult, *, where: str = "result"
         scores_a=_opt_array(msg, "scores_a", where, np.float32, (None,)),
         scores_b=_opt_array(msg, "scores_b", where, np.float32, (None,)),
         extra=extra,
+        uncertainty=_uncertainty_from_message(msg, where, (h, w)),
     )
     if (result.s_a is None) != (result.s_b is None):
         raise InputError(f"{where}: s_a and s_b must be sent together")

@@ -186,21 +186,26 @@ class ApiServer:
             await self.servicer.aclose()
 
 
-async def _watch_health(service: ApiService, servicer: Any, interval_s: float) -> None:
-    last = None
+async def _health_now(service: ApiService) -> Any:
+    """SERVING when the store answers now, else NOT_SERVING."""
+    try:
+        await asyncio.to_thread(service.ping)
+        return health_pb2.HealthCheckResponse.SERVING
+    except FacexplainError:
+        return health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+async def _watch_health(service: ApiService, servicer: Any, interval_s: float, last: Any) -> None:
+    """Keep the health status true to the store, checked every ``interval_s`` (``last``: the
+    status set before the server started)."""
     while True:
-        try:
-            await asyncio.to_thread(service.ping)
-            status = health_pb2.HealthCheckResponse.SERVING
-        except FacexplainError:
-            status = health_pb2.HealthCheckResponse.NOT_SERVING
+        await asyncio.sleep(interval_s)
+        status = await _health_now(service)
         if status != last:
             for name in _HEALTH_SERVICES:
                 await servicer.set(name, status)
-            if last is not None:
-                log.warning("health: %s", health_pb2.HealthCheckResponse.ServingStatus.Name(status))
+            log.warning("health: %s", health_pb2.HealthCheckResponse.ServingStatus.Name(status))
             last = status
-        await asyncio.sleep(interval_s)
 
 
 async def start_server(service: ApiService, config: ServerConfig) -> ApiServer:
@@ -242,7 +247,13 @@ async def start_server(service: ApiService, config: ServerConfig) -> ApiServer:
     await server.start()
     api = ApiServer(server=server, port=int(port), host=config.host, health=health_servicer, service=service,
                     servicer=servicer)
-    api._health_task = asyncio.create_task(_watch_health(service, health_servicer, config.health_interval_s))
+    # the first check before the server is announced: once started, health says how it is
+    first = await _health_now(service)
+    if first != health_pb2.HealthCheckResponse.SERVING:
+        log.warning("health: NOT_SERVING (the job store does not answer)")
+    for name in _HEALTH_SERVICES:
+        await health_servicer.set(name, first)
+    api._health_task = asyncio.create_task(_watch_health(service, health_servicer, config.health_interval_s, first))
     return api
 
 

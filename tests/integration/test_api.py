@@ -13,7 +13,9 @@ result's maps, and nothing is left running.
 
 from __future__ import annotations
 
+import base64
 import os
+import re
 import subprocess
 import time
 import uuid
@@ -279,7 +281,8 @@ def test_client_explain_through_api_and_worker_processes_writes_the_local_files(
 ):
     env, mark = marked_env(FACEXPLAIN_REDIS_URL=redis_url)
     api = start_command(["api", "--redis", redis_url, "--engine", "local", "--port", "0"], tmp_path / "api.log", env=env)
-    worker = start_command(["worker", "--redis", redis_url, "--engine", "local"], tmp_path / "worker.log", env=env)
+    worker = start_command(["worker", "--redis", redis_url, "--engine", "local", "--loglevel", "info"],
+                           tmp_path / "worker.log", env=env)
     try:
         address = api_address(tmp_path / "api.log", api)
         a, b = (str(p) for p in pair)
@@ -314,6 +317,16 @@ def test_client_explain_through_api_and_worker_processes_writes_the_local_files(
     while marked_processes(mark) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert marked_processes(mark) == []
+    # face images are biometric data: the logs name jobs, never hold image bytes or embeddings
+    logs = (tmp_path / "api.log").read_bytes() + (tmp_path / "worker.log").read_bytes()
+    assert again.job.id.encode() in logs  # the logs say what happened to the job
+    for path in pair:
+        data = path.read_bytes()
+        for at in range(64, len(data) - 48, max(1, len(data) // 8)):
+            chunk = data[at : at + 48]
+            assert chunk not in logs and chunk.hex().encode() not in logs
+            assert base64.b64encode(chunk)[8:56] not in logs
+    assert not re.search(rb"(-?\d+\.\d{3,}[,\s]+){8,}", logs)  # no vector of numbers (an embedding)
 
 
 def test_client_errors_are_one_line_exit_2(redis_url: str, pair: tuple[Path, Path], tmp_path: Path, capsys):
@@ -328,3 +341,19 @@ def test_client_errors_are_one_line_exit_2(redis_url: str, pair: tuple[Path, Pat
         code = cli.main(["client", "result", "f" * 64, "--server", address, "--out", str(tmp_path / "o")])
         assert code == 2 and "no job" in capsys.readouterr().err
     store.close()
+
+
+def test_health_is_true_from_the_moment_the_server_is_started(redis_url: str):
+    """Health is checked before the server is announced: SERVING at once over a live store,
+    NOT_SERVING at once over a store that does not answer (never a stale default)."""
+    from explainer_service.serving.embedded import free_port
+
+    for url, want in ((redis_url, health_pb2.HealthCheckResponse.SERVING),
+                      (f"redis://127.0.0.1:{free_port('127.0.0.1')}/0", health_pb2.HealthCheckResponse.NOT_SERVING)):
+        store = RedisJobStore(url, prefix=f"h{uuid.uuid4().hex[:8]}", timeout_s=1)
+        try:
+            with in_process_api(store) as (address, _), grpc.insecure_channel(address) as channel:
+                reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+                assert reply.status == want, url
+        finally:
+            store.close()

@@ -442,3 +442,53 @@ def test_converting_does_not_import_the_store_or_redis():
             "print(sorted(m for m in sys.modules if m.startswith(('explainer_service.store', 'redis', 'celery'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def _with_uncertainty() -> PairResult:
+    from dataclasses import replace
+
+    from explainer_service.uncertainty import Uncertainty
+
+    result = _result()
+    rng = np.random.default_rng(5)
+    halves = tuple(rng.uniform(-1, 1, (150, 150)).astype(np.float32) for _ in range(4))
+    unc = Uncertainty.of_maps(result.s_a, result.s_b, 40, halves_a=halves[:2], halves_b=halves[2:])
+    assert unc.a.significant is not None and unc.a.significant.any() and not unc.a.significant.all()
+    return replace(result, uncertainty=unc)
+
+
+def test_a_maps_uncertainty_round_trips_exactly_and_summary_only_keeps_its_figures():
+    result = _with_uncertainty()
+    assert result.uncertainty is not None
+    back = convert.pair_result_from_message(_wire(convert.pair_result_to_message(result)))
+    assert back.uncertainty is not None and back.uncertainty.summary() == result.uncertainty.summary()
+    want, got = result.uncertainty.arrays(), back.uncertainty.arrays()
+    assert sorted(got) == sorted(want)
+    for name in want:
+        assert got[name].dtype == want[name].dtype and _bits(got[name]) == _bits(want[name]), name
+    short = convert.pair_result_from_message(_wire(convert.pair_result_to_message(result, include_arrays=False)))
+    assert short.uncertainty is not None and not short.uncertainty.has_arrays
+    assert short.uncertainty.summary() == result.uncertainty.summary()
+    plain = convert.pair_result_from_message(_wire(convert.pair_result_to_message(_result())))
+    assert plain.uncertainty is None
+
+
+def test_malformed_uncertainty_is_refused_by_name():
+    msg = _wire(convert.pair_result_to_message(_with_uncertainty()))
+    bad = types_pb2.PairResult()
+    bad.CopyFrom(msg)
+    bad.uncertainty_json = "{not json"
+    with pytest.raises(InputError, match="uncertainty_json: not JSON"):
+        convert.pair_result_from_message(bad)
+    bad.CopyFrom(msg)
+    del bad.uncertainty_arrays["significant_b"]
+    with pytest.raises(InputError, match="significant_b is missing"):
+        convert.pair_result_from_message(bad)
+    bad.CopyFrom(msg)
+    bad.uncertainty_json = ""
+    with pytest.raises(InputError, match="sent without uncertainty_json"):
+        convert.pair_result_from_message(bad)
+    bad.CopyFrom(msg)
+    bad.uncertainty_arrays["ci_low_a"].CopyFrom(convert.array_to_message(np.zeros((3, 3), np.float32)))
+    with pytest.raises(InputError, match=r"ci_low_a\]: expected shape"):
+        convert.pair_result_from_message(bad)
