@@ -27,6 +27,8 @@ import numpy as np
 
 from .errors import InputError
 from .results import PairResult, load_npz_arrays
+from .uncertainty import ARRAY_KEYS as UNCERTAINTY_ARRAYS
+from .uncertainty import Uncertainty
 
 __all__ = ["pack_pair_results", "unpack_pair_results"]
 
@@ -62,6 +64,9 @@ def pack_pair_results(results: Sequence[PairResult]) -> bytes:
         arrays[f"{name}.s_b"] = np.asarray(result.s_b, np.float32)
         arrays[f"{name}.scores_a"] = np.asarray(result.scores_a, np.float32)
         arrays[f"{name}.scores_b"] = np.asarray(result.scores_b, np.float32)
+        if result.uncertainty is not None and result.uncertainty.has_arrays:
+            for key, arr in result.uncertainty.arrays().items():
+                arrays[f"{name}.{key}"] = arr
         text = json.dumps(result.to_dict(), sort_keys=True, allow_nan=False).encode()
         arrays[f"{name}.summary"] = np.frombuffer(text, np.uint8)
     buf = io.BytesIO()
@@ -111,8 +116,13 @@ def unpack_pair_results(data: bytes, *, where: str = "pair archive") -> dict[str
             size = head.model_info.chip.size
             for key in _CHIPS:
                 _array(arrays, key, np.uint8, (size, size, 3), where)
+        uncertainty = head.uncertainty
+        if uncertainty is not None:  # its per-pixel arrays sit beside the maps
+            kept = {key: _array(arrays, f"{name}.{key}", dtype, (h, w), where) for key, dtype in UNCERTAINTY_ARRAYS.items()}
+            uncertainty = Uncertainty.from_summary(uncertainty.summary(), f"{where} {name}.uncertainty", kept)
         out[name] = replace(
             head,
+            uncertainty=uncertainty,
             s_a=_array(arrays, f"{name}.s_a", np.float32, (h, w), where),
             s_b=_array(arrays, f"{name}.s_b", np.float32, (h, w), where),
             scores_a=_array(arrays, f"{name}.scores_a", np.float32, (None,), where),

@@ -99,3 +99,29 @@ def test_damaged_archives_refused() -> None:
         np.savez(buf, **{**arrays, key: value})
         with pytest.raises(InputError, match=words.replace("(", r"\(").replace(")", r"\)")):
             unpack_pair_results(buf.getvalue())
+
+
+def test_a_results_uncertainty_is_kept_with_its_arrays(tmp_path):
+    from explainer_service.uncertainty import Uncertainty
+
+    result = _result("corrrise", 30, 2)
+    r = np.random.default_rng(9)
+    halves = [r.uniform(-1, 1, (150, 150)).astype(np.float32) for _ in range(4)]
+    unc = Uncertainty.of_maps(result.s_a, result.s_b, 30, halves_a=(halves[0], halves[1]),
+                              halves_b=(halves[2], halves[3]))
+    result = replace(result, uncertainty=unc)
+    back = unpack_pair_results(pack_pair_results([result, _result("rise", 20, 3)]))
+    got = back["corrrise"].uncertainty
+    assert got is not None and got.summary() == unc.summary() and back["rise"].uncertainty is None
+    for key, arr in unc.arrays().items():
+        assert got.arrays()[key].dtype == arr.dtype and _bits(got.arrays()[key]) == _bits(arr), key
+    back["corrrise"].write(tmp_path)  # the folder `client result` writes reads back whole
+    again = PairResult.read(tmp_path)
+    assert again.uncertainty is not None and again.uncertainty.has_arrays
+    # an archive whose summary announces an uncertainty without its arrays is refused by name
+    arrays = dict(np.load(io.BytesIO(pack_pair_results([result]))))
+    del arrays["corrrise.significant_b"]
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    with pytest.raises(InputError, match="missing array 'corrrise.significant_b'"):
+        unpack_pair_results(buf.getvalue())
