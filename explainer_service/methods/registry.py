@@ -3,7 +3,8 @@
 Every caller that picks a method by name (the CLI, ``evaluation``, ``sanity``, the benchmarks, and
 later the API's ListMethods and the dashboard) goes through this table:
 
-- :data:`METHOD_NAMES`: the names in the paper's order (Table 1);
+- :data:`METHOD_NAMES`: the names in the paper's order (Table 1), CorrRISE+ (issue 11) after
+  the perturbation baselines;
 - :func:`build`: ``build(name, model, **params)`` makes any method over a FaceModel;
 - :func:`list_methods`: one :class:`MethodInfo` per method with its parameters (name, type,
   default, help), what it needs and its forward-pass budget per pair on a chip;
@@ -48,6 +49,7 @@ from ..masks import MaskConfig
 from ..models.base import FaceModel
 from .base import SaliencyMethod
 from .corrrise import CorrRISE, CorrRISEConfig
+from .corrrise_plus import CorrRISEPlus, CorrRISEPlusConfig
 from .gradcam import GradCAM, GradCAMConfig, GradCAMPlusPlus, GradTarget
 from .lime import LIME, LIMEConfig
 from .minplus import MinPlus, MinPlusConfig
@@ -129,6 +131,10 @@ class MethodInfo:
         }
 
 
+#: Configs whose ``masks`` (a MaskConfig) are listed and set as flat parameters.
+_MASKED_CONFIGS = (CorrRISEConfig, CorrRISEPlusConfig)
+
+
 @dataclass(frozen=True)
 class _Entry:
     name: str
@@ -142,9 +148,9 @@ class _Entry:
     limits: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def params(self) -> tuple[MethodParam, ...]:
-        if self.config_class is CorrRISEConfig:
+        if self.config_class in _MASKED_CONFIGS:
             own = [f for f in dataclasses.fields(MaskConfig)] + [
-                f for f in dataclasses.fields(CorrRISEConfig) if f.name != "masks"
+                f for f in dataclasses.fields(self.config_class) if f.name != "masks"
             ]
         else:
             own = list(dataclasses.fields(self.config_class))
@@ -157,11 +163,11 @@ class _Entry:
 
     def config(self, values: Mapping[str, Any]) -> Any:
         """The method's config from its own (flat) parameters; the config validates them."""
-        if self.config_class is CorrRISEConfig:
+        if self.config_class in _MASKED_CONFIGS:
             mask_names = {f.name for f in dataclasses.fields(MaskConfig)}
             masks = MaskConfig(**{k: v for k, v in values.items() if k in mask_names})
             rest = {k: v for k, v in values.items() if k not in mask_names}
-            return CorrRISEConfig(masks=masks, **rest)
+            return self.config_class(masks=masks, **rest)
         return self.config_class(**values)
 
 
@@ -251,6 +257,26 @@ _ENTRIES: tuple[_Entry, ...] = (
             "mode": "minplus (removal + insertion), minus or plus",
             "perturbations_per_eval": _PPE,
         },
+    ),
+    _Entry(
+        "corrrise-plus", "CorrRISE+",
+        "issue 11: CorrRISE's masks, regression (control-variate) estimator; docs/benchmarks.md",
+        CorrRISEPlus, CorrRISEPlusConfig,
+        {
+            "n_masks": "number of masks N per face",
+            "patches": "square patches per mask",
+            "patch_size": "patch side in chip pixels (None: 30 px on 112 px, scaled to the chip)",
+            "values": "patch values: uniform in [0, 1) or binary (0)",
+            "per_pixel": "one random value per pixel of a patch instead of one per patch",
+            "clip_at_border": "must stay true (the exact mask covariance assumes it)",
+            "seed": _SEED,
+            "grids": "cells per side of each grid of the regression basis",
+            "ridge": "ridge penalty relative to the mean feature variance",
+            "residual": "add the per-pixel sample correction (converges to CorrRISE's map)",
+            "perturbations_per_eval": _PPE + " (None: the model's hint)",
+        },
+        budget_param="n_masks",
+        limits={"n_masks": "max_masks", "patches": "max_patches", "patch_size": "max_patch_size"},
     ),
     _Entry(
         "gradcam", "Grad-CAM",

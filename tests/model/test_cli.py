@@ -110,6 +110,7 @@ CHEAP = {
     "lime": (["--budget", "8", "--param", "n_segments=20"], {"budget": 8, "n_segments": 20}),
     "xface": (["--param", "stride=30"], {"stride": 30}),
     "minplus": (["--param", "steps=1"], {"steps": 1}),
+    "corrrise-plus": (["--budget", "8"], {"budget": 8}),
     "gradcam": ([], {}),
     "gradcampp": ([], {}),
 }

@@ -53,6 +53,11 @@ AT_LIMIT = [
     ("xface", "perturbations_per_eval", 16, {"patch_sizes": (20,), "stride": 6}, "FACEXPLAIN_MAX_BATCH"),
     ("minplus", "perturbations_per_eval", 16, {"steps": 1, "stride": 16, "mode": "minus"},
      "FACEXPLAIN_MAX_BATCH"),
+    ("corrrise-plus", "n_masks", 40, {"patches": 2}, "FACEXPLAIN_MAX_MASKS"),
+    ("corrrise-plus", "budget", 40, {"patches": 2}, "FACEXPLAIN_MAX_MASKS"),
+    ("corrrise-plus", "patches", 12, {"n_masks": 4}, "FACEXPLAIN_MAX_PATCHES"),
+    ("corrrise-plus", "patch_size", 20, {"n_masks": 4}, "FACEXPLAIN_MAX_PATCH_SIZE"),
+    ("corrrise-plus", "perturbations_per_eval", 16, {"n_masks": 4}, "FACEXPLAIN_MAX_BATCH"),
 ]
 
 
@@ -212,7 +217,7 @@ def test_huge_values_of_every_numeric_parameter_are_refused_at_once(huge):
             continue  # unbounded: a larger number costs nothing
         if method == "lime" and param in ("ratio",) or method == "xface" and param == "fill_value":
             continue  # their ranges are [0, 1] and [0, 255], tested with the configs
-        if method == "lime" and param == "alpha":
+        if method == "lime" and param == "alpha" or method == "corrrise-plus" and param == "ridge":
             continue  # any ridge penalty >= 0 is cheap
         if method in ("gradcam", "gradcampp") and param not in ("budget", "perturbations_per_eval"):
             continue

@@ -31,7 +31,7 @@ PERTURBATION = tuple(SMALL)
 
 
 def test_the_names_in_the_papers_order():
-    assert METHOD_NAMES == ("corrrise", "rise", "lime", "xface", "minplus", "gradcam", "gradcampp")
+    assert METHOD_NAMES == ("corrrise", "rise", "lime", "xface", "minplus", "corrrise-plus", "gradcam", "gradcampp")
     assert [m.name for m in list_methods(112)] == list(METHOD_NAMES)
 
 
@@ -118,7 +118,7 @@ def test_generic_parameters():
 
 def test_unknown_names_and_bad_values_are_input_errors():
     model = ToyModel()
-    with pytest.raises(InputError, match="unknown method 'shap' .*corrrise, rise, lime, xface, minplus, gradcam"):
+    with pytest.raises(InputError, match="unknown method 'shap' .*corrrise, rise, lime, xface, minplus, corrrise-plus, gradcam"):
         build("shap", model)
     with pytest.raises(InputError, match=r"method rise has no parameter grids \(its parameters: .*grid"):
         build("rise", model, grids=4)
