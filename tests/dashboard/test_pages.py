@@ -185,7 +185,8 @@ def test_models_page_lists_ready_and_not_ready_models(fake: FakeClient):
     assert list(models["why not ready"]) == ["", "weights not imported"]
     assert list(models["threshold"])[0] == 0.6
     methods = at.dataframe[1].value
-    assert list(methods["method"]) == ["corrrise", "rise", "lime", "xface", "minplus", "gradcam", "gradcampp"]
+    assert list(methods["method"]) == ["corrrise", "rise", "lime", "xface", "minplus", "corrrise-plus", "gradcam",
+                                       "gradcampp"]
 
 
 def test_models_page_error(fake: FakeClient):

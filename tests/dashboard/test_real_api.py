@@ -50,8 +50,8 @@ def test_models_page_shows_the_servers_models_and_methods(server):
     assert not at.exception and not at.error
     models = at.dataframe[0].value
     assert "dlib-resnet-v1 (default)" in list(models["model"])
-    assert list(at.dataframe[1].value["method"]) == ["corrrise", "rise", "lime", "xface", "minplus", "gradcam",
-                                                     "gradcampp"]
+    assert list(at.dataframe[1].value["method"]) == ["corrrise", "rise", "lime", "xface", "minplus",
+                                                     "corrrise-plus", "gradcam", "gradcampp"]
 
 
 def test_explain_queues_the_pair_and_shows_the_servers_refusal_of_a_faceless_photo(server, tmp_path: Path):
