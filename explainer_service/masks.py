@@ -122,6 +122,18 @@ class MaskConfig:
             raise InputError(f"unknown mask option(s) {', '.join(unknown)} (known: {', '.join(known)})")
         return cls(**dict(data))
 
+    def params_for(self, chip_size: int) -> dict[str, Any]:
+        """The mask set as a method reports it (plain values, the patch side resolved for the chip)."""
+        return {
+            "n_masks": self.n_masks,
+            "patches": self.patches,
+            "patch_size": self.patch_size_for(chip_size),
+            "values": self.values,
+            "per_pixel": self.per_pixel,
+            "clip_at_border": self.clip_at_border,
+            "seed": self.seed,
+        }
+
     def patch_size_for(self, chip_size: int) -> int:
         """The side S (px) of a patch on a ``chip_size`` x ``chip_size`` chip.
 

@@ -528,17 +528,7 @@ class CorrRISE:
 
     def params(self) -> dict[str, Any]:
         """The mask set and correlation as plain values (patch size resolved for the chip)."""
-        m = self.config.masks
-        return {
-            "n_masks": m.n_masks,
-            "patches": m.patches,
-            "patch_size": m.patch_size_for(self.model.spec.chip.size),
-            "values": m.values,
-            "per_pixel": m.per_pixel,
-            "clip_at_border": m.clip_at_border,
-            "seed": m.seed,
-            "correlation": self.config.correlation,
-        }
+        return {**self.config.masks.params_for(self.model.spec.chip.size), "correlation": self.config.correlation}
 
     def attribute(
         self, chip_a: np.ndarray, chip_b: np.ndarray, *, progress: Progress | None = None

@@ -355,15 +355,8 @@ class CorrRISEPlus:
 
     def params(self) -> dict[str, Any]:
         """The mask set and estimator as plain values (patch size resolved for the chip)."""
-        m = self.config.masks
         return {
-            "n_masks": m.n_masks,
-            "patches": m.patches,
-            "patch_size": m.patch_size_for(self.model.spec.chip.size),
-            "values": m.values,
-            "per_pixel": m.per_pixel,
-            "clip_at_border": m.clip_at_border,
-            "seed": m.seed,
+            **self.config.masks.params_for(self.model.spec.chip.size),
             "grids": list(self.config.grids),
             "ridge": float(self.config.ridge),
             "residual": bool(self.config.residual),
