@@ -18,8 +18,9 @@ turns into status codes. Everything blocking (Redis, models) happens here, in th
 - Datasets: the pairs of a dataset on the server (names and ground truth) and one pair's image
   bytes, read only under the allowed roots (``settings.dataset_roots``, as SubmitAudit's specs);
   no roots at all is DatasetsNotAllowedError (FAILED_PRECONDITION).
-- Jobs: records, results, partial CorrRISE maps (the stored shards merged in mask order and
-  finished: the exact maps over the masks done so far), cancel, delete, listing.
+- Jobs: records, results, partial maps of a sharded method (CorrRISE, corrrise-plus: the stored
+  shards merged in mask order and finished: the exact maps over the masks done so far), cancel,
+  delete, listing.
 """
 
 from __future__ import annotations
@@ -253,6 +254,7 @@ class ApiService:
         :meth:`explain` when the job is new (the same bytes were checked when it was created)."""
         from ..methods.registry import check_params, forward_passes
         from ..pipeline import model_info
+        from ..worker.plan import SHARDED_METHODS
 
         spec = self.spec(model)
         method = method or "corrrise"
@@ -262,7 +264,8 @@ class ApiService:
             if not isinstance(data, (bytes, bytearray, memoryview)):
                 raise InputError(f"{label}: expected image bytes, got {type(data).__name__}")
         job_params = {"method": own, "align": dict(ALIGN_DEFAULTS)}
-        total = (forward_passes(method, spec.chip.size, **own) - 2) // 2 if method == "corrrise" else 1
+        # a sharded method's units are its masks (2 forward passes each beside the clean pair's 2)
+        total = (forward_passes(method, spec.chip.size, **own) - 2) // 2 if method in SHARDED_METHODS else 1
         from ..store import content_job_id
 
         job_id = content_job_id(
@@ -572,20 +575,22 @@ class ApiService:
         return record, result
 
     def partial_maps(self, record: JobRecord) -> PartialMaps | None:
-        """The exact maps of a CorrRISE job over the masks stored so far; None for another method
-        or before the first shard."""
+        """The exact maps of a sharded job (CorrRISE, corrrise-plus: ``worker.plan.SHARDED_METHODS``)
+        over the masks stored so far, made by the method's own ``finish``; None for another method,
+        before the first shard, or while corrrise-plus has fewer than the 3 masks it needs."""
         from ..methods.registry import build
+        from ..worker.plan import SHARDED_METHODS
 
-        if record.kind.value != "explain" or record.method != "corrrise":
+        if record.kind.value != "explain" or record.method not in SHARDED_METHODS:
             return None
         merged = self.store.merged_shard(record.id)
-        if merged is None:
+        if merged is None or (record.method == "corrrise-plus" and merged.masks < 3):
             return None
         params = record.params.get("method", {})
         if not isinstance(params, dict):
             raise InputError(f"job {record.id}: malformed method parameters")
-        corrrise: Any = build("corrrise", self.model(record.model), **params)
-        explanation = corrrise.finish(merged)
+        method: Any = build(record.method, self.model(record.model), **params)
+        explanation = method.finish(merged)
         return PartialMaps(
             masks=int(merged.masks),
             s_a=np.asarray(explanation.s_a, np.float32),

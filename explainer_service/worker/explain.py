@@ -1,12 +1,14 @@
 """What a worker does for one task of an explain job: the library the Celery shims call.
 
-A task names a job and a unit (a CorrRISE mask shard [lo, hi), or the whole pair for any other
+A task names a job and a unit (a mask shard [lo, hi) of a sharded method, ``plan.SHARDED_METHODS``:
+CorrRISE or corrrise-plus, which runs CorrRISE's shards; or the whole pair for any other
 method). :func:`run_unit` claims the unit in the store (a redelivered or duplicate task finds it
 done, held or stopped and does nothing twice), aligns both uploaded images for the job's model,
-builds the method through the registry and computes the unit: ``CorrRISE.run_shard`` for a shard
+builds the method through the registry and computes the unit: its ``run_shard`` for a shard
 (stored with ``put_shard``: progress counts its masks once), ``attribute`` for a whole method. The
 task that stores the last shard finishes the job (:func:`finish_explain`): under the ``merge``
-lease it merges the stored shards in mask order, ``CorrRISE.finish`` makes the maps, and the
+lease it merges the stored shards in mask order, the method's ``finish`` (CorrRISE's or
+CorrRISE+'s, both exact for any merge of the shards) makes the maps, and the
 :class:`~explainer_service.results.PairResult` is written once (a finisher that finds a result
 only marks the job done), so the result is the same however many workers ran and however often
 a part ran.
@@ -47,6 +49,7 @@ from ..errors import (
 )
 from ..methods.base import SaliencyMethod
 from ..methods.corrrise import CorrRISE
+from ..methods.corrrise_plus import CorrRISEPlus
 from ..models.base import FaceModel
 from ..pipeline import align_image, model_info, open_face_model
 from ..results import FaceRecord, PairResult, Timing
@@ -74,6 +77,9 @@ log = logging.getLogger(__name__)
 WORKER_ENGINES = ("local", "triton")
 #: Aligned pairs kept per process (the shards of a job in flight align once).
 _FACES_KEPT = 8
+#: The method classes that run in mask shards (``plan.SHARDED_METHODS``): CorrRISE's
+#: ``run_shard`` / ``ShardResult`` / ``finish``.
+_SHARDED = (CorrRISE, CorrRISEPlus)
 
 
 class Outcome(enum.StrEnum):
@@ -314,7 +320,7 @@ def run_unit(ctx: WorkerContext, job_id: str, unit: Unit) -> Outcome:
         raise InputError(f"job {job_id}: aligned faces without chips")
     guard = _Guard(ctx, job_id, unit.lease)
     if unit.lo is not None and unit.hi is not None:
-        if not isinstance(method, CorrRISE):
+        if not isinstance(method, _SHARDED):
             raise InputError(f"job {job_id}: method {record.method} does not run in mask shards")
         n_masks = method.config.masks.n_masks
         if record.total != n_masks:
@@ -338,8 +344,8 @@ def run_unit(ctx: WorkerContext, job_id: str, unit: Unit) -> Outcome:
 
 
 def finish_explain(ctx: WorkerContext, job_id: str) -> Outcome:
-    """Finish a CorrRISE job whose shards are all stored: merge them, make the maps and write the
-    result once, then mark the job done. Idempotent: a second finisher finds the ``merge`` lease
+    """Finish a sharded job (CorrRISE, corrrise-plus) whose shards are all stored: merge them, make
+    the maps and write the result once, then mark the job done. Idempotent: a second finisher finds the ``merge`` lease
     held (HELD: try later), or the job done (STOPPED), or the result written (only marks done)."""
     store = ctx.store
     claim = store.claim(job_id, "merge", ctx.worker, lease_s=ctx.lease_s)
@@ -355,7 +361,7 @@ def finish_explain(ctx: WorkerContext, job_id: str) -> Outcome:
             covered = "none" if merged is None else f"{merged.ranges}"
             raise InputError(f"job {job_id}: the stored shards cover {covered}, not masks [0, {record.total})")
         model, method, align = _build(ctx, record)
-        if not isinstance(method, CorrRISE):
+        if not isinstance(method, _SHARDED):
             raise InputError(f"job {job_id}: method {record.method} has no shards to merge")
         faces = ctx.faces(record, model.spec.chip, align)
         started = record.started_at if record.started_at is not None else record.created_at

@@ -1,6 +1,7 @@
 """How a job is cut into worker tasks, and when a failed task is tried again: pure functions.
 
-A CorrRISE job of N masks becomes mask shards [lo, hi) (:func:`plan_shards`): every shard but
+A job of a mask-sampling method (CorrRISE, and corrrise-plus, which spends CorrRISE's own shards;
+:data:`SHARDED_METHODS`) of N masks becomes mask shards [lo, hi) (:func:`plan_shards`): every shard but
 the last holds ``shard_masks`` masks rounded up to a multiple of the accumulation block
 (``methods.corrrise.ACCUMULATION_BLOCK``), so shard boundaries fall on block boundaries and each
 shard is a few seconds of work. Any other method is one task for the whole pair
@@ -17,8 +18,10 @@ from ..methods.corrrise import ACCUMULATION_BLOCK
 
 __all__ = ["Unit", "plan_shards", "plan_explain", "retry_delay", "SHARDED_METHODS"]
 
-#: Methods whose work is split into mask shards (the others run as one task).
-SHARDED_METHODS = frozenset({"corrrise"})
+#: Methods whose work is split into mask shards (the others run as one task): each has
+#: ``run_shard(chip_a, chip_b, lo, hi)`` returning CorrRISE's ``ShardResult`` and ``finish(merged)``,
+#: and its job's ``total`` is its number of masks.
+SHARDED_METHODS = frozenset({"corrrise", "corrrise-plus"})
 
 
 def _count(value: object, what: str, minimum: int) -> int:
