@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import EXIT_INPUT, EXIT_OK, InputError
+from ..errors import EXIT_INPUT, EXIT_OK, InputError, LimitExceededError
 from ..methods.registry import METHOD_NAMES
 from .common import (
     add_model_args,
@@ -74,6 +74,12 @@ def register_explain(sub: Any) -> None:
     corr.add_argument("--inside", action="store_true", help="keep patches fully inside the chip")
     corr.add_argument("--correlation", default=None, choices=["pearson", "spearman"],
                       help="per-pixel correlation (default pearson)")
+    corr.add_argument("--until-agreement", type=float, default=None, metavar="R",
+                      help="early stopping: draw shards of 64 masks until the split-half agreement predicted "
+                      "for both maps reaches R in (0, 1), or --max-masks are spent (summary.json: masks used, "
+                      "params.stopped_early, params.agreement_reached)")
+    corr.add_argument("--max-masks", type=positive_int, default=None, metavar="M",
+                      help="with --until-agreement: the most masks to draw (at least 64)")
     ex.add_argument("--no-progress", action="store_true", help="no progress bar")
     ex.add_argument("--grey-insignificant", action="store_true",
                     help="the figure greys out pixels whose correlation is not significant (Benjamini-Hochberg "
@@ -155,6 +161,40 @@ def method_params(args: argparse.Namespace) -> dict[str, Any]:
     return params
 
 
+def until_options(args: argparse.Namespace, params: dict[str, Any]) -> tuple[float, int] | None:
+    """``(R, M)`` of ``--until-agreement R --max-masks M``, or None without them; InputError
+    naming the option for a value out of range, a missing or conflicting option (``--masks``,
+    ``--budget``, ``--param n_masks``: M sets the masks) or another method than corrrise;
+    LimitExceededError for M over ``Settings.limits.max_masks``."""
+    import math
+
+    from ..methods.corrrise import DEFAULT_UNTIL_STEP, check_until
+    from ..settings import get_settings
+
+    agreement, max_masks = args.until_agreement, args.max_masks
+    if agreement is None:
+        if max_masks is not None:
+            raise InputError("--max-masks needs --until-agreement R (early stopping)")
+        return None
+    if not (math.isfinite(agreement) and 0.0 < agreement < 1.0):
+        raise InputError(f"--until-agreement must be in (0, 1), got {agreement!r}")
+    if args.method != "corrrise":
+        raise InputError(f"--until-agreement: a CorrRISE option, not for --method {args.method}")
+    if max_masks is None:
+        raise InputError("--until-agreement needs --max-masks M (the most masks to draw)")
+    if max_masks < DEFAULT_UNTIL_STEP:
+        raise InputError(f"--max-masks must be at least {DEFAULT_UNTIL_STEP} (masks per step), got {max_masks}")
+    limit = get_settings().limits.max_masks
+    if max_masks > limit:
+        raise LimitExceededError(
+            f"--max-masks {max_masks} is over the limit {limit} (set FACEXPLAIN_MAX_MASKS to change it)"
+        )
+    if "n_masks" in params or "budget" in params:
+        raise InputError("--until-agreement: the masks are set by --max-masks, not by --masks, --budget or n_masks")
+    check_until(agreement, max_masks, DEFAULT_UNTIL_STEP)
+    return float(agreement), int(max_masks)
+
+
 def _cmd_explain(args: argparse.Namespace) -> int:
     from ..methods import check_params
     from ..models.registry import get_spec
@@ -167,8 +207,9 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     if args.grey_insignificant and args.method not in METHODS_WITH_UNCERTAINTY:
         raise InputError(f"--grey-insignificant needs a method whose maps carry an uncertainty "
                          f"({', '.join(METHODS_WITH_UNCERTAINTY)}), not {args.method}")
+    until = until_options(args, params)
     spec = get_spec(args.model)
-    check_params(args.method, spec.chip.size, **params)
+    check_params(args.method, spec.chip.size, **params, **({} if until is None else {"n_masks": until[1]}))
     out = check_out_dir(args.out)
     # 2. both images decoded and aligned before a model is opened (a server may take seconds)
     face_aligner = aligner(args)
@@ -178,15 +219,41 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     align_s = time.perf_counter() - t0
     # 3. the explanation
     with open_model(args) as model, terminal_progress(args, args.method) as progress:
-        result = explain_pair(
-            face_a, face_b, model, args.method, params, progress=progress, engine=engine_label(args)
-        )
+        if until is None:
+            result = explain_pair(
+                face_a, face_b, model, args.method, params, progress=progress, engine=engine_label(args)
+            )
+        else:
+            result = _explain_until(face_a, face_b, model, params, until, progress, engine_label(args))
     result = result.with_timing(Timing(align_s=align_s, explain_s=result.timing.explain_s))
     paths = result.write(out, grey_insignificant=args.grey_insignificant)
     thr = "none" if result.threshold is None else f"{result.threshold:.4f}"
     print(f"score {result.score:.4f}  threshold {thr}  decision {result.decision}")
     print(f"wrote {paths['summary']}, {paths['maps']}, {paths['figure']} ({result.timing.total_s:.1f} s)")
     return EXIT_OK
+
+
+def _explain_until(
+    face_a: Any, face_b: Any, model: Any, params: dict[str, Any], until: tuple[float, int], progress: Any,
+    engine: str,
+) -> Any:
+    """CorrRISE with early stopping (:meth:`CorrRISE.attribute_until`) as a PairResult."""
+    from ..methods import build
+    from ..methods.corrrise import CorrRISE
+    from ..pipeline import model_info
+    from ..results import FaceRecord, PairResult, Timing
+
+    agreement, max_masks = until
+    explainer = build("corrrise", model, **params, n_masks=max_masks)
+    if not isinstance(explainer, CorrRISE):
+        raise InputError("--until-agreement needs --method corrrise")
+    t0 = time.perf_counter()
+    explanation = explainer.attribute_until(face_a.chip, face_b.chip, agreement=agreement, progress=progress)
+    return PairResult.from_explanation(
+        explanation, FaceRecord.from_aligned(face_a), FaceRecord.from_aligned(face_b), model_info(model.spec),
+        engine=engine, server_masks=bool(getattr(model, "server_masks", False)),
+        timing=Timing(align_s=0.0, explain_s=time.perf_counter() - t0),
+    )
 
 
 # -- embed ----------------------------------------------------------------------------------------

@@ -35,7 +35,10 @@ from ..progress import Progress
 from ..uncertainty import DEFAULT_LEVEL, DEFAULT_Q, Uncertainty
 from .perturbation import _check_chip, _require_int
 
-__all__ = ["CorrRISE", "CorrRISEConfig", "ShardResult", "CORRELATIONS", "ACCUMULATION_BLOCK"]
+__all__ = [
+    "CorrRISE", "CorrRISEConfig", "ShardResult", "CORRELATIONS", "ACCUMULATION_BLOCK", "DEFAULT_UNTIL_STEP",
+    "check_until",
+]
 
 CORRELATIONS = ("pearson", "spearman")
 #: Masks per model call when neither the config nor the model says (the model's ``masks_per_call``
@@ -45,6 +48,22 @@ DEFAULT_MASKS_PER_CALL = 16
 ACCUMULATION_BLOCK = 16
 #: Version of :meth:`ShardResult.state`'s layout.
 SHARD_STATE_VERSION = 1
+#: Masks drawn per shard by :meth:`CorrRISE.attribute_until` (a multiple of ACCUMULATION_BLOCK).
+DEFAULT_UNTIL_STEP = 64
+
+
+def check_until(agreement: float, max_masks: int, step: int = DEFAULT_UNTIL_STEP) -> None:
+    """InputError unless ``agreement`` is in (0, 1), ``step`` a positive multiple of
+    :data:`ACCUMULATION_BLOCK` and ``max_masks`` an integer >= ``step`` (the limits of
+    ``Settings`` are the caller's: the registry's ``check_params`` with ``n_masks=max_masks``)."""
+    if isinstance(agreement, bool) or not isinstance(agreement, (int, float, np.floating)) or not (
+        0.0 < float(agreement) < 1.0
+    ):
+        raise InputError(f"agreement must be a number in (0, 1), got {agreement!r}")
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1 or step % ACCUMULATION_BLOCK:
+        raise InputError(f"step must be a positive multiple of {ACCUMULATION_BLOCK} masks, got {step!r}")
+    if isinstance(max_masks, bool) or not isinstance(max_masks, (int, np.integer)) or max_masks < step:
+        raise InputError(f"max_masks must be an integer >= step ({step}), got {max_masks!r}")
 
 
 @dataclass(frozen=True)
@@ -397,6 +416,43 @@ class CorrRISE:
 
         if type(self) is CorrRISE and device_of(self.model) is not None:
             return run_shard_on_device(self, chip_a, chip_b, start, stop, embeddings=embeddings, progress=progress)
+        return self._numpy_shard(chip_a, chip_b, start, stop, embeddings, progress, None)
+
+    def resume_shard(
+        self, chip_a: np.ndarray, chip_b: np.ndarray, shard: ShardResult, stop: int, *,
+        progress: Progress | None = None,
+    ) -> ShardResult:
+        """``shard`` (of this pair, its masks ending at ``shard.stop``) extended by the masks
+        [shard.stop, stop): 2 * (stop - shard.stop) forward passes; ``shard`` is not changed.
+
+        The NumPy engine accumulates the new masks into copies of ``shard``'s accumulators: with
+        ``shard.stop`` a multiple of :data:`ACCUMULATION_BLOCK` they see the same blocks as one
+        shard of all the masks, so the maps equal it bit for bit. The device engine (and a subclass
+        with its own :meth:`run_shard`) runs the new masks as a shard and merges (equal to float64
+        rounding)."""
+        from .corrrise_torch import device_of
+
+        if not isinstance(shard, ShardResult):
+            raise InputError(f"resume_shard needs a ShardResult, got {type(shard).__name__}")
+        if shard.identity != self._identity() or shard.even_a is None or shard.even_b is None:
+            raise InputError("the shard to resume was computed with another mask set, correlation, model or chip")
+        embeddings = (shard.emb_a, shard.emb_b)
+        if type(self).run_shard is not CorrRISE.run_shard or device_of(self.model) is not None:
+            return shard.merge(self.run_shard(chip_a, chip_b, shard.stop, stop, embeddings=embeddings,
+                                              progress=progress))
+        return self._numpy_shard(chip_a, chip_b, shard.stop, stop, embeddings, progress, shard)
+
+    def _numpy_shard(
+        self,
+        chip_a: np.ndarray,
+        chip_b: np.ndarray,
+        start: int,
+        stop: int,
+        embeddings: tuple[np.ndarray, np.ndarray] | None,
+        progress: Progress | None,
+        resume: ShardResult | None,
+    ) -> ShardResult:
+        """:meth:`run_shard` in NumPy; with ``resume`` (ending at ``start``), continued from it."""
         cfg = self.config
         n_masks = cfg.masks.n_masks
         if not (isinstance(start, (int, np.integer)) and isinstance(stop, (int, np.integer))) or not (
@@ -419,6 +475,14 @@ class CorrRISE:
         even_b = CorrelationAccumulator((size, size))
         scores_a: list[np.ndarray] = []
         scores_b: list[np.ndarray] = []
+        if resume is not None and resume.even_a is not None and resume.even_b is not None:
+            acc_a, acc_b, even_a, even_b = (
+                CorrelationAccumulator.from_state(x.state())
+                for x in (resume.acc_a, resume.acc_b, resume.even_a, resume.even_b)
+            )
+            scores_a.append(np.asarray(resume.scores_a, np.float64))
+            scores_b.append(np.asarray(resume.scores_b, np.float64))
+            clean_passes = resume.clean_passes
         xa = to_model_input(a)[0]
         xb = to_model_input(b)[0]
         per_eval = self.perturbations_per_eval()
@@ -457,7 +521,7 @@ class CorrRISE:
             flush(waiting)
         score = float(cosine_to(emb_a[None], emb_b)[0])
         return ShardResult(
-            ((start, stop),),
+            ((start, stop),) if resume is None else _coalesce([*resume.ranges, (start, stop)]),
             acc_a,
             acc_b,
             np.concatenate(scores_a),
@@ -537,3 +601,71 @@ class CorrRISE:
         ``progress(done, total)`` counts masks."""
         shard = self.run_shard(chip_a, chip_b, 0, self.config.masks.n_masks, progress=progress)
         return self.finish(shard)
+
+    def attribute_until(
+        self,
+        chip_a: np.ndarray,
+        chip_b: np.ndarray,
+        *,
+        agreement: float,
+        max_masks: int | None = None,
+        step: int = DEFAULT_UNTIL_STEP,
+        progress: Progress | None = None,
+    ) -> Explanation:
+        """Explain the pair with as few masks as the maps' own agreement allows (issue 11 §2).
+
+        Draws shards of ``step`` masks of the configured (seeded) set, masks [0, step), then
+        [step, 2 step), ..., each accumulated into the previous one (:meth:`resume_shard`), until the split-half agreement predicted for the full set (Spearman-Brown,
+        ``Uncertainty``'s ``predicted_r``) reaches ``agreement`` for both faces, or ``max_masks``
+        (None: the config's ``n_masks``) are spent; the last shard may be shorter.
+
+        Returns the explanation a plain :meth:`attribute` with ``n_masks`` = the masks used gives,
+        bit for bit (maps, scores, uncertainty, ``masks``, ``forward_passes`` = 2 * used + 2), its
+        params extended with ``until_agreement``, ``max_masks``, ``step``, ``stopped_early`` (True
+        when it stopped before ``max_masks``) and ``agreement_reached`` (the smaller of the two
+        faces' predicted agreement; None below 4 masks). ``progress(done, total)`` counts masks
+        against ``max_masks``. InputError (before any model call) for bad values, see
+        :func:`check_until`.
+        """
+        from dataclasses import replace
+
+        if max_masks is None:
+            max_masks = self.config.masks.n_masks
+        check_until(agreement, max_masks, step)
+        max_masks = int(max_masks)
+        runner = type(self)(self.model, replace(self.config, masks=replace(self.config.masks, n_masks=max_masks)))
+        shard: ShardResult | None = None
+        reached: float | None = None
+        done = 0
+        while done < max_masks:
+            stop = min(done + step, max_masks)
+            shard = (runner.run_shard(chip_a, chip_b, 0, stop) if shard is None
+                     else runner.resume_shard(chip_a, chip_b, shard, stop))
+            done = stop
+            if progress is not None:
+                progress(done, max_masks)
+            reached = self._agreement(runner.finish(shard))
+            if reached is not None and reached >= agreement:
+                break
+        assert shard is not None  # max_masks >= step >= 1: at least one shard ran
+        used = runner if done == max_masks else type(self)(
+            self.model, replace(self.config, masks=replace(self.config.masks, n_masks=done))
+        )
+        explanation = used.finish(replace(shard, identity=used._identity()))
+        params = {
+            **explanation.params,
+            "until_agreement": float(agreement),
+            "max_masks": max_masks,
+            "step": int(step),
+            "stopped_early": done < max_masks,
+            "agreement_reached": None if reached is None else round(reached, 6),
+        }
+        return replace(explanation, params=params)
+
+    @staticmethod
+    def _agreement(explanation: Explanation) -> float | None:
+        """The smaller predicted full-set agreement of the two maps (None when unknown)."""
+        unc = explanation.uncertainty
+        if unc is None or unc.a.predicted_r is None or unc.b.predicted_r is None:
+            return None
+        return float(min(unc.a.predicted_r, unc.b.predicted_r))
