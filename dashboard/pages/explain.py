@@ -202,7 +202,7 @@ def _follow(client: state.DashboardClient) -> None:
             why = job.error.message if job.error is not None else "cancelled"
             failed[job_id] = f"The {method} job {job.state}: {why}"
             changed = True
-        elif method == "corrrise" and job.done > 0:
+        elif job.unit == "masks" and job.done > 0:  # a sharded method: its running maps as shards complete
             partial = _partial(client, job_id)
             if partial is not None:
                 partials[job_id] = partial

@@ -579,7 +579,9 @@ def job_to_message(record: JobRecord, *, unit: str | None = None, attempts: int 
     kind = str(record.kind.value)
     methods = [m for m in record.method.split(",") if m] if kind == "audit" else [record.method]
     if unit is None:
-        unit = "pairs" if kind == "audit" else "masks" if record.method == "corrrise" else "perturbations"
+        from ..worker.plan import SHARDED_METHODS
+
+        unit = "pairs" if kind == "audit" else "masks" if record.method in SHARDED_METHODS else "perturbations"
     msg = types_pb2.Job(
         id=record.id,
         kind=JOB_KINDS[kind],

@@ -29,7 +29,7 @@ from ..store import JobError, JobKind, JobRecord, JobStore, RedisJobStore
 from ..store.keys import DEFAULT_PREFIX
 from .app import JOB_TASK, QUEUE, SHARD_TASK, configure_app, process_context, worker_config
 from .explain import Outcome, WorkerContext, fail_job, handle_failure, run_unit
-from .plan import Unit, plan_explain
+from .plan import SHARDED_METHODS, Unit, plan_explain
 from .sweep import Sweeper, SweepPolicy, SweepReport, sweep
 
 __all__ = [
@@ -120,8 +120,8 @@ def enqueue_explain(app: Any, store: JobStore, job_id: str) -> None:
     record = store.get_job(job_id)
     if record.final:
         return
-    if record.method == "corrrise" and record.total < 1:
-        raise InputError(f"job {job_id}: a CorrRISE job needs its masks as total, got {record.total}")
+    if record.method in SHARDED_METHODS and record.total < 1:
+        raise InputError(f"job {job_id}: a {record.method} job needs its masks as total, got {record.total}")
     send_units(app, record, plan_explain(record.method, record.total, worker_config(app).shard_masks))
 
 
