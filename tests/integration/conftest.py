@@ -4,6 +4,9 @@
 loopback) for the session, in a temporary folder. ``job_store``: a RedisJobStore on it whose keys
 carry a prefix of their own (tests never see each other's jobs); its keys are removed after the
 test. Tests that kill or restart Redis start their own :class:`EmbeddedRedis`.
+
+``pair``: the demo pair's encoded bytes (a module may define its own ``pair``, e.g. as paths);
+``local_model``: the default model in-process (onnxruntime), opened once per module.
 """
 
 from __future__ import annotations
@@ -11,9 +14,11 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from explainer_service.pipeline import open_face_model
 from explainer_service.store import EmbeddedRedis, RedisJobStore
 
 
@@ -43,3 +48,17 @@ def job_store(redis_server: EmbeddedRedis) -> Iterator[RedisJobStore]:
         finally:
             client.close()
             store.close()
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes]:
+    from explainer_service.demo import make_demo_pair
+
+    a, b = make_demo_pair(tmp_path_factory.mktemp("pair"))
+    return a.read_bytes(), b.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def local_model() -> Iterator[Any]:
+    with open_face_model(engine="local") as model:
+        yield model

@@ -22,7 +22,7 @@ import redis
 
 from explainer_service.alignment import Aligner
 from explainer_service.api.service import ApiService
-from explainer_service.pipeline import align_image, explain_pair, open_face_model
+from explainer_service.pipeline import align_image, explain_pair
 from explainer_service.spec import ARCFACE_CHIP
 from explainer_service.store import EmbeddedRedis, JobState, RedisJobStore
 from explainer_service.store.faces import FACES_INPUT, faces_from_inputs, faces_to_inputs
@@ -33,20 +33,6 @@ from tests.inprocess_api import RecordingQueue
 
 PARAMS = {"n_masks": 32, "seed": 3, "patches": 8}
 SHARD = 16
-
-
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes]:
-    from explainer_service.demo import make_demo_pair
-
-    a, b = make_demo_pair(tmp_path_factory.mktemp("pair"))
-    return a.read_bytes(), b.read_bytes()
-
-
-@pytest.fixture(scope="module")
-def local_model() -> Iterator[Any]:
-    with open_face_model(engine="local") as model:
-        yield model
 
 
 @pytest.fixture(scope="module")

@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 import redis
 
-from explainer_service.pipeline import explain_pair, open_face_model
+from explainer_service.pipeline import explain_pair
 from explainer_service.processes import stop_groups
 from explainer_service.settings import get_settings
 from explainer_service.store import EmbeddedRedis, JobState, RedisJobStore
@@ -148,20 +148,6 @@ def assert_maps_equal(result: Any, expected: Any) -> None:
 
 
 # -- fixtures -----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes]:
-    from explainer_service.demo import make_demo_pair
-
-    a, b = make_demo_pair(tmp_path_factory.mktemp("pair"))
-    return a.read_bytes(), b.read_bytes()
-
-
-@pytest.fixture(scope="module")
-def local_model() -> Iterator[Any]:
-    with open_face_model(engine="local") as model:
-        yield model
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,6 @@ over the shards stored so far (in-process worker units, out of mask order).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import pytest
 
 from explainer_service.api.service import ApiService
 from explainer_service.methods import build
-from explainer_service.pipeline import explain_pair, open_face_model
+from explainer_service.pipeline import explain_pair
 from explainer_service.store import EmbeddedRedis, JobState, RedisJobStore
 from explainer_service.store.faces import faces_from_inputs
 from explainer_service.worker import ModelPool, WorkerContext, enqueue_explain
@@ -30,20 +29,6 @@ from tests.integration.test_worker import N_MASKS, SHARD, group, wait_final
 
 METHOD = "corrrise-plus"
 PARAMS = {"n_masks": N_MASKS, "seed": 5, "patches": 8}
-
-
-@pytest.fixture(scope="module")
-def pair(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes]:
-    from explainer_service.demo import make_demo_pair
-
-    a, b = make_demo_pair(tmp_path_factory.mktemp("pair"))
-    return a.read_bytes(), b.read_bytes()
-
-
-@pytest.fixture(scope="module")
-def local_model() -> Iterator[Any]:
-    with open_face_model(engine="local") as model:
-        yield model
 
 
 @pytest.fixture(scope="module")
