@@ -14,7 +14,6 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ import pytest
 
 from explainer_service.stack import Stack, read_stack, stop_stack
 from tests.browser.conftest import unnamed_controls
-from tests.integration.procs import marked_env, marked_processes
+from tests.integration.procs import left_after, marked_env
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.slow, pytest.mark.shared]
 
@@ -58,10 +57,8 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         assert down.returncode == 0 and down.stdout.startswith("stopped dashboard"), down.stdout + down.stderr
     finally:
         stop_stack(state, grace=5)  # whatever a failed test left running
-        deadline = time.monotonic() + 15
-        while marked_processes(mark) and time.monotonic() < deadline:
-            time.sleep(0.2)
-    assert marked_processes(mark) == []
+        left = left_after(mark, 15)
+    assert left == []
 
 
 def _lfw_pairs(lfw: Path) -> list[tuple[Path, Path, bool]]:

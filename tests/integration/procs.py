@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -35,8 +36,17 @@ def marked_processes(mark: str) -> list[int]:
     return found
 
 
-def children(name: str, parent: int | None = None) -> list[int]:
-    """Pids of live children of ``parent`` (default: this process) whose command is ``name``."""
+def left_after(mark: str, timeout: float = 10.0) -> list[int]:
+    """The processes of ``mark`` still alive once they all ended or ``timeout`` passed ([]: none)."""
+    deadline = time.monotonic() + timeout
+    while marked_processes(mark) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return marked_processes(mark)
+
+
+def children(name: str | None, parent: int | None = None) -> list[int]:
+    """Pids of live children of ``parent`` (default: this process) whose command is ``name``
+    (None: any command)."""
     parent = os.getpid() if parent is None else parent
     found = []
     for entry in Path("/proc").iterdir():
@@ -48,7 +58,7 @@ def children(name: str, parent: int | None = None) -> list[int]:
             continue
         comm = stat[stat.index("(") + 1 : stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2 :].split()
-        if comm == name[:15] and int(fields[1]) == parent and fields[0] != "Z":
+        if (name is None or comm == name[:15]) and int(fields[1]) == parent and fields[0] != "Z":
             found.append(int(entry.name))
     return found
 

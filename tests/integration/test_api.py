@@ -48,7 +48,7 @@ from explainer_service.pipeline import explain_pair, load_face_model
 from explainer_service.processes import api_address, start_command, stop_groups
 from explainer_service.store import EmbeddedRedis, RedisJobStore
 from tests.inprocess_api import RecordingQueue, in_process_api
-from tests.integration.procs import marked_env, marked_processes
+from tests.integration.procs import left_after, marked_env
 
 TOKEN = "t0ken-" + uuid.uuid4().hex
 
@@ -313,10 +313,7 @@ def test_client_explain_through_api_and_worker_processes_writes_the_local_files(
             assert client.get_result(again.job.id, summary_only=True).s_a is None
     finally:
         stop_groups([api, worker])
-    deadline = time.monotonic() + 10
-    while marked_processes(mark) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert marked_processes(mark) == []
+    assert left_after(mark, 10) == []
     # face images are biometric data: the logs name jobs, never hold image bytes or embeddings
     logs = (tmp_path / "api.log").read_bytes() + (tmp_path / "worker.log").read_bytes()
     assert again.job.id.encode() in logs  # the logs say what happened to the job

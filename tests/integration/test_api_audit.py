@@ -23,7 +23,7 @@ from explainer_service.errors import InputError, NotFoundError
 from explainer_service.metrics import auc
 from explainer_service.processes import api_address, start_command, stop_groups
 from explainer_service.store import EmbeddedRedis
-from tests.integration.procs import marked_env, marked_processes
+from tests.integration.procs import left_after, marked_env
 
 LFW = Path(__file__).resolve().parents[3] / "shared" / "data" / "lfw-dev"
 IMG = LFW / "aligned112"
@@ -48,10 +48,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, st
             yield api_address(tmp / "api.log", api), redis.url
         finally:
             stop_groups([api, worker])
-        deadline = time.monotonic() + 10
-        while marked_processes(mark) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert marked_processes(mark) == []
+        assert left_after(mark, 10) == []
 
 
 @pytest.fixture(scope="module")

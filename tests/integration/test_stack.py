@@ -14,7 +14,6 @@ import re
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +22,7 @@ import pytest
 from explainer_service import cli
 from explainer_service.demo import make_demo_pair
 from explainer_service.stack import part_alive, read_stack, stop_stack
-from tests.integration.procs import marked_env, marked_processes
+from tests.integration.procs import left_after, marked_env
 
 
 def _cli(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -32,10 +31,7 @@ def _cli(args: list[str], env: dict[str, str], timeout: float = 120) -> subproce
 
 
 def _none_left(mark: str, timeout: float = 10) -> list[int]:
-    deadline = time.monotonic() + timeout
-    while marked_processes(mark) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return marked_processes(mark)
+    return left_after(mark, timeout)
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from explainer_service.serving.client import TritonFaceModel
 from explainer_service.serving.embedded import EmbeddedTriton
 from explainer_service.serving.leftovers import SHM_PREFIX, shm_names
 from explainer_service.settings import get_settings
-from tests.integration.procs import children, listening, marked_env, marked_processes
+from tests.integration.procs import children, left_after, listening, marked_env
 
 pytestmark = pytest.mark.integration
 
@@ -207,10 +207,7 @@ def _child(**extra: str) -> tuple[subprocess.Popen[str], str]:
 
 
 def _wait_gone(mark: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while marked_processes(mark) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert marked_processes(mark) == []
+    assert left_after(mark, timeout) == []
 
 
 def test_sigterm_releases_the_runs_folder_and_shared_memory():

@@ -36,7 +36,7 @@ from explainer_service.worker import QUEUE, ModelPool, Outcome, WorkerContext, m
 from explainer_service.worker import enqueue_explain as enqueue
 from explainer_service.worker.explain import finish_explain, run_unit
 from explainer_service.worker.plan import Unit, plan_shards
-from tests.integration.procs import marked_env, marked_processes
+from tests.integration.procs import children, marked_env, marked_processes
 
 N_MASKS = 64
 SHARD = 16
@@ -318,17 +318,6 @@ def test_cancel_stops_the_job_and_the_remaining_tasks(one_worker, pair):
     assert g.store.get_result(job_id) is None
 
 
-def _pool_children(pid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                stat = (entry / "stat").read_text()
-                fields = stat[stat.rindex(")") + 2 :].split()
-                if int(fields[1]) == pid and fields[0] != "Z":
-                    out.append(int(entry.name))
-    return out
-
 
 def test_a_killed_pool_process_has_its_shard_redone_once(one_worker, pair):
     g = one_worker
@@ -338,7 +327,7 @@ def test_a_killed_pool_process_has_its_shard_redone_once(one_worker, pair):
     while g.store.get_job(job_id).done < 2 * SHARD:
         assert time.monotonic() < deadline, "no shard was stored within 20 s"
         time.sleep(0.02)
-    (child,) = _pool_children(g.procs[0].pid)
+    (child,) = children(None, g.procs[0].pid)
     os.kill(child, signal.SIGKILL)  # mid-shard: its task is requeued (acks late, reject on worker lost)
     record = wait_final(g.store, job_id, timeout=40)
     assert record.state is JobState.DONE, record.error
@@ -346,4 +335,4 @@ def test_a_killed_pool_process_has_its_shard_redone_once(one_worker, pair):
     assert len(g.store.get_shards(job_id)) == 20
     result = g.store.get_result(job_id)
     assert result is not None and result.masks == 320
-    assert child not in _pool_children(g.procs[0].pid) and g.procs[0].poll() is None  # a new child took over
+    assert child not in children(None, g.procs[0].pid) and g.procs[0].poll() is None  # a new child took over

@@ -26,7 +26,7 @@ import pytest
 
 from explainer_service.processes import start_command, stop_groups, wait_for_line
 from explainer_service.store import EmbeddedRedis, RedisJobStore
-from tests.integration.procs import marked_env, marked_processes
+from tests.integration.procs import children, marked_env, marked_processes
 
 HERE = Path(__file__).resolve().parent
 
@@ -105,16 +105,7 @@ class Service:
 
     def pool_children(self, name: str) -> list[int]:
         """Pids of the live children of part ``name``'s main process (a worker's pool)."""
-        pid = self.procs[name].pid
-        out = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                with contextlib.suppress(OSError):
-                    stat = (entry / "stat").read_text()
-                    fields = stat[stat.rindex(")") + 2 :].split()
-                    if int(fields[1]) == pid and fields[0] != "Z":
-                        out.append(int(entry.name))
-        return out
+        return children(None, self.procs[name].pid)
 
     def kill(self, name: str) -> None:
         """SIGKILL part ``name``'s whole process group and reap it."""

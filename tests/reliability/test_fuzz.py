@@ -55,7 +55,7 @@ from explainer_service.models.registry import DEFAULT_MODEL
 from explainer_service.models.store import SLOTS
 from explainer_service.processes import api_address, start_command, stop_groups
 from explainer_service.store import EmbeddedRedis
-from tests.integration.procs import marked_env, marked_processes
+from tests.integration.procs import left_after, marked_env
 
 pytestmark = [pytest.mark.reliability, pytest.mark.integration, pytest.mark.slow]
 
@@ -198,10 +198,7 @@ def served(tmp_path_factory: pytest.TempPathFactory, images: tuple[Path, Path]) 
             yield Served(api_address(log, api, timeout=120), api.pid, log, root, outside)
         finally:
             stop_groups([api])
-        deadline = time.monotonic() + 10
-        while marked_processes(mark) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert marked_processes(mark) == []
+        assert left_after(mark, 10) == []
 
 
 def _out_dir(tmp_path: Path) -> Path:
@@ -883,7 +880,4 @@ def test_token_and_tls_guard_every_call_but_health(tmp_path: Path, images: tuple
                 assert send(plain, "ListModels", b"", timeout=10)[0] == "UNAVAILABLE"
         finally:
             stop_groups([api])
-        deadline = time.monotonic() + 10
-        while marked_processes(mark) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert marked_processes(mark) == []
+        assert left_after(mark, 10) == []
