@@ -26,7 +26,7 @@ __all__ = ["ChipCache", "default_chip_cache_dir"]
 log = logging.getLogger(__name__)
 
 #: bump when the alignment code changes what it produces for the same input and settings
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def default_chip_cache_dir() -> Path:
@@ -35,7 +35,7 @@ def default_chip_cache_dir() -> Path:
 
 
 class ChipCache:
-    """Aligned chips on disk, keyed by pixels + chip spec + aligner settings."""
+    """Aligned chips on disk, keyed by pixels + chip spec + aligner settings (detector included)."""
 
     def __init__(self, root: str | Path | None = None) -> None:
         self.root = Path(root) if root is not None else default_chip_cache_dir()
@@ -52,7 +52,8 @@ class ChipCache:
         img = np.ascontiguousarray(image)
         settings = (
             f"v{CACHE_VERSION}|{spec.kind}|{spec.size}|{aligner.multiple_faces}|{aligner.upsample}|"
-            f"{aligner.pre_aligned}|{aligner.refine_landmarks}|{img.shape}|{img.dtype}"
+            f"{aligner.pre_aligned}|{aligner.refine_landmarks}|{aligner.detector}|"
+            f"{img.shape}|{img.dtype}"
         )
         h = hashlib.sha256(settings.encode())
         h.update(img.tobytes())

@@ -28,7 +28,7 @@ combines them). This front re-exports their public names.
 
 from ..spec import ARCFACE_CHIP, DLIB_CHIP, ChipSpec
 from .aligner import PRE_ALIGNED, AlignedFace, Aligner
-from .detector import MULTIPLE_FACES, FaceDetection, detect_face
+from .detector import DEFAULT_DETECTOR, DETECTORS, MULTIPLE_FACES, FaceDetection, detect_face
 from .geometry import (
     ARCFACE_112_FACE_BOX,
     ARCFACE_112_TO_DLIB_150,
@@ -56,6 +56,8 @@ __all__ = [
     "DLIB_CHIP",
     "ARCFACE_CHIP",
     # the detector
+    "DETECTORS",
+    "DEFAULT_DETECTOR",
     "FaceDetection",
     "detect_face",
     # geometry

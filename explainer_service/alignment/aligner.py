@@ -16,7 +16,15 @@ from PIL import Image
 from ..errors import InputError
 from ..images import image_from_array, load_image
 from ..spec import ChipSpec
-from .detector import MULTIPLE_FACES, FaceDetection, detect_face, dlib_face_chip, landmarks_in_box
+from .detector import (
+    DEFAULT_DETECTOR,
+    MULTIPLE_FACES,
+    FaceDetection,
+    check_detector,
+    detect_face,
+    dlib_face_chip,
+    landmarks_in_box,
+)
 from .geometry import (
     ARCFACE_112_FACE_BOX,
     ARCFACE_TEMPLATE_112,
@@ -52,6 +60,8 @@ class AlignedFace:
         face_box: the chosen detection ``(left, top, right, bottom)`` in image pixels, or None.
         landmarks: ``(k, 2)`` image ``(x, y)`` of the landmarks used: dlib's 5 points when
             detected, the ArcFace template (scaled to the crop) when pre-aligned.
+        detection: the detector's result (backend, confidence, pose) when detected; None for
+            pre-aligned input.
     """
 
     chip: np.ndarray
@@ -62,6 +72,22 @@ class AlignedFace:
     faces_found: int
     face_box: tuple[int, int, int, int] | None
     landmarks: np.ndarray | None
+    detection: FaceDetection | None = None
+
+    @property
+    def detector(self) -> str | None:
+        """The detector that found the face, or None (pre-aligned input)."""
+        return None if self.detection is None else self.detection.detector
+
+    @property
+    def confidence(self) -> float | None:
+        """The detector's confidence for the face, or None (none given, or pre-aligned input)."""
+        return None if self.detection is None else self.detection.confidence
+
+    @property
+    def pose(self) -> dict[str, float] | None:
+        """The detector's head-pose estimate in degrees (e.g. ``{"yaw": ...}``), or None."""
+        return None if self.detection is None else self.detection.pose
 
     def to_chip(self, points: np.ndarray) -> np.ndarray:
         """Map ``(k, 2)`` image ``(x, y)`` points to chip coordinates, ``(k, 2)``."""
@@ -87,6 +113,7 @@ class Aligner:
         refine_landmarks: for a dlib chip of a pre-aligned crop, find dlib's 5 landmarks inside
             the face box the template implies (``ARCFACE_112_FACE_BOX``; no detector) and cut
             dlib's own chip (default); False uses the fixed ``ARCFACE_112_TO_DLIB_150`` map.
+        detector: the face detector, one of :data:`~explainer_service.alignment.DETECTORS`.
 
     Raises:
         InputError: an unknown option value.
@@ -99,6 +126,7 @@ class Aligner:
         upsample: int = 1,
         pre_aligned: str = "auto",
         refine_landmarks: bool = True,
+        detector: str = DEFAULT_DETECTOR,
     ) -> None:
         if multiple_faces not in MULTIPLE_FACES:
             raise InputError(
@@ -116,11 +144,12 @@ class Aligner:
         self.upsample = int(upsample)
         self.pre_aligned = pre_aligned
         self.refine_landmarks = bool(refine_landmarks)
+        self.detector = check_detector(detector)
 
     def __repr__(self) -> str:
         return (
             f"Aligner(multiple_faces={self.multiple_faces!r}, upsample={self.upsample}, "
-            f"pre_aligned={self.pre_aligned!r})"
+            f"pre_aligned={self.pre_aligned!r}, detector={self.detector!r})"
         )
 
     # -- public entry points ------------------------------------------------------------------
@@ -160,7 +189,13 @@ class Aligner:
                 with ``multiple_faces="refuse"``.
         """
         img = image_from_array(image, name)
-        return detect_face(img, upsample=self.upsample, multiple_faces=self.multiple_faces, name=name)
+        return detect_face(
+            img,
+            detector=self.detector,
+            upsample=self.upsample,
+            multiple_faces=self.multiple_faces,
+            name=name,
+        )
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -194,6 +229,7 @@ class Aligner:
             faces_found=det.faces_found,
             face_box=det.box,
             landmarks=det.landmarks,
+            detection=det,
         )
 
     def _from_pre_aligned(self, img: np.ndarray, spec: ChipSpec, name: str) -> AlignedFace:

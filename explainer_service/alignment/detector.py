@@ -17,13 +17,16 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import FaceNotFoundError, ModelNotReadyError
+from ..errors import FaceNotFoundError, InputError, ModelNotReadyError
 from ..models.store import package_model_file
 from .geometry import DLIB_CHIP_PADDING, dlib_chip_transform
 
 __all__ = [
+    "DETECTORS",
+    "DEFAULT_DETECTOR",
     "MULTIPLE_FACES",
     "FaceDetection",
+    "check_detector",
     "detect_face",
     "landmarks_in_box",
     "dlib_face_chip",
@@ -31,6 +34,12 @@ __all__ = [
 
 #: The choices when the detector finds several faces: keep the largest, or refuse the image.
 MULTIPLE_FACES = ("largest", "refuse")
+
+#: The face detectors :func:`detect_face` knows, by name. ``"hog"``: dlib's HOG frontal detector.
+DETECTORS: tuple[str, ...] = ("hog",)
+
+#: The detector used when none is named.
+DEFAULT_DETECTOR = "hog"
 
 
 @dataclass(frozen=True, eq=False)
@@ -43,6 +52,11 @@ class FaceDetection:
         faces_found: how many faces the detector found at the level that found any.
         upsample: the detector upsampling level that found the faces.
         shape: dlib's ``full_object_detection`` (for ``dlib.get_face_chip``).
+        detector: the name of the detector (one of :data:`DETECTORS`) that found the face.
+        confidence: the detector's score for the chosen face (its own scale: a probability for
+            a CNN with a softmax, a margin for HOG), or None when it gives none.
+        pose: a head-pose estimate in degrees, e.g. ``{"yaw": -35.0}`` (positive: the face turns
+            to the image's left), or None when the detector gives none.
     """
 
     box: tuple[int, int, int, int]
@@ -50,24 +64,50 @@ class FaceDetection:
     faces_found: int
     upsample: int
     shape: Any = field(repr=False, compare=False)
+    detector: str = DEFAULT_DETECTOR
+    confidence: float | None = None
+    pose: dict[str, float] | None = None
+
+
+def check_detector(detector: str) -> str:
+    """``detector`` if it is one of :data:`DETECTORS`.
+
+    Raises:
+        InputError: an unknown name; the message lists the choices.
+    """
+    if detector not in DETECTORS:
+        raise InputError(f"detector must be one of {', '.join(DETECTORS)}; got {detector!r}")
+    return detector
 
 
 def detect_face(
-    image: np.ndarray, *, upsample: int, multiple_faces: str, name: str = "<array>"
+    image: np.ndarray,
+    *,
+    detector: str = DEFAULT_DETECTOR,
+    upsample: int,
+    multiple_faces: str,
+    name: str = "<array>",
 ) -> FaceDetection:
     """Find the face and its 5 landmarks in an ``(H, W, 3)`` uint8 RGB image (already validated).
 
-    The detector runs at ``upsample``, and once more at ``upsample + 1`` when it finds nothing;
-    of several faces the largest box is chosen (on a tie, the first in dlib's order).
+    ``"hog"``: the detector runs at ``upsample``, and once more at ``upsample + 1`` when it finds
+    nothing; of several faces the largest box is chosen (on a tie, the first in dlib's order).
 
     Raises:
+        InputError: an unknown ``detector``.
         FaceNotFoundError: no face at either level, or several faces with
             ``multiple_faces="refuse"``. The message starts with ``name``.
     """
+    check_detector(detector)
+    return _detect_hog(image, upsample=upsample, multiple_faces=multiple_faces, name=name)
+
+
+def _detect_hog(image: np.ndarray, *, upsample: int, multiple_faces: str, name: str) -> FaceDetection:
     detector = _detector()
-    level, rects = upsample, []
+    level, rects, scores = upsample, [], []
     for level in (upsample, upsample + 1):
-        rects = list(detector(image, level))
+        found, found_scores, _ = detector.run(image, level, 0.0)
+        rects, scores = list(found), [float(v) for v in found_scores]
         if rects:
             break
     if not rects:
@@ -79,7 +119,8 @@ def detect_face(
             f"{name}: {len(rects)} faces found; choose one with multiple_faces='largest' "
             "(CLI: --face largest) or crop the image to one face"
         )
-    rect = max(rects, key=lambda r: r.width() * r.height())
+    best = max(range(len(rects)), key=lambda i: rects[i].width() * rects[i].height())
+    rect = rects[best]
     shape = _shape_predictor()(image, rect)
     return FaceDetection(
         box=(int(rect.left()), int(rect.top()), int(rect.right()), int(rect.bottom())),
@@ -87,6 +128,8 @@ def detect_face(
         faces_found=len(rects),
         upsample=level,
         shape=shape,
+        detector="hog",
+        confidence=scores[best],
     )
 
 

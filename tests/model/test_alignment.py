@@ -304,11 +304,12 @@ def test_retries_with_more_upsampling(monkeypatch):
     """Nothing at `upsample` -> one retry at upsample + 1; then FaceNotFoundError."""
     calls: list[int] = []
 
-    def fake_detector(img, level):
-        calls.append(level)
-        return [dlib.rectangle(40, 40, 120, 120)] if level >= 2 else []
+    class FakeDetector:
+        def run(self, img, level, threshold):
+            calls.append(level)
+            return ([dlib.rectangle(40, 40, 120, 120)], [0.5], [0]) if level >= 2 else ([], [], [])
 
-    monkeypatch.setattr(dlib_detector, "_detector", lambda: fake_detector)
+    monkeypatch.setattr(dlib_detector, "_detector", lambda: FakeDetector())
     img = np.full((160, 160, 3), 128, np.uint8)
     det = Aligner(upsample=1).detect(img, "x.png")
     assert calls == [1, 2] and det.upsample == 2 and det.box == (40, 40, 120, 120)

@@ -23,6 +23,7 @@ class CountingAligner:
     """Stands in for Aligner: the 'chip' is a deterministic function of the image."""
 
     multiple_faces, upsample, pre_aligned, refine_landmarks = "largest", 1, "auto", True
+    detector = "hog"
 
     def __init__(self, fail=False):
         self.calls = 0
@@ -59,6 +60,9 @@ def test_key_changes_with_pixels_spec_and_settings():
     refined_off = CountingAligner()
     refined_off.refine_landmarks = False
     assert ChipCache.key(img, SPEC, refined_off) != base
+    other_detector = CountingAligner()
+    other_detector.detector = "mtcnn"
+    assert ChipCache.key(img, SPEC, other_detector) != base
     assert ChipCache.key(img.copy(), SPEC, CountingAligner()) == base
 
 
