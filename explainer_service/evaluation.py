@@ -53,9 +53,12 @@ class MethodResult:
     explain_seconds: float
     metric_seconds: float
     params: dict[str, Any] = field(default_factory=dict)
+    forward_passes: int | None = None
 
     def row(self) -> dict[str, Any]:
-        """The table row: AUCs, 95 % intervals over pairs ([low, high], None with one pair), speeds."""
+        """The table row: AUCs, 95 % intervals over pairs ([low, high], None with one pair), speeds,
+        the forward passes of one pair (None: not known) and each pair's AUCs, in the pairs' order
+        (for paired comparisons of runs made at different times)."""
 
         def interval(curve: CausalCurve) -> list[float] | None:
             ci = curve.confidence_interval()
@@ -70,6 +73,9 @@ class MethodResult:
             "insertion_ci95": interval(self.insertion),
             "explain_pairs_per_s": round(self.pairs / self.explain_seconds, 4) if self.explain_seconds else None,
             "metric_pairs_per_s": round(self.pairs / self.metric_seconds, 2) if self.metric_seconds else None,
+            "forward_passes": self.forward_passes,
+            "deletion_per_pair": [round(float(v), 4) for v in self.deletion.per_pair_auc()],
+            "insertion_per_pair": [round(float(v), 4) for v in self.insertion.per_pair_auc()],
         }
 
 
@@ -106,7 +112,8 @@ def evaluate_methods(
         d, ins = score_maps(chips_a, chips_b, ma, mb, model, steps=steps, substrate=substrate, perturb=perturb,
                             threshold=threshold)
         t2 = time.perf_counter()
-        results.append(MethodResult(name, d, ins, len(chips_a), t1 - t0, t2 - t1, params))
+        passes = registry.forward_passes(name, model.spec.chip.size, **({} if budget is None else {"budget": budget}))
+        results.append(MethodResult(name, d, ins, len(chips_a), t1 - t0, t2 - t1, params, passes))
     return results
 
 

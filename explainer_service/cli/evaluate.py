@@ -44,6 +44,9 @@ def register_evaluate(sub: Any) -> None:
     ev.add_argument("--budget", type=positive_int, default=None,
                     help="perturbations per face for CorrRISE/RISE/LIME (default: each method's own, 500)")
     ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--paired-against", default=None, metavar="METHOD",
+                    help="add to table.md every other method's paired difference to METHOD (one of --methods) "
+                    "on the same pairs, with 95 %% t intervals and verdicts")
     ev.add_argument("--no-progress", action="store_true",
                     help="no progress (default: a bar on a terminal, else a log line every 30 s)")
     add_chip_cache_args(ev)
@@ -74,6 +77,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from ..report import write_evaluation
 
     methods = _methods(args.methods)
+    if args.paired_against is not None and (args.paired_against not in methods or args.pairs < 2):
+        raise InputError(f"--paired-against needs one of --methods ({', '.join(methods)}) and --pairs >= 2, "
+                         f"got {args.paired_against!r} with {args.pairs} pairs")
     steps = default_steps(args.steps)
     check_dataset_spec(args.dataset)
     dataset = read_dataset(args.dataset)
@@ -120,8 +126,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             "threshold": model.spec.threshold,
             "engine": engine_label(args),
             "skipped": prepared.skipped,
+            "pair_names": [list(n) for n in prepared.names],
         }
     paths = write_evaluation(args.out, results, meta)
+    if args.paired_against is not None:
+        from ..fileio import atomic_write_text
+        from ..paired import load_runs, paired_report
+
+        paired = paired_report(load_runs([paths["json"]]), args.paired_against)
+        atomic_write_text(paths["md"], paths["md"].read_text() + "\n" + paired)
     print(paths["md"].read_text())
     print(f"wrote {paths['md']}, {paths['csv']}, {paths['curves']}")
     return 0

@@ -1,0 +1,70 @@
+"""Table 1 with paired intervals from `facexplain evaluate` runs made at different times on the same pairs.
+
+Two subcommands:
+
+``run``: one ``facexplain evaluate`` per method into ``OUT/<scenario>/<method>/`` (skipped when that
+folder already holds an ``evaluation.json``, so an interrupted run resumes where it stopped)::
+
+    .venv/bin/python bench/table1_paired.py run --out out/t1/dlib --pairs 40 \\
+        --scenarios lfw,cfp-fp,lfw-occluded --methods corrrise-plus,lime,xface,minplus,corrrise,rise,gradcam,gradcampp
+
+``report``: the Table 1 of AUC x100 with 95 % intervals, the forward passes per pair of each method,
+and the paired differences of a reference method to every other method (t intervals over pairs),
+from any evaluation folders (found recursively under the given paths)::
+
+    .venv/bin/python bench/table1_paired.py report out/t1/dlib --reference corrrise-plus
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+#: The scenarios of Table 1 and their ``facexplain evaluate`` arguments (docs/benchmarks.md).
+SCENARIOS: dict[str, list[str]] = {
+    "lfw": ["--dataset", "lfw:../shared/data/lfw-dev"],
+    "cfp-fp": ["--dataset", "cfp-fp-aligned:../shared/data/cfp-dev"],
+    "lfw-occluded": ["--dataset", "lfw-aligned:../shared/data/lfw-dev", "--occlude"],
+}
+
+
+def run(out: Path, scenarios: list[str], methods: list[str], pairs: int, extra: list[str]) -> None:
+    """Evaluate each method of each scenario into its own folder, skipping finished ones."""
+    exe = Path(sys.executable).with_name("facexplain")
+    for scen in scenarios:
+        for method in methods:
+            folder = out / scen / method
+            if (folder / "evaluation.json").exists():
+                print(f"{scen}/{method}: done before, skipped", flush=True)
+                continue
+            cmd = [str(exe), "evaluate", *SCENARIOS[scen], "--methods", method, "--pairs", str(pairs),
+                   "--engine", "local", "--no-progress", "--out", str(folder), *extra]
+            t0 = time.time()
+            print(f"{scen}/{method}: {' '.join(cmd)}", flush=True)
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            took = time.time() - t0
+            (out / scen).mkdir(parents=True, exist_ok=True)
+            (out / scen / f"{method}.log").write_text(proc.stdout + proc.stderr)
+            print(f"{scen}/{method}: exit {proc.returncode} after {took:.0f} s; load {Path('/proc/loadavg').read_text().split()[:3]}",
+                  flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--out", type=Path, required=True)
+    r.add_argument("--pairs", type=int, default=40)
+    r.add_argument("--scenarios", default=",".join(SCENARIOS))
+    r.add_argument("--methods", required=True)
+    r.add_argument("extra", nargs="*", help="further evaluate arguments after --, e.g. -- --model mfn-arcface")
+    args = ap.parse_args()
+    if args.cmd == "run":
+        run(args.out, args.scenarios.split(","), args.methods.split(","), args.pairs, args.extra)
+
+
+if __name__ == "__main__":
+    main()
