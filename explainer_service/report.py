@@ -178,6 +178,8 @@ def write_evaluation(out_dir: str | Path, results: list[Any], meta: dict[str, An
             i = f"**{i}**"
         lines.append(f"| {r['method']} | {d} | {i} | {r['pairs']} | {r['explain_pairs_per_s']} |")
     lines += ["", "AUC of the verification accuracy of matched pairs (x100), 95 % interval over pairs in brackets."]
+    if isinstance(meta.get("pairs_report"), dict):
+        lines += ["", pairs_report_line(str(meta.get("dataset", "")), meta["pairs_report"])]
     atomic_write_text(paths["md"], "\n".join(lines) + "\n")
     atomic_write_text(paths["json"], json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
 
@@ -195,6 +197,24 @@ def write_evaluation(out_dir: str | Path, results: list[Any], meta: dict[str, An
     atomic_write(paths["curves"], lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
     plt.close(fig)
     return paths
+
+
+def pairs_report_line(dataset: str, report: dict[str, Any]) -> str:
+    """The table's line on the pairs of ``dataset`` (``PreparedPairs.report()``): asked and
+    delivered, dropped per reason (every reason, zeros included, so a reader sees none was hidden),
+    replaced, and the shortfall."""
+    from .datasets.drops import DROP_REASON_TEXT
+
+    dropped = report.get("dropped", {})
+    reasons = ", ".join(f"{DROP_REASON_TEXT.get(k, k)} {v}" for k, v in dropped.items())
+    text = (f"Pairs of {dataset}: {report.get('delivered')} of {report.get('requested')} asked "
+            f"({report.get('matched_available')} matched in the set); dropped {report.get('dropped_total', 0)} "
+            f"({reasons}); replaced {report.get('replaced', 0)}")
+    if report.get("replaced_cross_fold"):
+        text += f" ({report['replaced_cross_fold']} from another fold)"
+    if report.get("shortfall"):
+        text += f"; {report['shortfall']} short: the set has no more matched pairs with two usable images"
+    return text + "."
 
 
 def write_sanity(out_dir: str | Path, rows: list[Any], meta: dict[str, Any]) -> dict[str, Path]:

@@ -87,7 +87,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     bar = None
     with open_model(args) as model:
         prepared = prepare_pairs(dataset, model, pairs=args.pairs, occlude=args.occlude, seed=args.seed,
-                                 cache=chip_cache(args))
+                                 cache=chip_cache(args), face=args.face)
         print(f"{dataset.name}: {prepared.summary()}", flush=True)
         total = len(methods) * len(prepared.chips_a)
         log = None
@@ -126,6 +126,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             "threshold": model.spec.threshold,
             "engine": engine_label(args),
             "skipped": prepared.skipped,
+            "pairs_report": prepared.report(),
             "pair_names": [list(n) for n in prepared.names],
         }
     paths = write_evaluation(args.out, results, meta)

@@ -530,7 +530,12 @@ def test_prepare_pairs_keys_each_skipped_pair_by_the_image_that_failed(tmp_path)
     a2 = prepared.skipped[str(tmp_path / "a2.png")]
     assert "image A" in a2 and str(tmp_path / "b2.png") in a2 and "square" in a2
     assert "no such file" in prepared.skipped[str(tmp_path / "missing.png")]
-    assert "1 matched pairs of 4; 3 skipped" in prepared.summary()
+    assert prepared.dropped == {"unreadable": 1, "no_face": 0, "several_faces": 0, "not_aligned": 2}
+    assert (prepared.requested, prepared.shortfall, prepared.replaced) == (4, 3, 0)
+    assert prepared.summary() == (
+        "1 matched pairs of 4; 3 dropped (1 unreadable image, 2 not aligned); only 1 of the 4 pairs asked: "
+        "the dataset has no more matched pairs with two usable images"
+    )
 
 
 def test_prepare_pairs_refusals(tmp_path):
