@@ -6,7 +6,8 @@ Ebrahimi, WACV 2024 workshops, Algorithm 1) without the host in the loop, return
 :class:`~.corrrise.ShardResult`, so the store, the workers, ``merge`` and ``finish`` work unchanged
 and shards of both engines merge with each other.
 
-- **Masks**: made on the device, bit-identical to :func:`explainer_service.masks.generate_masks`.
+- **Masks**: made on the device (:mod:`explainer_service.masks_torch`, shared with the Triton model
+  ``corrrise_scores``), bit-identical to :func:`explainer_service.masks.generate_masks`.
   Only the random draws of mask ``k`` (its patch corners and fill values, a few dozen numbers) come
   from the host, from the same generator (:func:`~explainer_service.masks.mask_generator`, seeded
   by ``(seed, k)``), and they are cached per mask range, so a batch of pairs draws them once; the
@@ -36,14 +37,14 @@ on any model and device (the library's explicit choice). PyTorch is imported on 
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..correlation import CorrelationAccumulator
 from ..errors import InputError
-from ..masks import MaskConfig, mask_generator
+from ..masks_torch import device_masks, mask_draws
+from ..masks_torch import paste_masks as _paste
 from ..models.base import FaceModel, cosine_to, to_model_input
 from ..progress import Progress
 from .corrrise import ACCUMULATION_BLOCK, CorrRISE, CorrRISEConfig, ShardResult
@@ -57,9 +58,6 @@ __all__ = ["CorrRISETorch", "run_shard_on_device", "device_of", "device_masks", 
 #: Whether shards carry the even-indexed masks' accumulators (the split halves of the uncertainty).
 _SPLIT_HALVES = "even_a" in {f.name for f in dataclasses.fields(ShardResult)}
 
-#: Mask ranges whose random draws are kept (per process), so a batch of pairs draws its masks once.
-DRAW_CACHE_SIZE = 16
-
 
 def device_of(model: Any) -> str | None:
     """The torch device (e.g. ``"cuda:0"``) of an in-process PyTorch model on an accelerator; None
@@ -69,75 +67,6 @@ def device_of(model: Any) -> str | None:
     if isinstance(model, TorchFaceModel) and model.device.type != "cpu":
         return str(model.device)
     return None
-
-
-@functools.lru_cache(maxsize=DRAW_CACHE_SIZE)
-def mask_draws(config: MaskConfig, chip_size: int, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
-    """The random draws of masks [start, stop): patch corners and fill values.
-
-    The same calls on the same generator as :func:`~explainer_service.masks.generate_masks`:
-    ``corners`` (n, P, 2) int64 (row, column of each patch's top-left, possibly negative with
-    ``clip_at_border``) and ``fills`` (n, P, F, F) float32, F = 1 (one value per patch, 0 for
-    binary masks) or the patch side (``per_pixel``). Cached per range (read-only arrays).
-    """
-    side = config.patch_size_for(chip_size)
-    size = int(chip_size)
-    if not 0 <= start <= stop <= config.n_masks:
-        raise InputError(f"masks [{start}, {stop}) are not in the set of {config.n_masks}")
-    low, high = (-(side - 1), size - 1) if config.clip_at_border else (0, size - side)
-    n, p = stop - start, config.patches
-    f = side if config.per_pixel else 1
-    corners = np.empty((n, p, 2), np.int64)
-    fills = np.zeros((n, p, f, f), np.float32)
-    for i, k in enumerate(range(start, stop)):
-        rng = mask_generator(config, k)
-        corners[i] = rng.integers(low, high, size=(p, 2), endpoint=True)
-        if config.values != "binary":
-            fills[i] = rng.random((p, f, f), dtype=np.float32)
-    corners.flags.writeable = False
-    fills.flags.writeable = False
-    return corners, fills
-
-
-def device_masks(
-    config: MaskConfig, chip_size: int, start: int, stop: int, device: str | torch.device = "cpu"
-) -> torch.Tensor:
-    """Masks [start, stop) as a float32 tensor (n, S, S) on ``device``, equal bit for bit to
-    ``generate_masks(config, chip_size, start, stop)``: the draws of :func:`mask_draws` pasted on
-    the device patch after patch."""
-    import torch
-
-    side = config.patch_size_for(chip_size)
-    corners_np, fills_np = mask_draws(config, int(chip_size), int(start), int(stop))
-    return _paste(torch.from_numpy(corners_np.copy()).to(device), torch.from_numpy(fills_np.copy()).to(device),
-                  side, int(chip_size))
-
-
-def _paste(corners: torch.Tensor, fills: torch.Tensor, side: int, size: int) -> torch.Tensor:
-    """Masks (n, S, S) float32 from corners (n, P, 2) and fills (n, P, F, F) on their device."""
-    import torch
-
-    n, p = corners.shape[:2]
-    dev = corners.device
-    pix = torch.arange(size, device=dev)
-    y = corners[..., 0:1]  # (n, P, 1)
-    x = corners[..., 1:2]
-    rows = (pix >= y) & (pix < y + side)  # (n, P, S); clipping to the chip is implicit
-    cols = (pix >= x) & (pix < x + side)
-    masks = torch.ones((n, size, size), dtype=torch.float32, device=dev)
-    per_pixel = fills.shape[-1] > 1
-    if per_pixel:
-        ri = (pix - y).clamp(0, side - 1)  # (n, P, S): row inside the patch
-        ci = (pix - x).clamp(0, side - 1)
-        ni = torch.arange(n, device=dev)[:, None, None]
-    for j in range(p):
-        covered = rows[:, j, :, None] & cols[:, j, None, :]  # (n, S, S)
-        if per_pixel:
-            value = fills[:, j][ni, ri[:, j, :, None], ci[:, j, None, :]]
-        else:
-            value = fills[:, j, :, :]  # (n, 1, 1)
-        masks = torch.where(covered, value, masks)
-    return masks
 
 
 class _DeviceAccumulator:

@@ -8,6 +8,10 @@ Each model folder holds its record and ONNX file (``models.store``: ``facexplain
 - ``embedded``: the Python backend running onnxruntime on the CPU (the only backend the pip-installed
   tritonserver has), generated into a separate folder by :func:`build_embedded_repository`.
 
+The server-side CorrRISE scorer ``corrrise_scores`` (:func:`render_corrrise_config`) has the same two
+variants: KIND_GPU instances that make masks and masked batches on the GPU when the Triton image's
+Python has torch (``docker/triton/Dockerfile``), KIND_CPU instances on the NumPy path.
+
 Slots (``arcface_r50``, ``magface_r50``, ``adaface_ir50``) are models whose weights the user
 imports; until then they have a ``config.pbtxt`` but no record and no ONNX file. Batching
 (:class:`BatchingConfig`) is Triton's and not part of the record: the measured project default
@@ -34,12 +38,32 @@ __all__ = [
     "write_gpu_configs",
     "build_embedded_repository",
     "write_corrrise_model",
+    "render_corrrise_config",
+    "CORRRISE_MASK_ENGINES",
     "CORRRISE_MODEL",
 ]
 
 #: The server-side CorrRISE scoring model (masks generated inside Triton, faces embedded by BLS).
 CORRRISE_MODEL = "corrrise_scores"
-_CORRRISE_CONFIG = f"""name: "{CORRRISE_MODEL}"
+#: ``mask_engine`` values of ``corrrise_scores`` (see ``corrrise_backend_model.choose_engine``).
+CORRRISE_MASK_ENGINES = ("auto", "torch", "numpy")
+
+
+def render_corrrise_config(
+    variant: str, *, mask_engine: str = "auto", mask_device: str | None = None, instances: int = 2
+) -> str:
+    """``config.pbtxt`` text of ``corrrise_scores`` for the ``gpu`` variant (KIND_GPU instances:
+    masks, masked batches and cosines on the GPU when the image's Python has torch with CUDA) or
+    the ``embedded`` one (KIND_CPU: the NumPy path unless ``mask_engine`` is ``torch``).
+    ``mask_device`` (e.g. ``"cpu"``, ``"cuda:1"``) overrides the instance's device for torch."""
+    if variant not in ("gpu", "embedded"):
+        raise InputError(f"config variant must be gpu or embedded, got {variant!r}")
+    if mask_engine not in CORRRISE_MASK_ENGINES:
+        raise InputError(f"mask_engine must be one of {', '.join(CORRRISE_MASK_ENGINES)}, got {mask_engine!r}")
+    if not isinstance(instances, int) or instances < 1:
+        raise InputError(f"instances must be a positive integer, got {instances!r}")
+    kind = "KIND_GPU" if variant == "gpu" else "KIND_CPU"
+    text = f"""name: "{CORRRISE_MODEL}"
 backend: "python"
 max_batch_size: 0
 input [
@@ -48,10 +72,15 @@ input [
   {{ name: "request" data_type: TYPE_STRING dims: [ 1 ] }}
 ]
 output [
-  {{ name: "scores" data_type: TYPE_FP64 dims: [ -1 ] }}
+  {{ name: "scores" data_type: TYPE_FP64 dims: [ -1 ] }},
+  {{ name: "engine" data_type: TYPE_STRING dims: [ 1 ] }}
 ]
-instance_group [ {{ count: 2 kind: KIND_CPU }} ]
+instance_group [ {{ count: {instances} kind: {kind} }} ]
+parameters {{ key: "mask_engine" value: {{ string_value: "{mask_engine}" }} }}
 """
+    if mask_device is not None:
+        text += f'parameters {{ key: "mask_device" value: {{ string_value: "{mask_device}" }} }}\n'
+    return text
 
 
 @dataclass(frozen=True)
@@ -139,17 +168,23 @@ def render_config(
     raise InputError(f"config variant must be gpu or embedded, got {variant!r}")
 
 
-def write_corrrise_model(folder: Path) -> None:
-    """Write the ``corrrise_scores`` model into ``folder``: its config, its ``model.py`` and a copy
-    of the mask generator it shares with the client (the same code, so the same masks)."""
+def write_corrrise_model(
+    folder: Path, variant: str = "gpu", *, mask_engine: str = "auto", mask_device: str | None = None
+) -> None:
+    """Write the ``corrrise_scores`` model into ``folder``: its config (:func:`render_corrrise_config`
+    of ``variant``), its ``model.py`` and a copy of the mask generators it shares with the client
+    and the device engine (the same code, so the same masks)."""
+    text = render_corrrise_config(variant, mask_engine=mask_engine, mask_device=mask_device)
     pkg = Path(__file__).resolve().parents[1]
     version = folder / "1"
     copy = version / "facexplain_masks"  # its own name: the server's path may also hold the package
     copy.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(folder / "config.pbtxt", _CORRRISE_CONFIG)
+    atomic_write_text(folder / "config.pbtxt", text)
     shutil.copyfile(Path(__file__).with_name("corrrise_backend_model.py"), version / "model.py")
-    (copy / "__init__.py").write_text('"""A copy of facexplain\'s mask generator (explainer_service/masks.py)."""\n')
-    for module in ("masks.py", "errors.py"):
+    (copy / "__init__.py").write_text(
+        '"""A copy of facexplain\'s mask generators (explainer_service/masks.py, masks_torch.py)."""\n'
+    )
+    for module in ("masks.py", "masks_torch.py", "errors.py"):
         shutil.copyfile(pkg / module, copy / module)
 
 
@@ -157,7 +192,7 @@ def write_gpu_configs(repository: Path | None = None, tensorrt: str | None = Non
     """(Re)write the GPU ``config.pbtxt`` of every recorded model and every slot, and the
     ``corrrise_scores`` model; return the config paths."""
     repo = repository if repository is not None else get_settings().model_repository
-    write_corrrise_model(repo / CORRRISE_MODEL)
+    write_corrrise_model(repo / CORRRISE_MODEL, "gpu")
     written = [repo / CORRRISE_MODEL / "config.pbtxt"]
     recorded = {r.triton_name: r for r in list_records(repo)}
     for slot in SLOTS:
@@ -201,7 +236,7 @@ def build_embedded_repository(
         (folder / "config.pbtxt").write_text(text)
         served.append(record.triton_name)
     if served:
-        write_corrrise_model(tmp / CORRRISE_MODEL)
+        write_corrrise_model(tmp / CORRRISE_MODEL, "embedded")
         served.append(CORRRISE_MODEL)
     if dest.exists():
         shutil.rmtree(dest)

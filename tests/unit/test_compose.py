@@ -24,7 +24,13 @@ def test_services_and_gpu_reservation(compose):
     devices = services["triton"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
     assert services["facexplain"]["depends_on"]["triton"]["condition"] == "service_healthy"
-    assert services["triton"]["image"].startswith("nvcr.io/nvidia/tritonserver:")
+    # NVIDIA's Triton container with torch for the server-side masks on the GPU (docker/triton/Dockerfile)
+    build = services["triton"]["build"]
+    dockerfile = (ROOT / build["context"] / build["dockerfile"]).read_text()
+    assert build["args"]["TRITON_IMAGE"].startswith("nvcr.io/nvidia/tritonserver:")
+    assert f"ARG TRITON_IMAGE={build['args']['TRITON_IMAGE']}" in dockerfile.splitlines()
+    assert "FROM ${TRITON_IMAGE}" in dockerfile.splitlines()
+    assert not services["triton"]["image"].startswith("nvcr.io/")  # never retags NVIDIA's image
 
 
 def test_every_host_path_exists(compose):
@@ -114,3 +120,19 @@ def test_service_parts_run_real_commands_against_redis_and_triton(compose):
     published = [p.split(":") for p in services["api"]["ports"]]
     assert published == [["127.0.0.1", str(api.port), str(api.port)]]  # the host's loopback only
     assert api.host == "0.0.0.0"  # inside its container, so that the published port reaches it
+
+
+def test_triton_image_gives_the_python_backend_torch_and_corrrise_scores_the_gpu(compose):
+    """The Triton image installs torch into the Python the backend runs (and fails its build if torch
+    does not import); the committed corrrise_scores config runs KIND_GPU instances that pick the device
+    path by themselves (mask_engine auto), as render_corrrise_config writes it."""
+    from explainer_service.serving.repository import render_corrrise_config
+
+    build = compose["services"]["triton"]["build"]
+    docker = (ROOT / build["context"] / build["dockerfile"]).read_text()
+    run = " ".join(line for line in docker.splitlines() if not line.startswith("#"))
+    assert "python3 -m pip install" in run and '"torch==${TORCH_VERSION}"' in run
+    assert 'python3 -c "import numpy, torch, torch.utils.dlpack' in run
+    config = (ROOT / "model_repository" / "corrrise_scores" / "config.pbtxt").read_text()
+    assert config == render_corrrise_config("gpu")
+    assert "kind: KIND_GPU" in config and '"mask_engine" value: { string_value: "auto" }' in config
