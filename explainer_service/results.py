@@ -165,6 +165,11 @@ class FaceRecord:
         landmarks: ``(k, 2)`` float64 image ``(x, y)`` of the landmarks used, or None.
         transform: ``(2, 3)`` float64 affine mapping image ``(x, y)`` to chip ``(x, y)``, or None.
         chip: ``(S, S, 3)`` uint8 RGB aligned chip; None in a result read from a summary alone.
+        detector: the detector that found the face (one of ``alignment.DETECTORS``); None for
+            pre-aligned input (``method == "pre-aligned"``: nothing was detected).
+        confidence: the detector's score for the face, on its own scale; None when it gives none.
+        pose: the detector's head-pose estimate in degrees (e.g. ``{"yaw": -35.0}``); None when
+            it gives none.
     """
 
     source: str
@@ -174,6 +179,9 @@ class FaceRecord:
     landmarks: np.ndarray | None = None
     transform: np.ndarray | None = None
     chip: np.ndarray | None = field(default=None, repr=False)
+    detector: str | None = None
+    confidence: float | None = None
+    pose: dict[str, float] | None = None
 
     @classmethod
     def from_aligned(cls, face: AlignedFace) -> FaceRecord:
@@ -190,6 +198,9 @@ class FaceRecord:
             landmarks=None if face.landmarks is None else np.array(face.landmarks, np.float64),
             transform=np.array(face.transform, np.float64),
             chip=np.ascontiguousarray(face.chip, np.uint8),
+            detector=face.detector,
+            confidence=None if face.confidence is None else float(face.confidence),
+            pose=None if face.pose is None else {str(k): float(v) for k, v in face.pose.items()},
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -200,11 +211,15 @@ class FaceRecord:
             "face_box": None if self.face_box is None else list(self.face_box),
             "landmarks": _listed(self.landmarks),
             "transform": _listed(self.transform),
+            "detector": self.detector,
+            "confidence": None if self.confidence is None else _r6(self.confidence),
+            "pose": None if self.pose is None else {k: _r6(v) for k, v in self.pose.items()},
         }
 
     @classmethod
     def from_dict(cls, d: Any, source: str, where: str, chip: np.ndarray | None = None) -> FaceRecord:
-        """Inverse of :meth:`to_dict`; older summaries without the geometry keys are accepted."""
+        """Inverse of :meth:`to_dict`; older summaries without the geometry or detector keys are
+        accepted."""
         method = _str(_need(d, "method", where), f"{where}.method")
         faces = _int(_need(d, "faces_found", where), f"{where}.faces_found")
         box_raw = d.get("face_box")
@@ -222,7 +237,19 @@ class FaceRecord:
             landmarks=_points(d.get("landmarks"), None, f"{where}.landmarks"),
             transform=_points(d.get("transform"), 2, f"{where}.transform"),
             chip=chip,
+            detector=None if d.get("detector") is None else _str(d["detector"], f"{where}.detector"),
+            confidence=_opt_num(d.get("confidence"), f"{where}.confidence"),
+            pose=_pose(d.get("pose"), f"{where}.pose"),
         )
+
+
+def _pose(value: Any, where: str) -> dict[str, float] | None:
+    """A pose estimate ``{"yaw": degrees, ...}``; None stays None."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise InputError(f"{where}: expected an object of angles in degrees, got {value!r:.80}")
+    return {k: _num(v, f"{where}.{k}") for k, v in value.items()}
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,7 @@ __all__ = [
     "params_to_message",
     "params_from_message",
     "request_params",
+    "explain_options",
     "decision_to_message",
     "decision_from_message",
     "face_to_message",
@@ -261,6 +262,40 @@ def request_params(method: str, params: Mapping[str, types_pb2.ParamValue]) -> d
     return parse_params(method, texts)
 
 
+def explain_options(request: Any) -> tuple[Any, Any]:
+    """An ExplainRequest's early stopping (``worker.plan.Until``, None when ``until_agreement`` is
+    0) and uncertainty options (``uncertainty.UncertaintyOptions``, None when both are 0, the
+    defaults); InputError naming the field for a value out of range or ``max_masks`` without
+    ``until_agreement`` (or the reverse)."""
+    import math
+
+    from ..uncertainty import UncertaintyOptions
+    from ..worker.plan import Until
+
+    agreement, max_masks = float(request.until_agreement), int(request.max_masks)
+    until = None
+    if agreement == 0.0:
+        if max_masks:
+            raise InputError("max_masks needs until_agreement (early stopping)")
+    else:
+        if not (math.isfinite(agreement) and 0.0 < agreement < 1.0):
+            raise InputError(f"until_agreement must be in (0, 1), got {agreement!r}")
+        if max_masks == 0:
+            raise InputError("until_agreement needs max_masks (the most masks to draw)")
+        if max_masks < 0:
+            raise InputError(f"max_masks must be a positive integer, got {max_masks}")
+        until = Until(agreement, max_masks)
+    q, level = float(request.fdr_q), float(request.ci_level)
+    for name, value in (("fdr_q", q), ("ci_level", level)):
+        if value != 0.0 and not (math.isfinite(value) and 0.0 < value < 1.0):
+            raise InputError(f"{name} must be in (0, 1), got {value!r}")
+    options = None
+    if q or level:
+        defaults = UncertaintyOptions()
+        options = UncertaintyOptions(q=q or defaults.q, level=level or defaults.level)
+    return until, options
+
+
 # -- decisions, alignment, results -----------------------------------------------------------------
 
 
@@ -292,6 +327,11 @@ def face_to_message(face: FaceRecord, *, include_chip: bool = True) -> types_pb2
         msg.transform.CopyFrom(array_to_message(np.asarray(face.transform, np.float64), where="transform"))
     if include_chip and face.chip is not None:
         msg.chip.CopyFrom(array_to_message(np.asarray(face.chip, np.uint8), where="chip"))
+    msg.detector = face.detector or ""
+    if face.confidence is not None:
+        msg.confidence = float(face.confidence)
+    for angle, degrees in (face.pose or {}).items():
+        msg.pose[angle] = float(degrees)
     return msg
 
 
@@ -311,6 +351,9 @@ def face_from_message(msg: types_pb2.FaceAlignment, *, where: str = "face") -> F
         landmarks=_opt_array(msg, "landmarks", where, np.float64, (None, 2)),
         transform=_opt_array(msg, "transform", where, np.float64, (2, 3)),
         chip=_opt_array(msg, "chip", where, np.uint8, (None, None, 3)),
+        detector=msg.detector or None,
+        confidence=_finite(msg.confidence, f"{where}.confidence") if msg.HasField("confidence") else None,
+        pose={str(k): _finite(v, f"{where}.pose.{k}") for k, v in msg.pose.items()} or None,
     )
 
 
@@ -785,13 +828,17 @@ def audit_summary_to_message(summary: Mapping[str, Any]) -> audit_pb2.AuditSumma
     msg.worst.extend(audit_row_to_message(r) for r in summary.get("worst") or ())
     for d in summary.get("dropped") or ():
         msg.dropped.append(audit_pb2.DroppedPair(index=int(d["index"]), name=str(d.get("name", "")),
-                                                 error=_row_error(d["error"])))
+                                                 error=_row_error(d["error"]), reason=str(d.get("reason") or "")))
+    for reason, count in (summary.get("dropped_reasons") or {}).items():
+        msg.dropped_reasons[str(reason)] = int(count)
+    msg.detector = str(summary.get("detector") or "")
     return msg
 
 
 def audit_summary_from_message(msg: audit_pb2.AuditSummary) -> dict[str, Any]:
     """An AuditSummary in the stored summary's shape (gallery rows without ``methods``; the dropped
-    pairs as ``{index, name, error: {status, message}}``)."""
+    pairs as ``{index, name, error: {status, message}, reason}``, their count per reason, the
+    detector)."""
     worst = []
     for r in msg.worst:
         row = audit_row_from_message(r)
@@ -804,7 +851,15 @@ def audit_summary_from_message(msg: audit_pb2.AuditSummary) -> dict[str, Any]:
         if not d.HasField("error"):
             raise InputError(f"summary.dropped: pair {d.index} has no error")
         dropped.append({"index": int(d.index), "name": d.name,
-                        "error": {"status": d.error.code, "message": d.error.message}})
+                        "error": {"status": d.error.code, "message": d.error.message},
+                        **({"reason": d.reason} if d.reason else {})})
+    reasons = {str(k): int(v) for k, v in msg.dropped_reasons.items()}
+    if any(v < 0 for v in reasons.values()):
+        raise InputError(f"summary.dropped_reasons: negative count in {reasons}")
+    # summaries written before drop reasons and detectors were kept have neither: left out
+    recent: dict[str, Any] = {"dropped_reasons": reasons} if reasons else {}
+    if msg.detector:
+        recent["detector"] = msg.detector
     return {
         "pairs": int(msg.pairs),
         "pairs_failed": int(msg.pairs_failed),
@@ -821,6 +876,7 @@ def audit_summary_from_message(msg: audit_pb2.AuditSummary) -> dict[str, Any]:
         ],
         "worst": worst,
         "dropped": dropped,
+        **recent,
     }
 
 

@@ -190,6 +190,17 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         "--aligned", default="auto", choices=["auto", "arcface", "never"],
         help="inputs already aligned to the ArcFace template: auto (112x112 images), arcface (all), never",
     )
+    add_detector_arg(p)
+
+
+def add_detector_arg(p: argparse.ArgumentParser) -> None:
+    """``--detector NAME``: the face detector of the aligner (choices and default: the alignment
+    package's ``DETECTORS`` and ``DEFAULT_DETECTOR``)."""
+    from ..alignment import DEFAULT_DETECTOR, DETECTORS
+
+    p.add_argument("--detector", default=DEFAULT_DETECTOR, choices=list(DETECTORS),
+                   help=f"face detector for photos, one of {', '.join(DETECTORS)} (default {DEFAULT_DETECTOR}); "
+                   "pre-aligned 112x112 crops are not detected")
 
 
 def add_chip_cache_args(p: argparse.ArgumentParser) -> None:
@@ -201,7 +212,7 @@ def add_chip_cache_args(p: argparse.ArgumentParser) -> None:
 def aligner(args: argparse.Namespace) -> Any:
     from ..alignment import Aligner
 
-    return Aligner(multiple_faces=args.face, pre_aligned=args.aligned)
+    return Aligner(multiple_faces=args.face, pre_aligned=args.aligned, detector=args.detector)
 
 
 def chip_cache(args: argparse.Namespace) -> Any:

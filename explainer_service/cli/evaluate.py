@@ -10,6 +10,7 @@ from ..errors import InputError
 from ..methods.registry import METHOD_NAMES
 from .common import (
     add_chip_cache_args,
+    add_detector_arg,
     add_model_args,
     check_dataset_spec,
     check_out_dir,
@@ -65,6 +66,7 @@ def register_sanity(sub: Any) -> None:
     sa.add_argument("--seed", type=int, default=0)
     sa.add_argument("--out", required=True)
     add_chip_cache_args(sa)
+    add_detector_arg(sa)
     sa.set_defaults(func=_cmd_sanity)
 
 
@@ -87,7 +89,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     bar = None
     with open_model(args) as model:
         prepared = prepare_pairs(dataset, model, pairs=args.pairs, occlude=args.occlude, seed=args.seed,
-                                 cache=chip_cache(args), face=args.face)
+                                 cache=chip_cache(args), face=args.face,
+                                 detector=args.detector)
         print(f"{dataset.name}: {prepared.summary()}", flush=True)
         total = len(methods) * len(prepared.chips_a)
         log = None
@@ -125,6 +128,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             "steps": args.steps,
             "threshold": model.spec.threshold,
             "engine": engine_label(args),
+            "detector": args.detector,
             "skipped": prepared.skipped,
             "pairs_report": prepared.report(),
             "pair_names": [list(n) for n in prepared.names],
@@ -143,6 +147,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 def _cmd_sanity(args: argparse.Namespace) -> int:
     from ..datasets import read_dataset
+    from ..datasets.drops import describe_drops
     from ..datasets.prepare import prepare_pairs
     from ..methods.base import SaliencyMethod
     from ..models.registry import DEFAULT_MODEL
@@ -169,12 +174,14 @@ def _cmd_sanity(args: argparse.Namespace) -> int:
 
     dataset = read_dataset(args.dataset)
     prepared = prepare_pairs(dataset, TorchFaceModel(twin, spec), pairs=args.pairs, seed=args.seed,
-                             cache=chip_cache(args))
+                             cache=chip_cache(args), detector=args.detector)
     print(f"{dataset.name}: {prepared.summary()}; randomising {', '.join(stages[: max(measure)])}", flush=True)
     rows = cascading_randomization(
         twin, stages, methods, prepared.chips_a, prepared.chips_b, make, seed=args.seed, measure_at=measure,
         progress=lambda m, st: print(f"  {m}: randomised down to {st}", file=sys.stderr, flush=True),
     )
-    paths = write_sanity(args.out, rows, {"dataset": args.dataset, "model": DEFAULT_MODEL, "pairs": len(prepared.chips_a)})
+    paths = write_sanity(args.out, rows, {"dataset": args.dataset, "model": DEFAULT_MODEL, "pairs": len(prepared.chips_a),
+                                                "detector": args.detector,
+                                                "dropped": describe_drops(prepared.dropped)})
     print(paths["md"].read_text())
     return 0

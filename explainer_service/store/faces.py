@@ -96,6 +96,9 @@ def faces_to_inputs(
             "faces_found": int(face.faces_found),
             "face_box": None if face.face_box is None else [int(v) for v in face.face_box],
             "arrays": arrays,
+            "detector": face.detector,
+            "confidence": face.confidence,
+            "pose": face.pose,
         }
     meta = {
         "format": FACES_FORMAT,
@@ -127,6 +130,15 @@ def _array(read: Callable[[str], bytes], name: str, array: str, spec: Any, chip:
     if out.dtype.kind == "f" and not np.isfinite(out).all():
         raise InputError(f"{where}: non-finite values")
     return out
+
+
+def _detection(face: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The detector, confidence and pose of a stored face (absent in faces stored before they
+    were recorded: None), checked like a summary's (``FaceRecord.from_dict``)."""
+    probe = {"method": "detected", "faces_found": 0,
+             **{k: face.get(k) for k in ("detector", "confidence", "pose")}}
+    record = FaceRecord.from_dict(probe, "", f"stored face {name}")
+    return {"detector": record.detector, "confidence": record.confidence, "pose": record.pose}
 
 
 def faces_from_inputs(read: Callable[[str], bytes]) -> StoredFaces:
@@ -177,6 +189,7 @@ def faces_from_inputs(read: Callable[[str], bytes]) -> StoredFaces:
                 landmarks=values.get("landmarks"),
                 transform=values["transform"],
                 chip=values["chip"],
+                **_detection(face, name),
             ))
     except (KeyError, TypeError) as e:
         raise InputError(f"stored faces: the description lacks {e}") from None

@@ -8,7 +8,8 @@ paths the API resolved under an allowed root), the methods with their parameters
 
 :func:`run_pair` claims ``pair:<i>`` (a redelivered task finds it stored and does nothing
 twice), aligns both images (a pair that cannot be loaded or has no face becomes a row with its
-error: counted as failed, never skipped silently), embeds them, scores and decides, explains the
+error and its drop reason, :func:`~explainer_service.datasets.drops.drop_reason`: counted as
+failed, never skipped silently), embeds them, scores and decides, explains the
 pair with every method (the registry's ``build``) and, when asked, scores the maps with the
 Deletion/Insertion curves of that one pair (``evaluation.score_maps``). The row (plain JSON:
 per-pair curves kept as 0/1 lists so that the summary recomputes exactly what
@@ -23,7 +24,9 @@ Deletion/Insertion mean over the *matched* pairs with its 95 % interval (the lib
 (:func:`mean_curve`: accuracy and mean score per step, the curve whose AUC the mean is) and the
 failure gallery (false matches
 and false non-matches first, farthest from the threshold first, then the correct pairs nearest
-the threshold). Nothing here logs image bytes, maps or embeddings.
+the threshold), the dropped pairs with their reasons and the count per reason
+(``dropped_reasons``, every reason present), and the detector used. Nothing here logs image
+bytes, maps or embeddings.
 """
 
 from __future__ import annotations
@@ -37,8 +40,9 @@ from typing import Any
 
 import numpy as np
 
-from ..alignment import Aligner
-from ..errors import FacexplainError, InputError, is_retryable
+from ..alignment import DEFAULT_DETECTOR, Aligner
+from ..datasets.drops import count_drops, drop_reason
+from ..errors import FaceNotFoundError, FacexplainError, InputError, is_retryable
 from ..store import ClaimResult, JobError, JobKind, JobRecord, JobState, JobStore
 from ..store.keys import lease_unit
 from .explain import Outcome, WorkerContext, settle_cancel
@@ -163,6 +167,14 @@ def _image(store: JobStore, job_id: str, ref: tuple[str, str]) -> bytes | str:
     return store.get_input(job_id, where) if kind == "input" else where
 
 
+def _pixels(image: bytes | str, name: str) -> np.ndarray:
+    """An audit image decoded (bytes, limits from the settings) or read (a dataset path), as
+    ``pipeline.align_image`` would before aligning: an error here makes the pair ``unreadable``."""
+    from ..images import decode_image, load_image
+
+    return load_image(image) if isinstance(image, str) else decode_image(image, name)
+
+
 def _row_error(exc: BaseException) -> dict[str, str]:
     err = JobError.from_exception(exc)
     return {"status": err.status, "message": err.message}
@@ -199,15 +211,21 @@ def run_pair(ctx: WorkerContext, job_id: str, index: int) -> Outcome:
     row: dict[str, Any] = {"index": index, "name": spec.name, "same": spec.same, "score": None,
                            "decision": "unknown", "correct": False, "methods": [], "error": None}
     aligner = Aligner(multiple_faces=request.align.get("face", "largest"),
-                      pre_aligned=request.align.get("aligned", "auto"))
+                      pre_aligned=request.align.get("aligned", "auto"),
+                      detector=request.align.get("detector", DEFAULT_DETECTOR))
     t_align = time.perf_counter()
+    stage = "load"
     try:
-        face_a = align_image(_image(store, job_id, spec.a), model.spec.chip, aligner=aligner, name=f"{spec.name} A")
-        face_b = align_image(_image(store, job_id, spec.b), model.spec.chip, aligner=aligner, name=f"{spec.name} B")
+        pixels_a = _pixels(_image(store, job_id, spec.a), f"{spec.name} A")
+        pixels_b = _pixels(_image(store, job_id, spec.b), f"{spec.name} B")
+        stage = "align"
+        face_a = align_image(pixels_a, model.spec.chip, aligner=aligner, name=f"{spec.name} A")
+        face_b = align_image(pixels_b, model.spec.chip, aligner=aligner, name=f"{spec.name} B")
     except FacexplainError as exc:
         if is_retryable(exc):
             raise
         row["error"] = _row_error(exc)
+        row["drop_reason"] = drop_reason(exc, stage="load" if stage == "load" else "align")
         store.put_pair(job_id, index, row)
         log.info("job %s: pair %d failed (%s)", job_id, index, row["error"]["status"])
         return _after_row(ctx, job_id)
@@ -365,7 +383,8 @@ def summarize(rows: Sequence[Mapping[str, Any]], request: AuditRequest, threshol
 
     wrong = sorted((r for r in ok if not r["correct"] and r["decision"] != "unknown"), key=lambda r: -distance(r))
     right = sorted((r for r in ok if r["correct"]), key=distance)
-    gallery = [{k: v for k, v in r.items() if k != "methods"} for r in (wrong + right)[:GALLERY_SIZE]]
+    gallery = [{k: v for k, v in r.items() if k not in ("methods", "drop_reason")} for r in (wrong + right)[:GALLERY_SIZE]]
+    failed = [r for r in rows if r.get("error")]
     return {
         "pairs": len(rows),
         "pairs_failed": len(rows) - len(ok),
@@ -374,8 +393,20 @@ def summarize(rows: Sequence[Mapping[str, Any]], request: AuditRequest, threshol
         **counts,
         "methods": methods,
         "worst": gallery,
-        "dropped": [{"index": r["index"], "name": r["name"], "error": r["error"]} for r in rows if r.get("error")],
+        "dropped": [{"index": r["index"], "name": r["name"], "error": r["error"], "reason": _reason(r)} for r in failed],
+        "dropped_reasons": count_drops(_reason(r) for r in failed),
+        "detector": request.align.get("detector", DEFAULT_DETECTOR),
     }
+
+
+def _reason(row: Mapping[str, Any]) -> str:
+    """A failed row's drop reason (rows stored before reasons were kept: from the error's status,
+    ``unreadable`` for a bad image, ``no_face`` otherwise, as the aligner's errors were)."""
+    reason = row.get("drop_reason")
+    if isinstance(reason, str) and reason:
+        return reason
+    message = str((row.get("error") or {}).get("message", ""))
+    return drop_reason(FaceNotFoundError(message), stage="align") if "face" in message else "unreadable"
 
 
 def dataset_path(spec_path: str, roots: Sequence[Path]) -> Path:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from explainer_service.alignment import DEFAULT_DETECTOR
 from explainer_service.api import convert
 from explainer_service.api.pb import audit_pb2, types_pb2
 from explainer_service.errors import InputError
@@ -98,7 +99,10 @@ def test_summary_of_summarize_round_trips() -> None:
         (3, "a3.jpg|b3.jpg", "INVALID_ARGUMENT", "no face")]
     back = convert.audit_summary_from_message(msg)
     assert back == summary and back["dropped"] == [
-        {"index": 3, "name": "a3.jpg|b3.jpg", "error": {"status": "INVALID_ARGUMENT", "message": "no face"}}]
+        {"index": 3, "name": "a3.jpg|b3.jpg", "error": {"status": "INVALID_ARGUMENT", "message": "no face"},
+         "reason": "no_face"}]  # a row stored without its reason: from the message
+    assert dict(msg.dropped_reasons) == {"unreadable": 0, "no_face": 1, "several_faces": 0, "not_aligned": 0}
+    assert msg.detector == DEFAULT_DETECTOR == back["detector"]  # the request's align had none: the default
     dele = back["methods"][0]["deletion"]
     assert dele["n"] == 2 and dele["ci_low"] is not None and dele["ci_low"] <= dele["mean"] <= dele["ci_high"]
 
