@@ -23,11 +23,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .errors import InputError
+
+if TYPE_CHECKING:
+    from .explanation import Explanation
 
 __all__ = [
     "DEFAULT_LEVEL",
@@ -35,11 +38,13 @@ __all__ = [
     "SPEARMAN_VARIANCE_FACTOR",
     "MapUncertainty",
     "Uncertainty",
+    "UncertaintyOptions",
     "benjamini_hochberg",
     "correlation_p_values",
     "correlation_se",
     "fisher_interval",
     "map_uncertainty",
+    "restate",
     "spearman_brown",
     "split_half_r",
 ]
@@ -328,3 +333,70 @@ ARRAY_KEYS: dict[str, type[np.generic]] = {
     f"{k}_{face}": (np.bool_ if k == "significant" else np.float32)
     for face in ("a", "b") for k in ("ci_low", "ci_high", "significant")
 }
+
+
+def _fraction(value: object, name: str) -> float:
+    """``value`` as a float in (0, 1); InputError naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)) or not (
+        math.isfinite(float(value)) and 0.0 < float(value) < 1.0
+    ):
+        raise InputError(f"{name} must be a number in (0, 1), got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class UncertaintyOptions:
+    """How a map's uncertainty is stated: ``q``, the false-discovery rate of the significance masks
+    (Benjamini-Hochberg), and ``level``, the coverage of the per-pixel intervals; both in (0, 1),
+    defaults :data:`DEFAULT_Q` and :data:`DEFAULT_LEVEL`. The options change no map and no
+    split-half figure, only the intervals and significance masks read from them
+    (:func:`restate`). Carried as ``fdr_q``/``ci_level`` (CLI ``--fdr-q``/``--ci-level``, the
+    API's ExplainRequest, an explain job's ``uncertainty`` parameters)."""
+
+    q: float = DEFAULT_Q
+    level: float = DEFAULT_LEVEL
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "q", _fraction(self.q, "fdr_q"))
+        object.__setattr__(self, "level", _fraction(self.level, "ci_level"))
+
+    @property
+    def is_default(self) -> bool:
+        """Whether both options are the defaults (a job without them keeps its old content id)."""
+        return self.q == DEFAULT_Q and self.level == DEFAULT_LEVEL
+
+    def to_dict(self) -> dict[str, float]:
+        """``{"fdr_q": q, "ci_level": level}``."""
+        return {"fdr_q": self.q, "ci_level": self.level}
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "uncertainty") -> UncertaintyOptions:
+        """Inverse of :meth:`to_dict` (missing keys take the defaults); InputError naming an
+        unknown key or a bad value."""
+        if not isinstance(d, dict):
+            raise InputError(f"{where}: expected an object, got {type(d).__name__}")
+        unknown = sorted(str(k) for k in d if k not in ("fdr_q", "ci_level"))
+        if unknown:
+            raise InputError(f"{where}: unknown option(s) {', '.join(unknown)} (fdr_q, ci_level)")
+        return cls(q=d.get("fdr_q", DEFAULT_Q), level=d.get("ci_level", DEFAULT_LEVEL))
+
+
+def restate(explanation: Explanation, options: UncertaintyOptions) -> Explanation:
+    """``explanation`` with its uncertainty stated at ``options``: intervals at ``options.level``
+    and significance masks at false-discovery rate ``options.q`` from its own maps and mask count
+    (exactly what CorrRISE's ``finish(shard, q=, level=)`` gives: neither depends on anything
+    else), its split-half figures kept. Unchanged when it has no uncertainty (a method that does not
+    estimate one) or when the options are already its own."""
+    from dataclasses import replace
+
+    unc = explanation.uncertainty
+    if not isinstance(options, UncertaintyOptions):
+        raise InputError(f"options must be UncertaintyOptions, got {type(options).__name__}")
+    if unc is None or (unc.q == options.q and unc.level == options.level):
+        return explanation
+    rank = unc.method == "fisher-z-spearman"
+    faces = []
+    for r, old in ((explanation.s_a, unc.a), (explanation.s_b, unc.b)):
+        new = map_uncertainty(r, unc.n, q=options.q, level=options.level, rank=rank)
+        faces.append(replace(new, split_half_r=old.split_half_r, predicted_r=old.predicted_r))
+    return replace(explanation, uncertainty=Uncertainty(unc.method, options.level, options.q, unc.n, *faces))

@@ -318,14 +318,24 @@ class FacexplainClient:
         params: Mapping[str, Any] | None = None,
         force: bool = False,
         names: Sequence[str] = ("", ""),
+        until_agreement: float = 0.0,
+        max_masks: int = 0,
+        fdr_q: float = 0.0,
+        ci_level: float = 0.0,
     ) -> Submitted:
         """Submit an explanation of a pair by ``method`` with ``params`` (values as the library
-        takes them: ints, floats, bools, strings, tuples of ints, None)."""
+        takes them: ints, floats, bools, strings, tuples of ints, None). ``until_agreement`` and
+        ``max_masks``: early stopping (CorrRISE; 0: off); ``fdr_q`` and ``ci_level``: the
+        uncertainty's false-discovery rate and interval level (0: the server's defaults)."""
         request = service_pb2.ExplainRequest(
             pair=_pair(image_a, image_b, names),
             model=model,
             method=method,
             force=force,
+            until_agreement=until_agreement,
+            max_masks=max_masks,
+            fdr_q=fdr_q,
+            ci_level=ci_level,
         )
         for key, value in (params or {}).items():
             request.params[str(key)].CopyFrom(convert.param_to_message(value, where=f"params.{key}"))

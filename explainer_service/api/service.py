@@ -49,9 +49,13 @@ from .status import DatasetsNotAllowedError, JobNotFinishedError
 if TYPE_CHECKING:
     from ..models.base import FaceModel
     from ..store import JobRecord, JobStore
+    from ..uncertainty import UncertaintyOptions
+    from ..worker.plan import Until
 
 __all__ = [
     "ALIGN_DEFAULTS",
+    "align_params",
+    "aligner_of",
     "ApiService",
     "DatasetPairImages",
     "ModelEntry",
@@ -64,6 +68,28 @@ log = logging.getLogger(__name__)
 #: How the API aligns the faces of a request (the CLI's defaults: the largest face; 112x112
 #: images taken as ArcFace crops).
 ALIGN_DEFAULTS: Mapping[str, str] = {"face": "largest", "aligned": "auto"}
+
+
+def align_params(detector: str = "") -> dict[str, str]:
+    """How the API aligns a request's faces: :data:`ALIGN_DEFAULTS` with the face ``detector``
+    (``""``: the alignment package's default), kept in a job's parameters so that the job's
+    content id covers it (two detectors never share a stored result). InputError naming the
+    choices for an unknown detector."""
+    from ..alignment import DEFAULT_DETECTOR, DETECTORS
+
+    name = detector or DEFAULT_DETECTOR
+    if name not in DETECTORS:
+        raise InputError(f"detector: unknown {name!r} (known: {', '.join(DETECTORS)})")
+    return {**ALIGN_DEFAULTS, "detector": name}
+
+
+def aligner_of(align: Mapping[str, Any]) -> Any:
+    """The :class:`~explainer_service.alignment.Aligner` of a job's ``align`` parameters (older
+    jobs without a detector: the default detector)."""
+    from ..alignment import DEFAULT_DETECTOR, Aligner
+
+    return Aligner(multiple_faces=str(align.get("face", "largest")), pre_aligned=str(align.get("aligned", "auto")),
+                   detector=str(align.get("detector", DEFAULT_DETECTOR)))
 #: Enqueue a job's tasks by id: ``enqueue(job_id)`` (the default sends them through Celery).
 Enqueue = Callable[[str], None]
 
@@ -208,15 +234,17 @@ class ApiService:
 
     # -- Verify ---------------------------------------------------------------------------------
 
-    def verify(self, image_a: bytes, image_b: bytes, model: str = "", *, names: Sequence[str] = ("", "")) -> Verification:
-        """Verify a pair now (see the module docstring). InputError for a bad image or no face,
-        LimitExceededError over the image limits, UnknownModelError / ModelNotReadyError."""
+    def verify(self, image_a: bytes, image_b: bytes, model: str = "", *, names: Sequence[str] = ("", ""),
+               detector: str = "") -> Verification:
+        """Verify a pair now (see the module docstring). InputError for a bad image, no face or an
+        unknown ``detector`` (``""``: the default), LimitExceededError over the image limits,
+        UnknownModelError / ModelNotReadyError."""
         from ..models.base import cosine_to
         from ..pipeline import embed_chips
 
         spec = self.spec(model)
         t0 = time.perf_counter()
-        face_a, face_b = self._align(image_a, image_b, spec, names)
+        face_a, face_b = self._align(image_a, image_b, spec, names, align_params(detector))
         t1 = time.perf_counter()
         emb = embed_chips([face_a.chip, face_b.chip], self.model(spec.name))
         score = float(cosine_to(emb[:1], emb[1])[0])
@@ -232,11 +260,12 @@ class ApiService:
             embed_s=t2 - t1,
         )
 
-    def _align(self, image_a: bytes, image_b: bytes, spec: ModelSpec, names: Sequence[str]) -> tuple[Any, Any]:
-        from ..alignment import Aligner
+    def _align(
+        self, image_a: bytes, image_b: bytes, spec: ModelSpec, names: Sequence[str], align: Mapping[str, str]
+    ) -> tuple[Any, Any]:
         from ..pipeline import align_image
 
-        aligner = Aligner(multiple_faces=ALIGN_DEFAULTS["face"], pre_aligned=ALIGN_DEFAULTS["aligned"])
+        aligner = aligner_of(align)
         label_a = names[0] if names and names[0] else "image a"
         label_b = names[1] if len(names) > 1 and names[1] else "image b"
         for data, label in ((image_a, label_a), (image_b, label_b)):
@@ -248,24 +277,47 @@ class ApiService:
 
     # -- Explain --------------------------------------------------------------------------------
 
-    def job_request(self, image_a: bytes, image_b: bytes, model: str, method: str, params: Mapping[str, Any]) -> tuple[str, ModelSpec, dict[str, Any], int]:
+    def job_request(
+        self, image_a: bytes, image_b: bytes, model: str, method: str, params: Mapping[str, Any], *,
+        until: Until | None = None, uncertainty: UncertaintyOptions | None = None, detector: str = "",
+    ) -> tuple[str, ModelSpec, dict[str, Any], int]:
         """Check an explain request's method and parameters on the model's chip (limits included)
         and name its job: ``(job_id, spec, job params, total units)``. The images are checked by
-        :meth:`explain` when the job is new (the same bytes were checked when it was created)."""
+        :meth:`explain` when the job is new (the same bytes were checked when it was created).
+        ``until``: early stopping (CorrRISE; its ``max_masks`` are the masks, so ``n_masks`` and
+        ``budget`` are refused); the job's total is then its first wave. ``uncertainty``: the
+        intervals' level and the significance masks' false-discovery rate (kept in the job's
+        parameters unless they are the defaults)."""
         from ..methods.registry import check_params, forward_passes
         from ..pipeline import model_info
-        from ..worker.plan import SHARDED_METHODS
+        from ..worker.plan import SHARDED_METHODS, UNTIL_METHODS
 
         spec = self.spec(model)
         method = method or "corrrise"
         own = plain_params(params)
-        check_params(method, spec.chip.size, **own)  # before any image is decoded
+        if until is not None:
+            if method not in UNTIL_METHODS:
+                raise InputError(f"until_agreement: early stopping is for {', '.join(sorted(UNTIL_METHODS))}, "
+                                 f"not {method}")
+            if "n_masks" in own or "budget" in own:
+                raise InputError("until_agreement: the masks are set by max_masks, not by n_masks or budget")
+            limit = self.settings.limits.max_masks
+            if until.max_masks > limit:
+                raise LimitExceededError(f"max_masks {until.max_masks} is over the limit {limit} "
+                                         "(set FACEXPLAIN_MAX_MASKS to change it)")
+        check_params(method, spec.chip.size, **own, **({} if until is None else {"n_masks": until.max_masks}))
         for data, label in ((image_a, "image a"), (image_b, "image b")):
             if not isinstance(data, (bytes, bytearray, memoryview)):
                 raise InputError(f"{label}: expected image bytes, got {type(data).__name__}")
-        job_params = {"method": own, "align": dict(ALIGN_DEFAULTS)}
+        job_params: dict[str, Any] = {"method": own, "align": align_params(detector)}
+        if until is not None:
+            job_params["until"] = until.to_dict()
+        if uncertainty is not None and not uncertainty.is_default:
+            job_params["uncertainty"] = uncertainty.to_dict()
         # a sharded method's units are its masks (2 forward passes each beside the clean pair's 2)
         total = (forward_passes(method, spec.chip.size, **own) - 2) // 2 if method in SHARDED_METHODS else 1
+        if until is not None:
+            total = until.wave_end(0)
         from ..store import content_job_id
 
         job_id = content_job_id(
@@ -287,17 +339,23 @@ class ApiService:
         params: Mapping[str, Any] | None = None,
         *,
         force: bool = False,
+        until: Until | None = None,
+        uncertainty: UncertaintyOptions | None = None,
+        detector: str = "",
     ) -> tuple[JobRecord, bool]:
         """Submit an explanation: ``(record, reused)``; ``reused`` when the job of this content
-        existed and nothing new was queued. Every check runs before the job is created."""
+        existed and nothing new was queued. Every check runs before the job is created.
+        ``until``/``uncertainty``: see :meth:`job_request`."""
 
         method = method or "corrrise"
-        job_id, spec, job_params, total = self.job_request(image_a, image_b, model, method, params or {})
+        job_id, spec, job_params, total = self.job_request(image_a, image_b, model, method, params or {},
+                                                           until=until, uncertainty=uncertainty, detector=detector)
         existing = self._reusable(job_id, force)
         if existing is not None:
             return existing, True
         t0 = time.perf_counter()
-        face_a, face_b = self._align(image_a, image_b, spec, ("image a", "image b"))  # bad images, no face: here
+        face_a, face_b = self._align(image_a, image_b, spec, ("image a", "image b"),  # bad images, no face: here
+                                     job_params["align"])
         faces = _stored_faces(face_a, face_b, spec, job_params["align"], time.perf_counter() - t0)
         self._check_capacity()
         record, created = self.store.create_job(
@@ -401,6 +459,7 @@ class ApiService:
         limit: int = 0,
         keep_maps: bool = False,
         force: bool = False,
+        detector: str = "",
     ) -> tuple[JobRecord, bool]:
         """Submit an audit of inline ``pairs`` (image a, image b, same, name) or of a ``dataset``
         spec: ``(record, reused)`` as :meth:`explain`. Methods and parameters are checked on the
@@ -453,7 +512,7 @@ class ApiService:
             raise InputError("an audit needs at least one pair")
         self.settings.limits.check("max_pairs", len(specs))
         request = AuditRequest(tuple(specs), tuple(checked), tuple(metrics), steps, substrate, bool(keep_maps),
-                               dict(ALIGN_DEFAULTS))
+                               align_params(detector))
         params = request.to_params()
         job_id = content_job_id("audit", [inputs[k] for k in sorted(inputs)], model=spec.name,
                                 model_sha256=model_info(spec).sha256 or "",
@@ -578,7 +637,7 @@ class ApiService:
         """The exact maps of a sharded job (CorrRISE, corrrise-plus: ``worker.plan.SHARDED_METHODS``)
         over the masks stored so far, made by the method's own ``finish``; None for another method,
         before the first shard, or while corrrise-plus has fewer than the 3 masks it needs."""
-        from ..methods.registry import build
+        from ..worker.explain import build_job_method
         from ..worker.plan import SHARDED_METHODS
 
         if record.kind.value != "explain" or record.method not in SHARDED_METHODS:
@@ -586,10 +645,8 @@ class ApiService:
         merged = self.store.merged_shard(record.id)
         if merged is None or (record.method == "corrrise-plus" and merged.masks < 3):
             return None
-        params = record.params.get("method", {})
-        if not isinstance(params, dict):
-            raise InputError(f"job {record.id}: malformed method parameters")
-        method: Any = build(record.method, self.model(record.model), **params)
+        # an early-stopping job's shards are of its max_masks set (build_job_method says so)
+        method: Any = build_job_method(record, self.model(record.model))
         explanation = method.finish(merged)
         return PartialMaps(
             masks=int(merged.masks),

@@ -150,7 +150,8 @@ class FacexplainServicer(service_pb2_grpc.FacexplainServicer):
 
     def _verify(self, request: service_pb2.VerifyRequest) -> service_pb2.VerifyResponse:
         pair = request.pair
-        v = self.service.verify(pair.a.data, pair.b.data, request.model, names=(pair.a.name, pair.b.name))
+        v = self.service.verify(pair.a.data, pair.b.data, request.model, names=(pair.a.name, pair.b.name),
+                                detector=request.detector)
         msg = service_pb2.VerifyResponse(
             score=v.score,
             decision=convert.decision_to_message(v.decision),
@@ -169,8 +170,10 @@ class FacexplainServicer(service_pb2_grpc.FacexplainServicer):
     def _explain(self, request: service_pb2.ExplainRequest) -> service_pb2.SubmitResponse:
         method = request.method or "corrrise"
         params = convert.request_params(method, dict(request.params))
+        until, uncertainty = convert.explain_options(request)
         record, reused = self.service.explain(
-            request.pair.a.data, request.pair.b.data, request.model, method, params, force=request.force
+            request.pair.a.data, request.pair.b.data, request.model, method, params, force=request.force,
+            until=until, uncertainty=uncertainty, detector=request.detector,
         )
         return service_pb2.SubmitResponse(job=convert.job_to_message(record), reused=reused)
 
@@ -273,6 +276,7 @@ class FacexplainServicer(service_pb2_grpc.FacexplainServicer):
             pairs=pairs, dataset=request.dataset if source == "dataset" else "", model=request.model,
             methods=methods, metrics=list(request.metrics), steps=int(request.steps), substrate=request.substrate,
             limit=int(request.limit), keep_maps=request.keep_maps, force=request.force,
+            detector=request.detector,
         )
         return service_pb2.SubmitResponse(job=convert.job_to_message(record), reused=reused)
 

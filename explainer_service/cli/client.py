@@ -21,6 +21,7 @@ from ..errors import EXIT_OK, CancelledError, DeadlineExceededError, InputError
 from ..methods.registry import METHOD_NAMES
 from ..settings import get_settings
 from .common import check_input_files, check_out_dir, positive_int, terminal_progress
+from .explain import add_uncertainty_args
 
 __all__ = ["register_client"]
 
@@ -60,6 +61,12 @@ def register_client(sub: Any) -> None:
     corr.add_argument("--per-pixel", action="store_true", help="random value per pixel instead of per patch")
     corr.add_argument("--inside", action="store_true", help="keep patches fully inside the chip")
     corr.add_argument("--correlation", default=None, choices=["pearson", "spearman"], help="per-pixel correlation")
+    corr.add_argument("--until-agreement", type=float, default=None, metavar="R",
+                      help="early stopping: the server draws 64-mask steps until the split-half agreement "
+                      "predicted for both maps reaches R in (0, 1), or --max-masks are spent")
+    corr.add_argument("--max-masks", type=positive_int, default=None, metavar="M",
+                      help="with --until-agreement: the most masks to draw (at least 64)")
+    add_uncertainty_args(corr)
     ex.add_argument("--force", action="store_true", help="recompute even when the server has this result")
     ex.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_connection_args(ex)
@@ -197,16 +204,20 @@ def _read_image(path: str) -> bytes:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
-    from .explain import method_params
+    from .explain import method_params, uncertainty_options, until_options
 
     check_input_files([args.image_a, args.image_b])
     params = method_params(args)
+    until = until_options(args, params, local_limit=False)  # the server's limit applies
+    options = uncertainty_options(args)
     out = check_out_dir(args.out)
     data_a, data_b = _read_image(args.image_a), _read_image(args.image_b)
     with _client(args) as client:
         submitted = client.explain(
             data_a, data_b, model=args.model, method=args.method, params=params, force=args.force,
             names=(args.image_a, args.image_b),
+            until_agreement=0.0 if until is None else until[0], max_masks=0 if until is None else until[1],
+            fdr_q=0.0 if options is None else options.q, ci_level=0.0 if options is None else options.level,
         )
         job = submitted.job
         print(f"job {job.id}{_reused_note(submitted.reused, job.final, 'result')}", flush=True)

@@ -83,7 +83,8 @@ def register_explain(sub: Any) -> None:
     ex.add_argument("--no-progress", action="store_true", help="no progress bar")
     ex.add_argument("--grey-insignificant", action="store_true",
                     help="the figure greys out pixels whose correlation is not significant (Benjamini-Hochberg "
-                    "false-discovery rate 0.05; --method corrrise)")
+                    "false-discovery rate --fdr-q; --method corrrise)")
+    add_uncertainty_args(ex)
     where = ex.add_mutually_exclusive_group()
     where.add_argument("--client-masks", action="store_true",
                        help="through Triton: send masked chips (default with the embedded server)")
@@ -104,6 +105,31 @@ def register_embed(sub: Any) -> None:
     em.add_argument("images", nargs="+", help="image files")
     add_model_args(em)
     em.set_defaults(func=_cmd_embed)
+
+
+def add_uncertainty_args(parser: Any) -> None:
+    """``--fdr-q Q`` and ``--ci-level L``: how the maps' uncertainty is stated (CorrRISE)."""
+    parser.add_argument("--fdr-q", type=float, default=None, metavar="Q",
+                        help="false-discovery rate of the significance masks (Benjamini-Hochberg; default 0.05)")
+    parser.add_argument("--ci-level", type=float, default=None, metavar="L",
+                        help="coverage of the per-pixel intervals of the correlation (default 0.95)")
+
+
+def uncertainty_options(args: argparse.Namespace) -> Any:
+    """``--fdr-q``/``--ci-level`` as :class:`~explainer_service.uncertainty.UncertaintyOptions`
+    (None when neither is given); InputError naming the option for a value outside (0, 1)."""
+    import math
+
+    from ..uncertainty import UncertaintyOptions
+
+    q, level = getattr(args, "fdr_q", None), getattr(args, "ci_level", None)
+    for option, value in (("--fdr-q", q), ("--ci-level", level)):
+        if value is not None and not (math.isfinite(value) and 0.0 < value < 1.0):
+            raise InputError(f"{option} must be in (0, 1), got {value!r}")
+    if q is None and level is None:
+        return None
+    defaults = UncertaintyOptions()
+    return UncertaintyOptions(q=defaults.q if q is None else q, level=defaults.level if level is None else level)
 
 
 # -- explain --------------------------------------------------------------------------------------
@@ -161,11 +187,14 @@ def method_params(args: argparse.Namespace) -> dict[str, Any]:
     return params
 
 
-def until_options(args: argparse.Namespace, params: dict[str, Any]) -> tuple[float, int] | None:
+def until_options(
+    args: argparse.Namespace, params: dict[str, Any], *, local_limit: bool = True
+) -> tuple[float, int] | None:
     """``(R, M)`` of ``--until-agreement R --max-masks M``, or None without them; InputError
     naming the option for a value out of range, a missing or conflicting option (``--masks``,
     ``--budget``, ``--param n_masks``: M sets the masks) or another method than corrrise;
-    LimitExceededError for M over ``Settings.limits.max_masks``."""
+    LimitExceededError for M over ``Settings.limits.max_masks`` (``local_limit``; a client
+    leaves the limit to its server)."""
     import math
 
     from ..methods.corrrise import DEFAULT_UNTIL_STEP, check_until
@@ -185,7 +214,7 @@ def until_options(args: argparse.Namespace, params: dict[str, Any]) -> tuple[flo
     if max_masks < DEFAULT_UNTIL_STEP:
         raise InputError(f"--max-masks must be at least {DEFAULT_UNTIL_STEP} (masks per step), got {max_masks}")
     limit = get_settings().limits.max_masks
-    if max_masks > limit:
+    if local_limit and max_masks > limit:
         raise LimitExceededError(
             f"--max-masks {max_masks} is over the limit {limit} (set FACEXPLAIN_MAX_MASKS to change it)"
         )
@@ -208,6 +237,10 @@ def _cmd_explain(args: argparse.Namespace) -> int:
         raise InputError(f"--grey-insignificant needs a method whose maps carry an uncertainty "
                          f"({', '.join(METHODS_WITH_UNCERTAINTY)}), not {args.method}")
     until = until_options(args, params)
+    options = uncertainty_options(args)
+    if options is not None and args.method not in METHODS_WITH_UNCERTAINTY:
+        raise InputError(f"--fdr-q/--ci-level need a method whose maps carry an uncertainty "
+                         f"({', '.join(METHODS_WITH_UNCERTAINTY)}), not {args.method}")
     spec = get_spec(args.model)
     check_params(args.method, spec.chip.size, **params, **({} if until is None else {"n_masks": until[1]}))
     out = check_out_dir(args.out)
@@ -219,12 +252,13 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     align_s = time.perf_counter() - t0
     # 3. the explanation
     with open_model(args) as model, terminal_progress(args, args.method) as progress:
-        if until is None:
+        if until is None and options is None:
             result = explain_pair(
                 face_a, face_b, model, args.method, params, progress=progress, engine=engine_label(args)
             )
         else:
-            result = _explain_until(face_a, face_b, model, params, until, progress, engine_label(args))
+            result = _explain_with(face_a, face_b, model, args.method, params, until, options, progress,
+                                   engine_label(args))
     result = result.with_timing(Timing(align_s=align_s, explain_s=result.timing.explain_s))
     paths = result.write(out, grey_insignificant=args.grey_insignificant)
     thr = "none" if result.threshold is None else f"{result.threshold:.4f}"
@@ -233,22 +267,29 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _explain_until(
-    face_a: Any, face_b: Any, model: Any, params: dict[str, Any], until: tuple[float, int], progress: Any,
-    engine: str,
+def _explain_with(
+    face_a: Any, face_b: Any, model: Any, method: str, params: dict[str, Any], until: tuple[float, int] | None,
+    options: Any, progress: Any, engine: str,
 ) -> Any:
-    """CorrRISE with early stopping (:meth:`CorrRISE.attribute_until`) as a PairResult."""
+    """The method's explanation as a PairResult, with early stopping (:meth:`CorrRISE.attribute_until`)
+    and its uncertainty stated at ``options`` (``uncertainty.restate``) when given."""
     from ..methods import build
     from ..methods.corrrise import CorrRISE
     from ..pipeline import model_info
     from ..results import FaceRecord, PairResult, Timing
+    from ..uncertainty import restate
 
-    agreement, max_masks = until
-    explainer = build("corrrise", model, **params, n_masks=max_masks)
-    if not isinstance(explainer, CorrRISE):
-        raise InputError("--until-agreement needs --method corrrise")
     t0 = time.perf_counter()
-    explanation = explainer.attribute_until(face_a.chip, face_b.chip, agreement=agreement, progress=progress)
+    if until is None:
+        explanation = build(method, model, **params).attribute(face_a.chip, face_b.chip, progress=progress)
+    else:
+        agreement, max_masks = until
+        explainer = build("corrrise", model, **params, n_masks=max_masks)
+        if not isinstance(explainer, CorrRISE):
+            raise InputError("--until-agreement needs --method corrrise")
+        explanation = explainer.attribute_until(face_a.chip, face_b.chip, agreement=agreement, progress=progress)
+    if options is not None:
+        explanation = restate(explanation, options)
     return PairResult.from_explanation(
         explanation, FaceRecord.from_aligned(face_a), FaceRecord.from_aligned(face_b), model_info(model.spec),
         engine=engine, server_masks=bool(getattr(model, "server_masks", False)),

@@ -644,18 +644,31 @@ class CorrRISE:
             done = stop
             if progress is not None:
                 progress(done, max_masks)
-            reached = self._agreement(runner.finish(shard))
+            reached = self.predicted_agreement(runner.finish(shard))
             if reached is not None and reached >= agreement:
                 break
         assert shard is not None  # max_masks >= step >= 1: at least one shard ran
-        used = runner if done == max_masks else type(self)(
-            self.model, replace(self.config, masks=replace(self.config.masks, n_masks=done))
-        )
+        return self.finish_until(shard, agreement=agreement, max_masks=max_masks, step=step, reached=reached)
+
+    def finish_until(
+        self, shard: ShardResult, *, agreement: float, max_masks: int, step: int, reached: float | None
+    ) -> Explanation:
+        """What :meth:`attribute_until` returns once it stops with ``shard`` (masks [0, used) of
+        the seeded set, computed with ``n_masks = max_masks`` or any other count): the maps of a
+        plain run of ``used`` masks, params extended with the early-stopping figures
+        (``reached``: the last :meth:`predicted_agreement`). The service's workers finish their
+        early-stopping jobs with it too."""
+        from dataclasses import replace
+
+        if not isinstance(shard, ShardResult) or shard.ranges != ((0, shard.stop),) or shard.stop < 1:
+            raise InputError("finish_until needs a shard of masks [0, used)")
+        done = shard.stop
+        used = type(self)(self.model, replace(self.config, masks=replace(self.config.masks, n_masks=done)))
         explanation = used.finish(replace(shard, identity=used._identity()))
         params = {
             **explanation.params,
             "until_agreement": float(agreement),
-            "max_masks": max_masks,
+            "max_masks": int(max_masks),
             "step": int(step),
             "stopped_early": done < max_masks,
             "agreement_reached": None if reached is None else round(reached, 6),
@@ -663,8 +676,9 @@ class CorrRISE:
         return replace(explanation, params=params)
 
     @staticmethod
-    def _agreement(explanation: Explanation) -> float | None:
-        """The smaller predicted full-set agreement of the two maps (None when unknown)."""
+    def predicted_agreement(explanation: Explanation) -> float | None:
+        """The early-stopping rule's figure: the smaller predicted full-set agreement
+        (Spearman-Brown of the split halves) of the two maps (None when unknown)."""
         unc = explanation.uncertainty
         if unc is None or unc.a.predicted_r is None or unc.b.predicted_r is None:
             return None

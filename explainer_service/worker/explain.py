@@ -13,6 +13,18 @@ CorrRISE+'s, both exact for any merge of the shards) makes the maps, and the
 only marks the job done), so the result is the same however many workers ran and however often
 a part ran.
 
+An early-stopping CorrRISE job (``plan.Until``) runs in waves of the library's step shards: the
+task that stores the last shard of a wave decides under the ``merge`` lease
+(:func:`advance_until`): the stored shards merged in mask order are checked at every step end of
+the wave with ``CorrRISE.attribute_until``'s own rule (``predicted_agreement``), and the job is
+finished with the first prefix that reaches the agreement (``finish_until``: the library's result)
+or, when none does and masks are left, the next wave is queued (the job's ``total`` moved first,
+then its shards sent through ``WorkerContext.send``). The decision is idempotent: a redelivered
+shard or a second decider finds the wave incomplete, the next wave queued, or the job done.
+
+The uncertainty options of a job (``uncertainty``: ``fdr_q``/``ci_level``) restate the finished
+explanation's intervals and significance masks (``uncertainty.restate``).
+
 Cancel is cooperative: the progress callback of the method (:class:`_Guard`, between model
 calls) asks the store whether to stop and renews the worker's lease. :func:`handle_failure`
 decides what an exception does to the job: a retryable error is tried again after a backoff
@@ -35,11 +47,11 @@ import logging
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..alignment import Aligner
+from ..alignment import DEFAULT_DETECTOR, Aligner
 from ..errors import (
     CancelledError,
     FacexplainError,
@@ -56,7 +68,8 @@ from ..results import FaceRecord, PairResult, Timing
 from ..spec import ChipSpec
 from ..store import ClaimResult, JobError, JobKind, JobRecord, JobState, JobStore
 from ..store.faces import StoredFaces, faces_from_inputs
-from .plan import Unit, retry_delay
+from ..uncertainty import UncertaintyOptions, restate
+from .plan import UNTIL_METHODS, Unit, Until, plan_shards, retry_delay
 
 __all__ = [
     "Outcome",
@@ -64,6 +77,9 @@ __all__ = [
     "WorkerContext",
     "run_unit",
     "finish_explain",
+    "advance_until",
+    "job_options",
+    "build_job_method",
     "settle_cancel",
     "handle_failure",
     "fail_job",
@@ -177,6 +193,9 @@ class WorkerContext:
     lease_s: float
     _faces: OrderedDict[tuple[str, str, int], _Faces] = field(default_factory=OrderedDict)
     alignments: int = 0
+    #: sends the tasks of units of a job (``tasks.send_units`` on the worker's app): the next wave
+    #: of an early-stopping job; None outside a Celery worker (the wave is left to the sweep)
+    send: Callable[[JobRecord, Sequence[Unit]], None] | None = None
 
     def faces(self, record: JobRecord, chip: ChipSpec, align: Mapping[str, Any]) -> _Faces:
         """Both faces of the job cut for ``chip``: the API's stored ones when they match the
@@ -213,7 +232,8 @@ class WorkerContext:
         return _Faces(stored.face_a, stored.face_b, stored.align_s, origin="api")
 
     def _align(self, job_id: str, chip: ChipSpec, align: Mapping[str, Any]) -> _Faces:
-        aligner = Aligner(multiple_faces=str(align.get("face", "largest")), pre_aligned=str(align.get("aligned", "auto")))
+        aligner = Aligner(multiple_faces=str(align.get("face", "largest")), pre_aligned=str(align.get("aligned", "auto")),
+                          detector=str(align.get("detector", DEFAULT_DETECTOR)))
         t0 = time.perf_counter()
         face_a = align_image(self.store.get_input(job_id, "a"), chip, aligner=aligner, name="image_a")
         face_b = align_image(self.store.get_input(job_id, "b"), chip, aligner=aligner, name="image_b")
@@ -235,10 +255,31 @@ def job_request(record: JobRecord) -> tuple[dict[str, Any], dict[str, Any]]:
     align = record.params.get("align", {})
     if not isinstance(method, dict) or not isinstance(align, dict):
         raise InputError(f"job {record.id}: parameters must be {{'method': {{...}}, 'align': {{...}}}}")
-    unknown = sorted(set(align) - {"face", "aligned"})
+    unknown = sorted(set(align) - {"face", "aligned", "detector"})
     if unknown:
-        raise InputError(f"job {record.id}: unknown alignment option(s) {', '.join(unknown)} (face, aligned)")
+        raise InputError(f"job {record.id}: unknown alignment option(s) {', '.join(unknown)} "
+                         "(face, aligned, detector)")
     return method, align
+
+
+def job_options(record: JobRecord) -> tuple[Until | None, UncertaintyOptions]:
+    """An explain job's early stopping (None: a fixed mask count) and uncertainty options (its
+    ``until`` and ``uncertainty`` parameters; absent: the defaults); InputError when malformed."""
+    until = Until.from_params(record.params)
+    if until is not None and record.method not in UNTIL_METHODS:
+        raise InputError(f"job {record.id}: method {record.method} does not stop early")
+    return until, UncertaintyOptions.from_dict(record.params.get("uncertainty", {}), f"job {record.id} uncertainty")
+
+
+def build_job_method(record: JobRecord, model: FaceModel) -> SaliencyMethod:
+    """The job's method over ``model`` (through the registry): an early-stopping job's CorrRISE
+    draws from a set of ``max_masks`` masks (as ``attribute_until``'s)."""
+    from ..methods import build
+
+    method_params, _align = job_request(record)
+    until, _options = job_options(record)
+    extra = {} if until is None else {"n_masks": until.max_masks}
+    return build(record.method, model, **method_params, **extra)
 
 
 class _Guard:
@@ -268,11 +309,9 @@ def settle_cancel(store: JobStore, job_id: str) -> None:
 
 
 def _build(ctx: WorkerContext, record: JobRecord) -> tuple[FaceModel, SaliencyMethod, dict[str, Any]]:
-    from ..methods import build
-
-    method_params, align = job_request(record)
+    _method_params, align = job_request(record)
     model = ctx.models.get(record.model)
-    return model, build(record.method, model, **method_params), align
+    return model, build_job_method(record, model), align
 
 
 def _result(
@@ -309,6 +348,9 @@ def run_unit(ctx: WorkerContext, job_id: str, unit: Unit) -> Outcome:
         return Outcome.HELD
     if claim is ClaimResult.DONE:  # a redelivered shard: the job may still want its finisher
         record = store.get_job(job_id)
+        if job_options(record)[0] is not None:  # an early-stopping job: its wave's decision
+            decided = advance_until(ctx, job_id)
+            return Outcome.STOPPED if decided is Outcome.STOPPED else Outcome.SKIPPED
         if record.total > 0 and record.done >= record.total:
             finished = finish_explain(ctx, job_id)
             return Outcome.SKIPPED if finished is Outcome.DONE else finished
@@ -323,11 +365,18 @@ def run_unit(ctx: WorkerContext, job_id: str, unit: Unit) -> Outcome:
         if not isinstance(method, _SHARDED):
             raise InputError(f"job {job_id}: method {record.method} does not run in mask shards")
         n_masks = method.config.masks.n_masks
-        if record.total != n_masks:
+        until = job_options(record)[0]
+        if until is None and record.total != n_masks:
             raise InputError(f"job {job_id}: its total {record.total} is not the method's {n_masks} masks")
+        if until is not None and (unit.hi > record.total or (unit.lo, unit.hi) not in plan_shards(
+                record.total, until.step)):
+            raise InputError(f"job {job_id}: masks [{unit.lo}, {unit.hi}) are not a step of its queued waves")
         shard = method.run_shard(chip_a, chip_b, unit.lo, unit.hi, progress=guard)
         store.put_shard(job_id, shard)
         log.info("job %s: shard %s stored by %s", job_id, unit.lease, ctx.worker)
+        if until is not None:
+            advance_until(ctx, job_id)
+            return Outcome.DONE
         record = store.get_job(job_id)
         if record.done >= record.total:
             finish_explain(ctx, job_id)
@@ -335,7 +384,7 @@ def run_unit(ctx: WorkerContext, job_id: str, unit: Unit) -> Outcome:
     # the whole method in one task
     if store.get_result(job_id) is None:
         t0 = time.perf_counter()
-        explanation = method.attribute(chip_a, chip_b, progress=guard)
+        explanation = restate(method.attribute(chip_a, chip_b, progress=guard), job_options(record)[1])
         store.put_result(job_id, _result(ctx, model, explanation, faces, time.perf_counter() - t0))
     store.report_progress(job_id, max(1, record.total))
     store.set_state(job_id, JobState.DONE)
@@ -365,9 +414,88 @@ def finish_explain(ctx: WorkerContext, job_id: str) -> Outcome:
             raise InputError(f"job {job_id}: method {record.method} has no shards to merge")
         faces = ctx.faces(record, model.spec.chip, align)
         started = record.started_at if record.started_at is not None else record.created_at
-        result = _result(ctx, model, method.finish(merged), faces, record.updated_at - started)
+        explanation = restate(method.finish(merged), job_options(record)[1])
+        result = _result(ctx, model, explanation, faces, record.updated_at - started)
         store.put_result(job_id, result)
         log.info("job %s: %d shards merged by %s", job_id, len(store.get_shards(job_id)), ctx.worker)
+    store.set_state(job_id, JobState.DONE)
+    ctx.forget(job_id)
+    return Outcome.DONE
+
+
+def _prefixes(shards: Sequence[Any], ends: Sequence[int]) -> tuple[int, dict[int, Any]]:
+    """The masks [0, c) the stored ``shards`` (sorted by start) cover without a gap, and their
+    merges in mask order ending at each of ``ends`` within [0, c)."""
+    merged: Any = None
+    out: dict[int, Any] = {}
+    for shard in shards:
+        if shard.start != (0 if merged is None else merged.stop):
+            break
+        merged = shard if merged is None else merged.merge(shard)
+        if merged.stop in ends:
+            out[merged.stop] = merged
+    return (0 if merged is None else merged.stop), out
+
+
+def advance_until(ctx: WorkerContext, job_id: str) -> Outcome:
+    """An early-stopping job's decision once a wave's shards are stored (module docstring): finish
+    it with the first step prefix of the wave whose maps reach the agreement (or with all
+    ``max_masks``), else queue the next wave. Under the ``merge`` lease; idempotent: nothing
+    happens while the wave's shards are missing or once the next wave is queued (DONE: nothing
+    left to do here), HELD when another worker decides, STOPPED when the job is final."""
+    store = ctx.store
+    record = store.get_job(job_id)
+    until, options = job_options(record)
+    if until is None:
+        raise InputError(f"job {job_id} does not stop early")
+    if record.done < record.total:  # a shard of the queued waves is not stored yet (each counts once)
+        return Outcome.DONE
+    claim = store.claim(job_id, "merge", ctx.worker, lease_s=ctx.lease_s)
+    if claim is ClaimResult.STOPPED:
+        settle_cancel(store, job_id)
+        return Outcome.STOPPED
+    if claim is ClaimResult.HELD:
+        return Outcome.HELD
+    record = store.get_job(job_id)  # the frontier may have moved before the claim
+    frontier = record.total
+    if store.get_result(job_id) is not None:
+        store.set_state(job_id, JobState.DONE)
+        ctx.forget(job_id)
+        return Outcome.DONE
+    ends = until.boundaries(until.wave_start(frontier), frontier)
+    covered, prefixes = _prefixes(store.get_shards(job_id), ends)
+    if covered < frontier:  # a shard of the wave is missing: its task decides when it stores it
+        store.release(job_id, "merge", ctx.worker)
+        return Outcome.DONE
+    model, method, align = _build(ctx, record)
+    if not isinstance(method, CorrRISE):
+        raise InputError(f"job {job_id}: method {record.method} does not stop early")
+    stop: tuple[int, float | None] | None = None
+    reached: float | None = None
+    for end in ends:
+        reached = method.predicted_agreement(method.finish(prefixes[end]))
+        if (reached is not None and reached >= until.agreement) or end == until.max_masks:
+            stop = (end, reached)
+            break
+    if stop is None:
+        nxt = until.wave_end(frontier)
+        store.report_progress(job_id, record.done, total=nxt)  # the frontier first: a lost send is the sweep's
+        units = [Unit(lo, hi) for lo, hi in plan_shards(nxt, until.step) if lo >= frontier]
+        log.info("job %s: agreement %s < %g after %d masks; wave [%d, %d) queued by %s", job_id,
+                 "unknown" if reached is None else f"{reached:.4f}", until.agreement, frontier, frontier, nxt,
+                 ctx.worker)
+        store.release(job_id, "merge", ctx.worker)
+        if ctx.send is not None:
+            ctx.send(store.get_job(job_id), units)
+        return Outcome.DONE
+    end, reached = stop
+    explanation = method.finish_until(prefixes[end], agreement=until.agreement, max_masks=until.max_masks,
+                                      step=until.step, reached=reached)
+    faces = ctx.faces(record, model.spec.chip, align)
+    started = record.started_at if record.started_at is not None else record.created_at
+    store.put_result(job_id, _result(ctx, model, restate(explanation, options), faces, record.updated_at - started))
+    log.info("job %s: stopped at %d of %d masks (%d computed) by %s", job_id, end, until.max_masks, covered,
+             ctx.worker)
     store.set_state(job_id, JobState.DONE)
     ctx.forget(job_id)
     return Outcome.DONE

@@ -11,17 +11,92 @@ shard is a few seconds of work. Any other method is one task for the whole pair
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import InputError
-from ..methods.corrrise import ACCUMULATION_BLOCK
+from ..methods.corrrise import ACCUMULATION_BLOCK, DEFAULT_UNTIL_STEP, check_until
 
-__all__ = ["Unit", "plan_shards", "plan_explain", "retry_delay", "SHARDED_METHODS"]
+__all__ = [
+    "Unit", "plan_shards", "plan_explain", "retry_delay", "SHARDED_METHODS", "Until", "UNTIL_WAVE_SHARDS",
+    "UNTIL_METHODS", "shard_masks_of",
+]
 
 #: Methods whose work is split into mask shards (the others run as one task): each has
 #: ``run_shard(chip_a, chip_b, lo, hi)`` returning CorrRISE's ``ShardResult`` and ``finish(merged)``,
 #: and its job's ``total`` is its number of masks.
 SHARDED_METHODS = frozenset({"corrrise", "corrrise-plus"})
+
+
+#: Methods that stop early on their maps' agreement (``attribute_until``).
+UNTIL_METHODS = frozenset({"corrrise"})
+#: Step shards per wave of an early-stopping job: run at once by as many workers, checked together
+#: (a wave's masks past the stopping point are computed and not used).
+UNTIL_WAVE_SHARDS = 2
+
+
+@dataclass(frozen=True)
+class Until:
+    """Early stopping of a CorrRISE job: draw ``step``-mask shards of the seeded set until both
+    maps' predicted split-half agreement reaches ``agreement`` or ``max_masks`` are spent (the
+    rule and schedule of ``CorrRISE.attribute_until``). InputError for bad values
+    (``check_until``)."""
+
+    agreement: float
+    max_masks: int
+    step: int = DEFAULT_UNTIL_STEP
+
+    def __post_init__(self) -> None:
+        check_until(self.agreement, self.max_masks, self.step)
+        object.__setattr__(self, "agreement", float(self.agreement))
+        object.__setattr__(self, "max_masks", int(self.max_masks))
+        object.__setattr__(self, "step", int(self.step))
+
+    @property
+    def wave(self) -> int:
+        """Masks per wave: :data:`UNTIL_WAVE_SHARDS` steps."""
+        return UNTIL_WAVE_SHARDS * self.step
+
+    def wave_end(self, frontier: int) -> int:
+        """The end of the wave after the masks [0, ``frontier``) (0: the first wave's end)."""
+        return min(int(frontier) + self.wave, self.max_masks)
+
+    def wave_start(self, frontier: int) -> int:
+        """Where the wave ending at ``frontier`` began (waves end at multiples of :attr:`wave`,
+        the last at ``max_masks``)."""
+        return max(0, (int(frontier) - 1) // self.wave * self.wave)
+
+    def boundaries(self, lo: int, hi: int) -> list[int]:
+        """The step ends in (lo, hi] where the rule is checked: multiples of ``step`` and
+        ``max_masks``."""
+        ends = list(range((lo // self.step + 1) * self.step, min(hi, self.max_masks) + 1, self.step))
+        if lo < self.max_masks <= hi and (not ends or ends[-1] != self.max_masks):
+            ends.append(self.max_masks)
+        return ends
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"agreement": R, "max_masks": M, "step": S}`` (a job's ``until`` parameters)."""
+        return {"agreement": self.agreement, "max_masks": self.max_masks, "step": self.step}
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> Until | None:
+        """The ``until`` parameters of a job's params, or None (no early stopping); InputError
+        when they are malformed."""
+        raw = params.get("until") if isinstance(params, Mapping) else None
+        if raw is None:
+            return None
+        if not isinstance(raw, Mapping) or set(raw) - {"agreement", "max_masks", "step"} or not {
+            "agreement", "max_masks"
+        } <= set(raw):
+            raise InputError(f"until parameters must be {{agreement, max_masks, step}}, got {raw!r}")
+        return cls(raw["agreement"], raw["max_masks"], raw.get("step", DEFAULT_UNTIL_STEP))
+
+
+def shard_masks_of(params: Mapping[str, Any], shard_masks: int) -> int:
+    """Masks per shard of a job with ``params``: its ``until`` step, else ``shard_masks``."""
+    until = Until.from_params(params)
+    return shard_masks if until is None else until.step
 
 
 def _count(value: object, what: str, minimum: int) -> int:

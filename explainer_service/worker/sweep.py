@@ -36,7 +36,7 @@ from typing import Any, Protocol
 
 from ..errors import InputError
 from ..store import JobError, JobKind, JobRecord, JobState
-from .plan import Unit, plan_explain
+from .plan import Unit, plan_explain, shard_masks_of
 
 __all__ = [
     "SweepPolicy",
@@ -202,7 +202,8 @@ def sweep(
         if record.kind is JobKind.AUDIT:
             units = missing_audit_pairs(record.total, _stored_pairs(store, record))
         else:
-            units = missing_explain_units(record.method, record.total, shard_masks, store.stored_shards(record.id))
+            units = missing_explain_units(record.method, record.total, shard_masks_of(record.params, shard_masks),
+                                          store.stored_shards(record.id))
         if units is None:
             log.warning("sweep: job %s has shards of another plan (FACEXPLAIN_SHARD_MASKS differs from %d): "
                         "left to the broker's redelivery", record.id, shard_masks)
@@ -221,7 +222,8 @@ def sweep(
             log.warning("sweep: job %s failed: %s", record.id, error.message)
             continue
         if not units:  # every unit stored but nobody finished the job: a stored unit's task finishes it
-            units = [0] if record.kind is JobKind.AUDIT else plan_explain(record.method, record.total, shard_masks)[:1]
+            per_shard = shard_masks_of(record.params, shard_masks)  # an early-stopping job's step
+            units = [0] if record.kind is JobKind.AUDIT else plan_explain(record.method, record.total, per_shard)[:1]
         send(record, units)
         report.requeued.append(record.id)
         log.warning("sweep: job %s %s for %.0f s: %d task(s) sent again (requeue %d of %d)", record.id,

@@ -29,7 +29,7 @@ from ..store import JobError, JobKind, JobRecord, JobStore, RedisJobStore
 from ..store.keys import DEFAULT_PREFIX
 from .app import JOB_TASK, QUEUE, SHARD_TASK, configure_app, process_context, worker_config
 from .explain import Outcome, WorkerContext, fail_job, handle_failure, run_unit
-from .plan import SHARDED_METHODS, Unit, plan_explain
+from .plan import SHARDED_METHODS, Unit, plan_explain, shard_masks_of
 from .sweep import Sweeper, SweepPolicy, SweepReport, sweep
 
 __all__ = [
@@ -72,6 +72,9 @@ def _run(task: Any, job_id: str, lease: str, work: Callable[[WorkerContext], Out
 
     config = worker_config(task.app)
     ctx = process_context(task.app)
+    if ctx.send is None:  # an early-stopping job's next wave is sent from its last shard's task
+        app = task.app
+        ctx.send = lambda record, units: send_units(app, record, units)
     try:
         outcome = work(ctx)
     except SoftTimeLimitExceeded:
@@ -122,7 +125,9 @@ def enqueue_explain(app: Any, store: JobStore, job_id: str) -> None:
         return
     if record.method in SHARDED_METHODS and record.total < 1:
         raise InputError(f"job {job_id}: a {record.method} job needs its masks as total, got {record.total}")
-    send_units(app, record, plan_explain(record.method, record.total, worker_config(app).shard_masks))
+    # an early-stopping job's total is its first wave, cut in its steps
+    per_shard = shard_masks_of(record.params, worker_config(app).shard_masks)
+    send_units(app, record, plan_explain(record.method, record.total, per_shard))
 
 
 def send_units(app: Any, record: JobRecord, units: Sequence[Unit | int]) -> None:
