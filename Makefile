@@ -18,9 +18,9 @@ PYTEST_ARGS ?=
 TEST_MARKERS ?= not reliability and not browser
 LINT_PATHS := explainer_service dashboard tests bench tools
 
-.PHONY: setup venv api-stubs triton-env model demo test test-reliability test-browser test-fast lint typecheck lock bench clean
+.PHONY: setup detector-weights venv api-stubs triton-env model demo test test-reliability test-browser test-fast lint typecheck lock bench clean
 
-setup: venv api-stubs triton-env model
+setup: venv detector-weights api-stubs triton-env model
 
 venv: $(STAMP)
 
@@ -37,6 +37,16 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) --upgrade pip
 	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) -e '.[torch,test]'
 	@touch $(STAMP)
+
+# MTCNN's weights ship inside the facenet-pytorch wheel; installing it would pin an old torch, so the
+# wheel alone is downloaded (no dependencies) and explainer_service/alignment/mtcnn.py reads the weights
+# out of it, checking its SHA-256. Nothing is downloaded at run time.
+MTCNN_WHEEL := $(VENV)/share/facexplain/facenet_pytorch-2.6.0-py3-none-any.whl
+detector-weights: $(MTCNN_WHEEL)
+
+$(MTCNN_WHEEL): $(STAMP)
+	$(BIN)/python -m pip download -q --no-deps facenet-pytorch==2.6.0 -d $(dir $(MTCNN_WHEEL))
+	@touch $(MTCNN_WHEEL)
 
 # Rewrites both constraints files from the installed environments (after changing a dependency).
 lock:

@@ -19,7 +19,15 @@ import numpy as np
 
 from ..errors import FaceNotFoundError, InputError, ModelNotReadyError
 from ..models.store import package_model_file
-from .geometry import DLIB_CHIP_PADDING, dlib_chip_transform
+from .geometry import (
+    ARCFACE_112_FACE_BOX,
+    ARCFACE_TEMPLATE_112,
+    DLIB_CHIP_PADDING,
+    apply_transform,
+    dlib_chip_transform,
+    invert_transform,
+    similarity_transform,
+)
 
 __all__ = [
     "DETECTORS",
@@ -28,6 +36,7 @@ __all__ = [
     "FaceDetection",
     "check_detector",
     "detect_face",
+    "yaw_from_landmarks",
     "landmarks_in_box",
     "dlib_face_chip",
 ]
@@ -35,11 +44,16 @@ __all__ = [
 #: The choices when the detector finds several faces: keep the largest, or refuse the image.
 MULTIPLE_FACES = ("largest", "refuse")
 
-#: The face detectors :func:`detect_face` knows, by name. ``"hog"``: dlib's HOG frontal detector.
-DETECTORS: tuple[str, ...] = ("hog",)
+#: The face detectors :func:`detect_face` knows, by name: ``"hog"`` dlib's HOG frontal detector;
+#: ``"mtcnn"`` the MTCNN cascade (:mod:`.mtcnn`; any pose, its own five landmarks); ``"mmod"``
+#: dlib's CNN (MMOD) detector; ``"auto"`` HOG first, MTCNN when HOG finds nothing.
+DETECTORS: tuple[str, ...] = ("hog", "mtcnn", "mmod", "auto")
 
-#: The detector used when none is named.
-DEFAULT_DETECTOR = "hog"
+#: The detector used when none is named (chosen by bench/bench_detectors.py, docs/benchmarks.md).
+DEFAULT_DETECTOR = "auto"
+
+#: The smallest face MTCNN looks for, pixels (HOG at upsample 1 finds faces down to about 40 px).
+MTCNN_MIN_FACE = 40
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,8 +69,11 @@ class FaceDetection:
         detector: the name of the detector (one of :data:`DETECTORS`) that found the face.
         confidence: the detector's score for the chosen face (its own scale: a probability for
             a CNN with a softmax, a margin for HOG), or None when it gives none.
-        pose: a head-pose estimate in degrees, e.g. ``{"yaw": -35.0}`` (positive: the face turns
-            to the image's left), or None when the detector gives none.
+        pose: a rough head-pose estimate in degrees, ``{"yaw": ...}`` from the landmarks'
+            asymmetry (:func:`yaw_from_landmarks`; positive: the face turns to the image's right).
+        keypoints: ``(5, 2)`` image ``(x, y)`` of the detector's own five landmarks in the ArcFace
+            template's semantics (eye centres, nose tip, mouth corners), or None (dlib's
+            detectors give only a box; ``landmarks`` are then dlib's points).
     """
 
     box: tuple[int, int, int, int]
@@ -67,6 +84,7 @@ class FaceDetection:
     detector: str = DEFAULT_DETECTOR
     confidence: float | None = None
     pose: dict[str, float] | None = None
+    keypoints: np.ndarray | None = None
 
 
 def check_detector(detector: str) -> str:
@@ -90,47 +108,153 @@ def detect_face(
 ) -> FaceDetection:
     """Find the face and its 5 landmarks in an ``(H, W, 3)`` uint8 RGB image (already validated).
 
-    ``"hog"``: the detector runs at ``upsample``, and once more at ``upsample + 1`` when it finds
-    nothing; of several faces the largest box is chosen (on a tie, the first in dlib's order).
+    ``"hog"`` and ``"mmod"`` run at ``upsample``, and once more at ``upsample + 1`` when they find
+    nothing; ``"mtcnn"`` scans its own image pyramid (faces from :data:`MTCNN_MIN_FACE` px);
+    ``"auto"`` runs HOG at ``upsample`` and MTCNN when HOG finds nothing. Of several faces the
+    largest box is chosen (on a tie, the first in the detector's order). dlib's 5 landmarks are
+    found in the chosen box (for MTCNN, in the dlib-style box its landmarks imply).
 
     Raises:
         InputError: an unknown ``detector``.
-        FaceNotFoundError: no face at either level, or several faces with
-            ``multiple_faces="refuse"``. The message starts with ``name``.
+        FaceNotFoundError: no face (the message names the detectors tried), or several faces
+            with ``multiple_faces="refuse"`` (it names the count). The message starts with ``name``.
+        ModelNotReadyError: the detector's weights are missing (``make setup``).
     """
     check_detector(detector)
-    return _detect_hog(image, upsample=upsample, multiple_faces=multiple_faces, name=name)
-
-
-def _detect_hog(image: np.ndarray, *, upsample: int, multiple_faces: str, name: str) -> FaceDetection:
-    detector = _detector()
-    level, rects, scores = upsample, [], []
-    for level in (upsample, upsample + 1):
-        found, found_scores, _ = detector.run(image, level, 0.0)
-        rects, scores = list(found), [float(v) for v in found_scores]
-        if rects:
-            break
-    if not rects:
+    if detector == "auto":
+        found = _hog_faces(image, [upsample])
+        if not found:
+            found = _mtcnn_faces(image)
+        tried = f"dlib HOG detector at upsample {upsample}, then MTCNN"
+    elif detector == "mtcnn":
+        found = _mtcnn_faces(image)
+        tried = f"MTCNN, faces from {MTCNN_MIN_FACE} px"
+    elif detector == "mmod":
+        found = _mmod_faces(image, [upsample, upsample + 1])
+        tried = f"dlib CNN (MMOD) detector, upsample {upsample} and {upsample + 1}"
+    else:
+        found = _hog_faces(image, [upsample, upsample + 1])
+        tried = f"dlib HOG detector, upsample {upsample} and {upsample + 1}"
+    if not found:
+        raise FaceNotFoundError(f"{name}: no face found ({tried})")
+    if len(found) > 1 and multiple_faces == "refuse":
         raise FaceNotFoundError(
-            f"{name}: no face found (dlib HOG detector, upsample {upsample} and {upsample + 1})"
-        )
-    if len(rects) > 1 and multiple_faces == "refuse":
-        raise FaceNotFoundError(
-            f"{name}: {len(rects)} faces found; choose one with multiple_faces='largest' "
+            f"{name}: {len(found)} faces found; choose one with multiple_faces='largest' "
             "(CLI: --face largest) or crop the image to one face"
         )
-    best = max(range(len(rects)), key=lambda i: rects[i].width() * rects[i].height())
-    rect = rects[best]
-    shape = _shape_predictor()(image, rect)
+    face = max(found, key=lambda f: (f.box[2] - f.box[0]) * (f.box[3] - f.box[1]))
+    if face.keypoints is None:
+        landmarks, shape = landmarks_in_box(image, face.box)
+    else:
+        landmarks, shape = landmarks_in_box(image, _dlib_box_from_keypoints(face.keypoints))
+    eyes_nose = _eyes_nose(face.keypoints) if face.keypoints is not None else _dlib_eyes_nose(landmarks)
     return FaceDetection(
-        box=(int(rect.left()), int(rect.top()), int(rect.right()), int(rect.bottom())),
-        landmarks=_landmarks(shape),
-        faces_found=len(rects),
-        upsample=level,
+        box=face.box,
+        landmarks=landmarks,
+        faces_found=len(found),
+        upsample=face.upsample,
         shape=shape,
-        detector="hog",
-        confidence=scores[best],
+        detector=face.detector,
+        confidence=face.confidence,
+        pose={"yaw": yaw_from_landmarks(*eyes_nose)},
+        keypoints=face.keypoints,
     )
+
+
+def yaw_from_landmarks(eye_a: np.ndarray, eye_b: np.ndarray, nose: np.ndarray) -> float:
+    """A rough yaw, degrees, from where the nose sits between the eyes.
+
+    With ``u`` the nose's position along the eye line (0 at the eye on the image's left, 1 at the
+    other), ``yaw = asin(clip(2u - 1, -1, 1))``: 0 for a frontal face, positive when the face turns
+    to the image's right, +-90 when the nose reaches an eye's column. Not a calibrated angle: it
+    ignores the nose's depth, so it orders poses (frontal < half profile < profile) rather than
+    measuring them.
+    """
+    left, right = (eye_a, eye_b) if eye_a[0] <= eye_b[0] else (eye_b, eye_a)
+    axis = right - left
+    norm2 = float(axis @ axis)
+    if norm2 <= 0.0:
+        return 0.0
+    u = float((nose - left) @ axis) / norm2
+    return float(np.degrees(np.arcsin(np.clip(2.0 * u - 1.0, -1.0, 1.0))))
+
+
+@dataclass(frozen=True)
+class _Found:
+    """One face of one detector, before the choice among several."""
+
+    box: tuple[int, int, int, int]
+    detector: str
+    confidence: float | None
+    upsample: int
+    keypoints: np.ndarray | None = None
+
+
+def _hog_faces(image: np.ndarray, levels: list[int]) -> list[_Found]:
+    """dlib's HOG detector at the first of ``levels`` that finds a face."""
+    detector = _detector()
+    for level in levels:
+        rects, scores, _ = detector.run(image, level, 0.0)
+        if len(rects):
+            return [_Found(_box(r), "hog", float(s), level) for r, s in zip(rects, scores, strict=True)]
+    return []
+
+
+def _mmod_faces(image: np.ndarray, levels: list[int]) -> list[_Found]:
+    """dlib's CNN (MMOD) detector at the first of ``levels`` that finds a face."""
+    detector = _mmod_detector()
+    for level in levels:
+        dets = list(detector(image, level))
+        if dets:
+            return [_Found(_box(d.rect), "mmod", float(d.confidence), level) for d in dets]
+    return []
+
+
+def _mtcnn_faces(image: np.ndarray) -> list[_Found]:
+    from .mtcnn import mtcnn_detect
+
+    return [
+        _Found(
+            tuple(int(round(v)) for v in f.box),  # type: ignore[arg-type]
+            "mtcnn",
+            f.score,
+            0,
+            f.keypoints,
+        )
+        for f in mtcnn_detect(image, min_face=MTCNN_MIN_FACE)
+    ]
+
+
+def _box(rect: Any) -> tuple[int, int, int, int]:
+    return (int(rect.left()), int(rect.top()), int(rect.right()), int(rect.bottom()))
+
+
+def _dlib_box_from_keypoints(keypoints: np.ndarray) -> tuple[int, int, int, int]:
+    """The box dlib's HOG detector would give a face with these ArcFace-semantics landmarks.
+
+    The mean HOG box in the ArcFace frame (``ARCFACE_112_FACE_BOX``) mapped back through the
+    similarity that takes the landmarks to the template (axis-aligned: centre and scale).
+    """
+    to_template = similarity_transform(keypoints, ARCFACE_TEMPLATE_112)
+    back = invert_transform(to_template)
+    x1, y1, x2, y2 = ARCFACE_112_FACE_BOX
+    centre = apply_transform(back, np.array([[(x1 + x2) / 2, (y1 + y2) / 2]]))[0]
+    half = 0.5 * (x2 - x1) / float(np.hypot(to_template[0, 0], to_template[0, 1]))
+    return (
+        int(round(centre[0] - half)),
+        int(round(centre[1] - half)),
+        int(round(centre[0] + half)),
+        int(round(centre[1] + half)),
+    )
+
+
+def _eyes_nose(keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return keypoints[0], keypoints[1], keypoints[2]
+
+
+def _dlib_eyes_nose(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """dlib's 5 points: two corners of one eye, two of the other, the nose base."""
+    return landmarks[0:2].mean(axis=0), landmarks[2:4].mean(axis=0), landmarks[4]
 
 
 def landmarks_in_box(image: np.ndarray, box: tuple[int, int, int, int]) -> tuple[np.ndarray, Any]:
@@ -172,6 +296,12 @@ def _dlib() -> Any:
 def _detector() -> Any:
     """dlib's HOG frontal face detector (loaded once)."""
     return _dlib().get_frontal_face_detector()
+
+
+@lru_cache(maxsize=1)
+def _mmod_detector() -> Any:
+    """dlib's CNN face detector, ``mmod_human_face_detector.dat`` (loaded once)."""
+    return _dlib().cnn_face_detection_model_v1(str(package_model_file("mmod_human_face_detector.dat")))
 
 
 @lru_cache(maxsize=1)

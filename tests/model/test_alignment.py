@@ -311,11 +311,11 @@ def test_retries_with_more_upsampling(monkeypatch):
 
     monkeypatch.setattr(dlib_detector, "_detector", lambda: FakeDetector())
     img = np.full((160, 160, 3), 128, np.uint8)
-    det = Aligner(upsample=1).detect(img, "x.png")
+    det = Aligner(upsample=1, detector="hog").detect(img, "x.png")
     assert calls == [1, 2] and det.upsample == 2 and det.box == (40, 40, 120, 120)
     calls.clear()
     with pytest.raises(FaceNotFoundError, match="x.png: no face found"):
-        Aligner(upsample=0).detect(img, "x.png")
+        Aligner(upsample=0, detector="hog").detect(img, "x.png")
     assert calls == [0, 1]
 
 
