@@ -28,6 +28,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from explainer_service import cli
+from explainer_service.alignment import DEFAULT_DETECTOR
 from explainer_service.api.client import FacexplainClient
 from explainer_service.api.convert import method_info_to_message
 from explainer_service.api.server import BackgroundServer, ServerConfig
@@ -163,7 +164,7 @@ def test_explain_is_checked_named_by_content_and_cached(
     forced = client.explain(a, b, params=params, force=True)
     assert not forced.reused and forced.job.id == first.job.id and queue.ids[-1] == first.job.id
     stored = store.get_job(first.job.id)
-    assert stored.params == {"method": {"n_masks": 48, "seed": 3}, "align": {"face": "largest", "aligned": "auto"}}
+    assert stored.params == {"method": {"n_masks": 48, "seed": 3}, "align": {"face": "largest", "aligned": "auto", "detector": DEFAULT_DETECTOR}}
     with pytest.raises(JobNotFinishedError, match="queued"):
         client.get_result(first.job.id)
 
