@@ -58,8 +58,9 @@ class AlignedFace:
         method: ``"detected"`` (detector + landmarks) or ``"pre-aligned"`` (an ArcFace crop).
         faces_found: number of faces the detector found (0 for pre-aligned input).
         face_box: the chosen detection ``(left, top, right, bottom)`` in image pixels, or None.
-        landmarks: ``(k, 2)`` image ``(x, y)`` of the landmarks used: dlib's 5 points when
-            detected, the ArcFace template (scaled to the crop) when pre-aligned.
+        landmarks: ``(k, 2)`` image ``(x, y)`` of dlib's 5 points when detected (the ArcFace chip
+            of a detector with its own five points, MTCNN, is cut from those:
+            ``detection.keypoints``), the ArcFace template (scaled to the crop) when pre-aligned.
         detection: the detector's result (backend, confidence, pose) when detected; None for
             pre-aligned input.
     """
@@ -216,6 +217,9 @@ class Aligner:
     ) -> AlignedFace:
         if spec.kind == "dlib":
             chip, transform = dlib_face_chip(img, det.shape, spec.size)
+        elif det.keypoints is not None:  # the detector's own points: the template's semantics
+            transform = similarity_transform(det.keypoints, ARCFACE_TEMPLATE_112 * (spec.size / 112.0))
+            chip = warp_affine(img, transform, spec.size)
         else:
             target = DLIB5_IN_ARCFACE_112 * (spec.size / 112.0)
             transform = similarity_transform(det.landmarks, target)
