@@ -18,6 +18,7 @@ from any evaluation folders (found recursively under the given paths)::
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import time
@@ -44,12 +45,31 @@ def run(out: Path, scenarios: list[str], methods: list[str], pairs: int, extra: 
                    "--engine", "local", "--no-progress", "--out", str(folder), *extra]
             t0 = time.time()
             print(f"{scen}/{method}: {' '.join(cmd)}", flush=True)
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            took = time.time() - t0
             (out / scen).mkdir(parents=True, exist_ok=True)
-            (out / scen / f"{method}.log").write_text(proc.stdout + proc.stderr)
+            with open(out / scen / f"{method}.log", "w") as log:  # the log grows as the run goes
+                proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT)
+            took = time.time() - t0
             print(f"{scen}/{method}: exit {proc.returncode} after {took:.0f} s; load {Path('/proc/loadavg').read_text().split()[:3]}",
                   flush=True)
+
+
+#: Table 1's names of the scenarios' dataset specs (the report's column headers).
+LABELS = {
+    "lfw:../shared/data/lfw-dev": "LFW",
+    "cfp-fp-aligned:../shared/data/cfp-dev": "CFP-FP",
+    "lfw-aligned:../shared/data/lfw-dev (occluded)": "LFW-occluded",
+}
+
+
+def report(paths: list[str], reference: str, save: Path | None) -> str:
+    """The paired Table 1 of every evaluation under ``paths``; ``save``: also write the per-pair AUCs
+    (compact JSON, one record per model, scenario and method)."""
+    from explainer_service.paired import describe, load_runs, paired_report
+
+    runs = load_runs(paths)
+    if save is not None:
+        save.write_text(json.dumps([describe(r) for r in runs], separators=(",", ":")) + "\n")
+    return paired_report(runs, reference, labels=LABELS)
 
 
 def main() -> None:
@@ -61,9 +81,15 @@ def main() -> None:
     r.add_argument("--scenarios", default=",".join(SCENARIOS))
     r.add_argument("--methods", required=True)
     r.add_argument("extra", nargs="*", help="further evaluate arguments after --, e.g. -- --model mfn-arcface")
+    rp = sub.add_parser("report")
+    rp.add_argument("paths", nargs="+", help="evaluation folders or evaluation.json files (searched recursively)")
+    rp.add_argument("--reference", default="corrrise-plus")
+    rp.add_argument("--save", type=Path, default=None, help="write the per-pair AUCs here (JSON)")
     args = ap.parse_args()
     if args.cmd == "run":
         run(args.out, args.scenarios.split(","), args.methods.split(","), args.pairs, args.extra)
+    else:
+        print(report(args.paths, args.reference, args.save))
 
 
 if __name__ == "__main__":

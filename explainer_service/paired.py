@@ -108,7 +108,8 @@ class MethodRun:
     """One method's per-pair AUCs (x100) from one evaluation folder.
 
     ``scenario`` is the evaluation's dataset (with `` (occluded)``), ``pairs`` the ``(name A, name B)``
-    of each pair in the order of ``deletion`` and ``insertion`` (n,).
+    of each pair in the order of ``deletion`` and ``insertion`` (n,); ``chips`` a digest of each
+    pair's two chips (None: not recorded).
     """
 
     source: str
@@ -120,13 +121,15 @@ class MethodRun:
     insertion: np.ndarray
     forward_passes: int | None
     settings: tuple[tuple[str, str], ...]
+    chips: tuple[str, ...] | None = None
 
     def aligned_to(self, pairs: Sequence[tuple[str, str]]) -> MethodRun:
         """This run with its pairs put in the order of ``pairs`` (the same set)."""
         index = {p: i for i, p in enumerate(self.pairs)}
         order = [index[p] for p in pairs]
+        chips = None if self.chips is None else tuple(self.chips[k] for k in order)
         return MethodRun(self.source, self.scenario, self.model, self.method, tuple(pairs),
-                         self.deletion[order], self.insertion[order], self.forward_passes, self.settings)
+                         self.deletion[order], self.insertion[order], self.forward_passes, self.settings, chips)
 
 
 #: Evaluation settings that must agree for two runs to be compared pair by pair.
@@ -146,6 +149,10 @@ def _runs_of(path: Path) -> list[MethodRun]:
     if len(set(pairs)) != len(pairs):
         raise InputError(f"{path}: the same pair appears twice")
     settings = tuple((k, str(meta.get(k))) for k in _SETTINGS)
+    digests = meta.get("pair_chips_sha256")
+    chips = None if digests is None else tuple(str(d) for d in digests)
+    if chips is not None and len(chips) != len(pairs):
+        raise InputError(f"{path}: {len(chips)} chip digests for {len(pairs)} pairs")
     out = []
     for row in rows:
         if "deletion_per_pair" not in row:
@@ -155,7 +162,7 @@ def _runs_of(path: Path) -> list[MethodRun]:
         if len(d) != len(pairs) or len(i) != len(pairs):
             raise InputError(f"{path}: method {row['method']} has {len(d)} per-pair AUCs for {len(pairs)} pairs")
         out.append(MethodRun(str(path.parent), str(meta["dataset"]), str(meta["model"]), str(row["method"]),
-                             pairs, d, i, row.get("forward_passes"), settings))
+                             pairs, d, i, row.get("forward_passes"), settings, chips))
     return out
 
 
@@ -202,6 +209,11 @@ def _group(runs: Sequence[MethodRun]) -> dict[tuple[str, str], dict[str, MethodR
                     f"{first.method} ({first.source}): {only} pairs only in the first, {missing} only in the second"
                 )
             run = run.aligned_to(first.pairs)
+            if run.chips is not None and first.chips is not None and run.chips != first.chips:
+                other = sum(a != b for a, b in zip(run.chips, first.chips, strict=True))
+                raise InputError(f"{run.model}, {run.scenario}: {run.method} ({run.source}) had other chips than "
+                                 f"{first.method} ({first.source}) for {other} of the same-named pairs "
+                                 "(another aligner or occluder?)")
         group[run.method] = run
     return groups
 

@@ -132,6 +132,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             "skipped": prepared.skipped,
             "pairs_report": prepared.report(),
             "pair_names": [list(n) for n in prepared.names],
+            "pair_chips_sha256": [_chips_digest(a, b) for a, b in zip(prepared.chips_a, prepared.chips_b, strict=True)],
         }
     paths = write_evaluation(args.out, results, meta)
     if args.paired_against is not None:
@@ -143,6 +144,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     print(paths["md"].read_text())
     print(f"wrote {paths['md']}, {paths['csv']}, {paths['curves']}")
     return 0
+
+
+def _chips_digest(chip_a: Any, chip_b: Any) -> str:
+    """The first 16 hex digits of the SHA-256 of a pair's two chips (the same names with other chips,
+    e.g. another aligner, are not the same pairs for a paired comparison)."""
+    import hashlib
+
+    return hashlib.sha256(chip_a.tobytes() + chip_b.tobytes()).hexdigest()[:16]
 
 
 def _cmd_sanity(args: argparse.Namespace) -> int:

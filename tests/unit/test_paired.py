@@ -72,12 +72,15 @@ def test_bad_values_are_refused():
         paired_difference([1, 2, 3], [1, 2])
 
 
-def _write(folder, method, pairs, deletion, insertion, *, passes=1002, dataset="lfw:x", steps=11, model="m"):
+def _write(folder, method, pairs, deletion, insertion, *, passes=1002, dataset="lfw:x", steps=11, model="m",
+           chips=None):
     folder.mkdir(parents=True)
     rows = [{"method": method, "deletion": float(np.mean(deletion)), "insertion": float(np.mean(insertion)),
              "forward_passes": passes, "deletion_per_pair": list(deletion), "insertion_per_pair": list(insertion)}]
     meta = {"dataset": dataset, "model": model, "steps": steps, "substrate": "zeros", "perturb": "probe",
             "threshold": 0.9, "pair_names": [list(p) for p in pairs]}
+    if chips is not None:
+        meta["pair_chips_sha256"] = chips
     (folder / "evaluation.json").write_text(json.dumps({"meta": meta, "rows": rows}))
 
 
@@ -89,8 +92,10 @@ def test_runs_of_different_times_are_paired_by_pair_name(tmp_path):
     ref_d, ref_i = rng.uniform(0, 30, 6), rng.uniform(60, 90, 6)
     oth_d, oth_i = ref_d + rng.uniform(3, 6, 6), ref_i - rng.uniform(3, 6, 6)
     order = [3, 0, 5, 1, 4, 2]  # the other run lists the same pairs in another order
-    _write(tmp_path / "a", "plus", PAIRS, ref_d, ref_i)
-    _write(tmp_path / "b", "lime", [PAIRS[k] for k in order], oth_d[order], oth_i[order], passes=1002)
+    chips = [f"c{k}" for k in range(6)]
+    _write(tmp_path / "a", "plus", PAIRS, ref_d, ref_i, chips=chips)
+    _write(tmp_path / "b", "lime", [PAIRS[k] for k in order], oth_d[order], oth_i[order], passes=1002,
+           chips=[chips[k] for k in order])
     _write(tmp_path / "c", "xface", PAIRS, ref_d, ref_i + 1, passes=2118)
     runs = load_runs([tmp_path])
     text = paired_report(runs, "plus")
@@ -112,6 +117,10 @@ def test_runs_on_other_pairs_or_settings_are_refused(tmp_path):
     _write(tmp_path / "c", "xface", PAIRS, x, x, steps=51)
     with pytest.raises(InputError, match="evaluated with"):
         paired_report(load_runs([tmp_path / "a", tmp_path / "c"]), "plus")
+    _write(tmp_path / "f", "xface", PAIRS, x, x, chips=["c0", "c1", "c2", "c3", "c4", "other"])
+    _write(tmp_path / "g", "lime", PAIRS, x, x, chips=[f"c{k}" for k in range(6)])
+    with pytest.raises(InputError, match=r"xface .* other chips than lime .* for 1 of the same-named pairs"):
+        paired_report(load_runs([tmp_path / "g", tmp_path / "f"]), "lime")
     _write(tmp_path / "d", "plus", PAIRS, x, x)
     with pytest.raises(InputError, match="method plus is given twice"):
         paired_report(load_runs([tmp_path / "a", tmp_path / "d"]), "plus")
