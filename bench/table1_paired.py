@@ -32,16 +32,29 @@ SCENARIOS: dict[str, list[str]] = {
 }
 
 
-def run(out: Path, scenarios: list[str], methods: list[str], pairs: int, extra: list[str]) -> None:
-    """Evaluate each method of each scenario into its own folder, skipping finished ones."""
-    exe = Path(sys.executable).with_name("facexplain")
+#: Runs ``facexplain`` from a source snapshot (argv[1]) instead of the installed (editable) package.
+_FROM_SOURCE = (
+    "import sys; src = sys.argv.pop(1); "
+    "sys.meta_path[:] = [f for f in sys.meta_path if 'editable' not in str(getattr(f, '__module__', ''))]; "
+    "sys.path.insert(0, src); from explainer_service.cli import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
+def run(out: Path, scenarios: list[str], methods: list[str], pairs: int, extra: list[str],
+        source: Path | None = None) -> None:
+    """Evaluate each method of each scenario into its own folder, skipping finished ones; with
+    ``source``, the package from that folder (e.g. ``git archive COMMIT explainer_service``: a
+    committed version while the working tree changes)."""
+    exe = [str(Path(sys.executable).with_name("facexplain"))]
+    if source is not None:
+        exe = [sys.executable, "-c", _FROM_SOURCE, str(source)]
     for scen in scenarios:
         for method in methods:
             folder = out / scen / method
             if (folder / "evaluation.json").exists():
                 print(f"{scen}/{method}: done before, skipped", flush=True)
                 continue
-            cmd = [str(exe), "evaluate", *SCENARIOS[scen], "--methods", method, "--pairs", str(pairs),
+            cmd = [*exe, "evaluate", *SCENARIOS[scen], "--methods", method, "--pairs", str(pairs),
                    "--engine", "local", "--no-progress", "--out", str(folder), *extra]
             t0 = time.time()
             print(f"{scen}/{method}: {' '.join(cmd)}", flush=True)
@@ -80,6 +93,8 @@ def main() -> None:
     r.add_argument("--pairs", type=int, default=40)
     r.add_argument("--scenarios", default=",".join(SCENARIOS))
     r.add_argument("--methods", required=True)
+    r.add_argument("--source", type=Path, default=None,
+                   help="run the package from this folder (a snapshot of a commit), not the installed one")
     r.add_argument("extra", nargs="*", help="further evaluate arguments after --, e.g. -- --model mfn-arcface")
     rp = sub.add_parser("report")
     rp.add_argument("paths", nargs="+", help="evaluation folders or evaluation.json files (searched recursively)")
@@ -87,7 +102,7 @@ def main() -> None:
     rp.add_argument("--save", type=Path, default=None, help="write the per-pair AUCs here (JSON)")
     args = ap.parse_args()
     if args.cmd == "run":
-        run(args.out, args.scenarios.split(","), args.methods.split(","), args.pairs, args.extra)
+        run(args.out, args.scenarios.split(","), args.methods.split(","), args.pairs, args.extra, args.source)
     else:
         print(report(args.paths, args.reference, args.save))
 
