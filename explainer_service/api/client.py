@@ -292,11 +292,12 @@ class FacexplainClient:
 
     def verify(
         self, image_a: bytes, image_b: bytes, *, model: str = "", names: Sequence[str] = ("", ""),
-        include_chips: bool = False,
+        include_chips: bool = False, detector: str = "",
     ) -> VerifyResult:
-        """Verify a pair now: score, threshold, decision and how each face was aligned."""
+        """Verify a pair now: score, threshold, decision and how each face was aligned (by the
+        face ``detector``, one of the server's; ``""``: its default)."""
         msg = self._call(self._stub.Verify, service_pb2.VerifyRequest(
-            pair=_pair(image_a, image_b, names), model=model, include_chips=include_chips))
+            pair=_pair(image_a, image_b, names), model=model, include_chips=include_chips, detector=detector))
         return VerifyResult(
             score=float(msg.score),
             threshold=float(msg.threshold) if msg.HasField("threshold") else None,
@@ -322,11 +323,13 @@ class FacexplainClient:
         max_masks: int = 0,
         fdr_q: float = 0.0,
         ci_level: float = 0.0,
+        detector: str = "",
     ) -> Submitted:
         """Submit an explanation of a pair by ``method`` with ``params`` (values as the library
         takes them: ints, floats, bools, strings, tuples of ints, None). ``until_agreement`` and
         ``max_masks``: early stopping (CorrRISE; 0: off); ``fdr_q`` and ``ci_level``: the
-        uncertainty's false-discovery rate and interval level (0: the server's defaults)."""
+        uncertainty's false-discovery rate and interval level (0: the server's defaults);
+        ``detector``: the face detector (``""``: the server's default)."""
         request = service_pb2.ExplainRequest(
             pair=_pair(image_a, image_b, names),
             model=model,
@@ -336,6 +339,7 @@ class FacexplainClient:
             max_masks=max_masks,
             fdr_q=fdr_q,
             ci_level=ci_level,
+            detector=detector,
         )
         for key, value in (params or {}).items():
             request.params[str(key)].CopyFrom(convert.param_to_message(value, where=f"params.{key}"))
@@ -410,15 +414,21 @@ class FacexplainClient:
         limit: int = 0,
         keep_maps: bool = False,
         force: bool = False,
+        detector: str = "",
+        fdr_q: float = 0.0,
+        ci_level: float = 0.0,
     ) -> Submitted:
         """Submit an audit of inline ``pairs`` ((image a bytes, image b bytes, same, name) each)
         or of ``dataset`` (a spec under a root the server allows), with ``methods`` (names, or
         (name, params) with params as :meth:`explain` takes them) scored by ``metrics``
-        (``"deletion"``, ``"insertion"``)."""
+        (``"deletion"``, ``"insertion"``). ``detector``: the face detector (``""``: the server's
+        default); ``fdr_q``/``ci_level``: the kept maps' uncertainty (needs ``keep_maps``; 0: the
+        defaults)."""
         if (pairs is None) == (not dataset):
             raise InputError("an audit needs either pairs or a dataset spec (not both)")
         request = audit_pb2.SubmitAuditRequest(model=model, metrics=list(metrics), steps=steps, substrate=substrate,
-                                               limit=limit, keep_maps=keep_maps, force=force)
+                                               limit=limit, keep_maps=keep_maps, force=force, detector=detector,
+                                               fdr_q=fdr_q, ci_level=ci_level)
         if pairs is not None:
             inline = audit_pb2.InlinePairs()
             for i, (a, b, same, name) in enumerate(pairs):

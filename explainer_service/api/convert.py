@@ -62,6 +62,7 @@ __all__ = [
     "params_from_message",
     "request_params",
     "explain_options",
+    "uncertainty_options",
     "decision_to_message",
     "decision_from_message",
     "face_to_message",
@@ -269,7 +270,6 @@ def explain_options(request: Any) -> tuple[Any, Any]:
     ``until_agreement`` (or the reverse)."""
     import math
 
-    from ..uncertainty import UncertaintyOptions
     from ..worker.plan import Until
 
     agreement, max_masks = float(request.until_agreement), int(request.max_masks)
@@ -285,15 +285,25 @@ def explain_options(request: Any) -> tuple[Any, Any]:
         if max_masks < 0:
             raise InputError(f"max_masks must be a positive integer, got {max_masks}")
         until = Until(agreement, max_masks)
+    return until, uncertainty_options(request)
+
+
+def uncertainty_options(request: Any) -> Any:
+    """The ``fdr_q``/``ci_level`` of a request (ExplainRequest, SubmitAuditRequest) as
+    ``uncertainty.UncertaintyOptions`` (None when both are 0, the defaults; one 0 takes its
+    default); InputError naming the field for a value outside (0, 1)."""
+    import math
+
+    from ..uncertainty import UncertaintyOptions
+
     q, level = float(request.fdr_q), float(request.ci_level)
     for name, value in (("fdr_q", q), ("ci_level", level)):
         if value != 0.0 and not (math.isfinite(value) and 0.0 < value < 1.0):
             raise InputError(f"{name} must be in (0, 1), got {value!r}")
-    options = None
-    if q or level:
-        defaults = UncertaintyOptions()
-        options = UncertaintyOptions(q=q or defaults.q, level=level or defaults.level)
-    return until, options
+    if not (q or level):
+        return None
+    defaults = UncertaintyOptions()
+    return UncertaintyOptions(q=q or defaults.q, level=level or defaults.level)
 
 
 # -- decisions, alignment, results -----------------------------------------------------------------
@@ -832,6 +842,10 @@ def audit_summary_to_message(summary: Mapping[str, Any]) -> audit_pb2.AuditSumma
     for reason, count in (summary.get("dropped_reasons") or {}).items():
         msg.dropped_reasons[str(reason)] = int(count)
     msg.detector = str(summary.get("detector") or "")
+    stated = summary.get("uncertainty")
+    if stated is not None:  # audits with kept maps: the options their uncertainty is stated at
+        msg.fdr_q = _finite(float(stated["fdr_q"]), "summary.uncertainty.fdr_q")
+        msg.ci_level = _finite(float(stated["ci_level"]), "summary.uncertainty.ci_level")
     return msg
 
 
@@ -860,6 +874,9 @@ def audit_summary_from_message(msg: audit_pb2.AuditSummary) -> dict[str, Any]:
     recent: dict[str, Any] = {"dropped_reasons": reasons} if reasons else {}
     if msg.detector:
         recent["detector"] = msg.detector
+    if msg.HasField("fdr_q") and msg.HasField("ci_level"):
+        recent["uncertainty"] = {"fdr_q": _finite(float(msg.fdr_q), "summary.fdr_q"),
+                                 "ci_level": _finite(float(msg.ci_level), "summary.ci_level")}
     return {
         "pairs": int(msg.pairs),
         "pairs_failed": int(msg.pairs_failed),

@@ -460,11 +460,14 @@ class ApiService:
         keep_maps: bool = False,
         force: bool = False,
         detector: str = "",
+        uncertainty: UncertaintyOptions | None = None,
     ) -> tuple[JobRecord, bool]:
         """Submit an audit of inline ``pairs`` (image a, image b, same, name) or of a ``dataset``
         spec: ``(record, reused)`` as :meth:`explain`. Methods and parameters are checked on the
         model's chip, metrics and limits before the job exists; images are checked per pair by
-        the workers (a bad pair becomes a row with its error)."""
+        the workers (a bad pair becomes a row with its error). ``uncertainty``: how the kept
+        maps' uncertainty is stated (needs ``keep_maps``; kept in the job's parameters unless
+        they are the defaults)."""
         from ..methods.registry import check_params
         from ..pipeline import model_info
         from ..store import content_job_id
@@ -474,6 +477,8 @@ class ApiService:
             raise InputError("an audit needs either inline pairs or a dataset spec (not both)")
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise InputError(f"limit must be an integer >= 0, got {limit!r}")
+        if uncertainty is not None and not keep_maps:
+            raise InputError("fdr_q/ci_level state the uncertainty of kept maps: they need keep_maps")
         spec = self.spec(model)
         checked: list[tuple[str, dict[str, Any]]] = []
         for name, params in methods:
@@ -512,7 +517,7 @@ class ApiService:
             raise InputError("an audit needs at least one pair")
         self.settings.limits.check("max_pairs", len(specs))
         request = AuditRequest(tuple(specs), tuple(checked), tuple(metrics), steps, substrate, bool(keep_maps),
-                               align_params(detector))
+                               align_params(detector), uncertainty)
         params = request.to_params()
         job_id = content_job_id("audit", [inputs[k] for k in sorted(inputs)], model=spec.name,
                                 model_sha256=model_info(spec).sha256 or "",

@@ -276,7 +276,7 @@ class FacexplainServicer(service_pb2_grpc.FacexplainServicer):
             pairs=pairs, dataset=request.dataset if source == "dataset" else "", model=request.model,
             methods=methods, metrics=list(request.metrics), steps=int(request.steps), substrate=request.substrate,
             limit=int(request.limit), keep_maps=request.keep_maps, force=request.force,
-            detector=request.detector,
+            detector=request.detector, uncertainty=convert.uncertainty_options(request),
         )
         return service_pb2.SubmitResponse(job=convert.job_to_message(record), reused=reused)
 

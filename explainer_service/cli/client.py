@@ -6,7 +6,9 @@ same three files (summary.json, maps.npz, figure.png) with ``PairResult.write``;
 a dataset spec on the server or the pairs of a local CSV (``img1,img2,same``; the images are sent)
 and, with ``--wait``, follows it and prints the summary (dropped pairs and worst pairs included);
 ``verify``, ``result JOB --out DIR`` (an explanation's three files, or an audit's summary.json,
-pairs.csv and kept results: ``audit_files``), ``jobs``, ``cancel JOB``, ``delete JOB``. Errors the server answers come
+pairs.csv and kept results: ``audit_files``), ``jobs``, ``cancel JOB``, ``delete JOB``.
+``--detector NAME`` on explain, audit and verify names the server's face detector (the server
+checks it: an unknown one is its INVALID_ARGUMENT naming the choices). Errors the server answers come
 back as the library's errors, so the exit codes are the CLI's (bad input 2 with one line naming
 it, a server that does not answer 75).
 """
@@ -21,7 +23,7 @@ from ..errors import EXIT_OK, CancelledError, DeadlineExceededError, InputError
 from ..methods.registry import METHOD_NAMES
 from ..settings import get_settings
 from .common import check_input_files, check_out_dir, positive_int, terminal_progress
-from .explain import add_uncertainty_args
+from .explain import add_uncertainty_args, uncertainty_options
 
 __all__ = ["register_client"]
 
@@ -34,6 +36,14 @@ def _add_connection_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tls-ca", default=str(settings.tls_ca) if settings.tls_ca else None,
                    help="CA certificate (PEM) to trust: connect with TLS (default: FACEXPLAIN_TLS_CA)")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds one call may take (default 60)")
+
+
+def _add_detector_arg(p: argparse.ArgumentParser) -> None:
+    from ..alignment import DETECTORS
+
+    p.add_argument("--detector", default="", metavar="NAME",
+                   help=f"face detector the server aligns photos with ({', '.join(DETECTORS)}; default: the "
+                   "server's, auto: HOG, then MTCNN when HOG finds no face); pre-aligned 112x112 crops are not detected")
 
 
 def register_client(sub: Any) -> None:
@@ -67,6 +77,7 @@ def register_client(sub: Any) -> None:
     corr.add_argument("--max-masks", type=positive_int, default=None, metavar="M",
                       help="with --until-agreement: the most masks to draw (at least 64)")
     add_uncertainty_args(corr)
+    _add_detector_arg(ex)
     ex.add_argument("--force", action="store_true", help="recompute even when the server has this result")
     ex.add_argument("--no-progress", action="store_true", help="no progress bar")
     _add_connection_args(ex)
@@ -91,6 +102,8 @@ def register_client(sub: Any) -> None:
     au.add_argument("--limit", type=positive_int, default=None, help="audit this many pairs only")
     au.add_argument("--keep-maps", action="store_true",
                     help="keep each pair's results (maps, chips) on the server: client result JOB --out DIR writes them")
+    add_uncertainty_args(au.add_argument_group("the kept maps' uncertainty (with --keep-maps)"))
+    _add_detector_arg(au)
     au.add_argument("--force", action="store_true", help="recompute even when the server has this audit")
     au.add_argument("--wait", action="store_true", help="follow the audit and print its summary")
     au.add_argument("--no-progress", action="store_true", help="no progress bar (with --wait)")
@@ -103,6 +116,7 @@ def register_client(sub: Any) -> None:
     ve.add_argument("image_a")
     ve.add_argument("image_b")
     ve.add_argument("--model", default="", help="face model (default: the server's default)")
+    _add_detector_arg(ve)
     _add_connection_args(ve)
     ve.set_defaults(func=_cmd_verify)
 
@@ -204,7 +218,7 @@ def _read_image(path: str) -> bytes:
 
 
 def _cmd_explain(args: argparse.Namespace) -> int:
-    from .explain import method_params, uncertainty_options, until_options
+    from .explain import method_params, until_options
 
     check_input_files([args.image_a, args.image_b])
     params = method_params(args)
@@ -218,6 +232,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
             names=(args.image_a, args.image_b),
             until_agreement=0.0 if until is None else until[0], max_masks=0 if until is None else until[1],
             fdr_q=0.0 if options is None else options.q, ci_level=0.0 if options is None else options.level,
+            detector=args.detector,
         )
         job = submitted.job
         print(f"job {job.id}{_reused_note(submitted.reused, job.final, 'result')}", flush=True)
@@ -229,10 +244,24 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     check_input_files([args.image_a, args.image_b])
     with _client(args) as client:
         v = client.verify(_read_image(args.image_a), _read_image(args.image_b), model=args.model,
-                          names=(args.image_a, args.image_b))
+                          names=(args.image_a, args.image_b), detector=args.detector)
     thr = "none" if v.threshold is None else f"{v.threshold:.4f}"
     print(f"score {v.score:.4f}  threshold {thr}  decision {v.decision}  model {v.model}")
+    for label, face in (("a", v.face_a), ("b", v.face_b)):
+        print(f"face {label}: {_face_line(face)}")
     return EXIT_OK
+
+
+def _face_line(face: Any) -> str:
+    """How one face was aligned, in a few words: the detector, its confidence and pose when given."""
+    if face.method != "detected":
+        return str(face.method)
+    parts = [f"detected by {face.detector or '?'}"]
+    if face.confidence is not None:
+        parts.append(f"confidence {face.confidence:.3f}")
+    if face.pose:
+        parts.append(" ".join(f"{k} {v:.0f}" for k, v in sorted(face.pose.items())))
+    return ", ".join(parts)
 
 
 def _cmd_result(args: argparse.Namespace) -> int:
@@ -372,13 +401,19 @@ _DROPPED_SHOWN = 20
 def print_audit_summary(summary: dict[str, Any]) -> None:
     """The audit's summary as a few lines: accuracy and counts, each method's Deletion (lower is
     better) and Insertion (higher is better) with its 95 % interval, then the worst pairs and the
-    pairs dropped (with their error)."""
+    pairs dropped (with their reason and error) and their count per reason."""
     thr = "none" if summary["threshold"] is None else f"{summary['threshold']:.4f}"
     ok = summary["pairs"] - summary["pairs_failed"]
     print(f"pairs {summary['pairs']} ({summary['pairs_failed']} failed)  threshold {thr}  "
           f"accuracy {summary['accuracy']:.4f} over {ok}")
     print(f"true matches {summary['true_matches']}  false matches {summary['false_matches']}  "
           f"false non-matches {summary['false_non_matches']}  true non-matches {summary['true_non_matches']}")
+    setting = [f"detector {summary['detector']}"] if summary.get("detector") else []
+    if summary.get("uncertainty"):
+        setting.append(f"kept maps' uncertainty: fdr_q {summary['uncertainty']['fdr_q']:g}  "
+                       f"ci_level {summary['uncertainty']['ci_level']:g}")
+    if setting:
+        print("  ".join(setting))
     if summary["methods"]:
         print(f"{'method':<12}  {'deletion (lower better)':<42}  {'insertion (higher better)':<42}  pairs/s")
         for m in summary["methods"]:
@@ -395,9 +430,13 @@ def print_audit_summary(summary: dict[str, Any]) -> None:
     if dropped:
         print(f"dropped pairs ({len(dropped)}, not in the accuracy or the means):")
         for d in dropped[:_DROPPED_SHOWN]:
-            print(f"  #{d['index']:<5} {d['name']}: {d['error']['status']}: {d['error']['message']}")
+            reason = f"{d['reason']}: " if d.get("reason") else ""
+            print(f"  #{d['index']:<5} {d['name']}: {reason}{d['error']['status']}: {d['error']['message']}")
         if len(dropped) > _DROPPED_SHOWN:
             print(f"  ... and {len(dropped) - _DROPPED_SHOWN} more (facexplain client result JOB --out DIR: pairs.csv)")
+    reasons = summary.get("dropped_reasons")
+    if reasons:  # every reason, 0 included: none hidden
+        print("dropped per reason: " + ", ".join(f"{r} {n}" for r, n in sorted(reasons.items())))
 
 
 def _cmd_audit(args: argparse.Namespace) -> int:
@@ -411,11 +450,16 @@ def _cmd_audit(args: argparse.Namespace) -> int:
         raise InputError(f"--metrics: unknown metric(s) {', '.join(bad)} (known: {', '.join(AUDIT_METRICS)})")
     if metrics and not methods:
         raise InputError("--metrics score the maps of --methods: name at least one method")
+    options = uncertainty_options(args)
+    if options is not None and not args.keep_maps:
+        raise InputError("--fdr-q/--ci-level state the uncertainty of kept maps: add --keep-maps")
     pairs = read_pairs_csv(args.pairs_csv) if args.pairs_csv else None
     with _client(args) as client:
         submitted = client.submit_audit(
             pairs=pairs, dataset=args.dataset or "", model=args.model, methods=methods, metrics=metrics,
             steps=args.steps or 0, limit=args.limit or 0, keep_maps=args.keep_maps, force=args.force,
+            detector=args.detector, fdr_q=0.0 if options is None else options.q,
+            ci_level=0.0 if options is None else options.level,
         )
         job = submitted.job
         print(f"job {job.id}{_reused_note(submitted.reused, job.final, 'audit')}", flush=True)

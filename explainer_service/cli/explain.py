@@ -14,8 +14,6 @@ import time
 from contextlib import ExitStack
 from typing import Any
 
-import numpy as np
-
 from ..errors import EXIT_INPUT, EXIT_OK, InputError, LimitExceededError
 from ..methods.registry import METHOD_NAMES
 from .common import (
@@ -97,7 +95,8 @@ def register_embed(sub: Any) -> None:
     em = sub.add_parser(
         "embed",
         help="print one JSON line per image with its embedding",
-        description="Print one JSON line per image ({\"path\", \"embedding\"}) on stdout. An image that "
+        description="Print one JSON line per image ({\"path\", \"detector\", \"confidence\", \"embedding\"}: "
+        "the detector that found the face and its score, null for a pre-aligned crop) on stdout. An image that "
         "cannot be used (unreadable, no face...) is reported on its own line on stderr and the others "
         "go on; with several images a last line on stderr says 'N embedded, M failed'. Exit code 0 "
         "when every image was embedded, 2 when some failed on bad input.",
@@ -300,6 +299,14 @@ def _explain_with(
 # -- embed ----------------------------------------------------------------------------------------
 
 
+def _face_fields(face: Any) -> dict[str, Any]:
+    """What an embed line says about how the face was found: ``detector`` (None for a pre-aligned
+    crop, which is not detected) and ``confidence`` (the detector's score on its own scale, None
+    when it gives none)."""
+    confidence = face.confidence
+    return {"detector": face.detector, "confidence": None if confidence is None else round(float(confidence), 6)}
+
+
 def _cmd_embed(args: argparse.Namespace) -> int:
     from ..models.registry import get_spec
     from ..pipeline import align_image, embed_chips
@@ -308,7 +315,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     spec = get_spec(args.model)
     face_aligner = aligner(args)
     embedded = failed = 0
-    pending: list[tuple[str, np.ndarray]] = []
+    pending: list[tuple[str, Any]] = []  # (path, AlignedFace)
     with ExitStack() as stack:
         model: Any = None
 
@@ -319,9 +326,10 @@ def _cmd_embed(args: argparse.Namespace) -> int:
                 return
             if model is None:
                 model = stack.enter_context(open_model(args))
-            embeddings = embed_chips([chip for _path, chip in pending], model)
-            for (path, _chip), emb in zip(pending, embeddings, strict=True):
-                print(json.dumps({"path": path, "embedding": [round(float(v), 7) for v in emb]}), flush=True)
+            embeddings = embed_chips([face.chip for _path, face in pending], model)
+            for (path, face), emb in zip(pending, embeddings, strict=True):
+                print(json.dumps({"path": path, **_face_fields(face),
+                                  "embedding": [round(float(v), 7) for v in emb]}), flush=True)
             embedded += len(pending)
             pending.clear()
 
@@ -334,7 +342,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
                 print(f"{PROG}: error: {error_line(e)}", file=sys.stderr, flush=True)
                 failed += 1
                 continue
-            pending.append((path, face.chip))
+            pending.append((path, face))
             if len(pending) >= EMBED_CHUNK:
                 flush()
         flush()

@@ -4,7 +4,9 @@ Celery shim ``facexplain.audit_pair(job_id, index)`` calls.
 An audit job's record keeps its request in ``params`` (:func:`audit_request`): the pairs (inline
 ones name their images in the job's inputs, ``a<i>``/``b<i>``; dataset ones keep the image
 paths the API resolved under an allowed root), the methods with their parameters, the metrics
-(``deletion``, ``insertion``), the curve's steps and substrate, and ``keep_maps``.
+(``deletion``, ``insertion``), the curve's steps and substrate, ``keep_maps``, the alignment
+(``align``: the face detector) and, for kept maps, the uncertainty options (``uncertainty``:
+``fdr_q``/``ci_level``, absent at the defaults).
 
 :func:`run_pair` claims ``pair:<i>`` (a redelivered task finds it stored and does nothing
 twice), aligns both images (a pair that cannot be loaded or has no face becomes a row with its
@@ -14,7 +16,8 @@ pair with every method (the registry's ``build``) and, when asked, scores the ma
 Deletion/Insertion curves of that one pair (``evaluation.score_maps``). The row (plain JSON:
 per-pair curves kept as 0/1 lists so that the summary recomputes exactly what
 ``evaluate_methods`` reports) is stored with ``put_pair``; with ``keep_maps`` each method's complete
-``PairResult`` too (maps, scores, chips, alignment: one ``pair_archive`` per pair).
+``PairResult`` too (maps, scores, chips, alignment: one ``pair_archive`` per pair), its
+uncertainty stated at the request's options (``uncertainty.restate``).
 
 The task that stores the last row writes the summary once (:func:`finish_audit`, under the
 ``merge`` lease): :func:`summarize` gives accuracy, the confusion counts, each method's
@@ -25,8 +28,8 @@ Deletion/Insertion mean over the *matched* pairs with its 95 % interval (the lib
 failure gallery (false matches
 and false non-matches first, farthest from the threshold first, then the correct pairs nearest
 the threshold), the dropped pairs with their reasons and the count per reason
-(``dropped_reasons``, every reason present), and the detector used. Nothing here logs image
-bytes, maps or embeddings.
+(``dropped_reasons``, every reason present), the detector used and, with kept maps, the
+uncertainty options of the kept results. Nothing here logs image bytes, maps or embeddings.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from ..datasets.drops import count_drops, drop_reason
 from ..errors import FaceNotFoundError, FacexplainError, InputError, is_retryable
 from ..store import ClaimResult, JobError, JobKind, JobRecord, JobState, JobStore
 from ..store.keys import lease_unit
+from ..uncertainty import UncertaintyOptions, restate
 from .explain import Outcome, WorkerContext, settle_cancel
 
 __all__ = [
@@ -83,7 +87,8 @@ class AuditPairSpec:
 
 @dataclass(frozen=True)
 class AuditRequest:
-    """An audit job's request, as :func:`audit_request` reads it from the record."""
+    """An audit job's request, as :func:`audit_request` reads it from the record.
+    ``uncertainty``: how the kept results' uncertainty is stated (None: the defaults)."""
 
     pairs: tuple[AuditPairSpec, ...]
     methods: tuple[tuple[str, dict[str, Any]], ...]
@@ -92,9 +97,13 @@ class AuditRequest:
     substrate: str
     keep_maps: bool
     align: dict[str, str]
+    uncertainty: UncertaintyOptions | None = None
 
     def to_params(self) -> dict[str, Any]:
-        """The record's ``params`` (plain JSON values; what the content hash covers)."""
+        """The record's ``params`` (plain JSON values; what the content hash covers; default
+        uncertainty options are left out, so such an audit keeps its content id)."""
+        extra = {} if self.uncertainty is None or self.uncertainty.is_default else {
+            "uncertainty": self.uncertainty.to_dict()}
         return {
             "pairs": [{"name": p.name, "same": p.same, "a": list(p.a), "b": list(p.b)} for p in self.pairs],
             "methods": [{"name": n, "params": dict(params)} for n, params in self.methods],
@@ -103,6 +112,7 @@ class AuditRequest:
             "substrate": self.substrate,
             "keep_maps": self.keep_maps,
             "align": dict(self.align),
+            **extra,
         }
 
     @classmethod
@@ -120,12 +130,15 @@ class AuditRequest:
             align = {str(k): str(v) for k, v in dict(params["align"]).items()}
         except (KeyError, TypeError, ValueError) as e:
             raise InputError(f"{where}: malformed audit parameters ({type(e).__name__}: {e})") from None
+        uncertainty = None
+        if "uncertainty" in params:
+            uncertainty = UncertaintyOptions.from_dict(params["uncertainty"], f"{where} uncertainty")
         unknown = [m for m in metrics if m not in AUDIT_METRICS]
         if unknown:
             raise InputError(f"{where}: unknown metric(s) {', '.join(unknown)} (known: {', '.join(AUDIT_METRICS)})")
         if steps < 2:
             raise InputError(f"{where}: a curve needs at least 2 steps, got {steps}")
-        return cls(pairs, methods, metrics, steps, substrate, keep, align)
+        return cls(pairs, methods, metrics, steps, substrate, keep, align, uncertainty)
 
 
 def _ref(value: Any) -> tuple[str, str]:
@@ -260,6 +273,8 @@ def _run_method(
     method = build(name, model, **dict(params))
     t0 = time.perf_counter()
     ex = method.attribute(chip_a, chip_b, progress=_Guard(ctx, job_id, unit))
+    if request.uncertainty is not None:  # intervals and significance only: the maps are unchanged
+        ex = restate(ex, request.uncertainty)
     out: dict[str, Any] = {"method": name, "explain_s": time.perf_counter() - t0}
     s_a, s_b = np.asarray(ex.s_a, np.float32), np.asarray(ex.s_b, np.float32)
     explained[name] = (ex, out["explain_s"])
@@ -396,6 +411,8 @@ def summarize(rows: Sequence[Mapping[str, Any]], request: AuditRequest, threshol
         "dropped": [{"index": r["index"], "name": r["name"], "error": r["error"], "reason": _reason(r)} for r in failed],
         "dropped_reasons": count_drops(_reason(r) for r in failed),
         "detector": request.align.get("detector", DEFAULT_DETECTOR),
+        **({"uncertainty": (request.uncertainty or UncertaintyOptions()).to_dict()}
+           if request.keep_maps and request.methods else {}),
     }
 
 
