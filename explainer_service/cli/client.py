@@ -260,7 +260,7 @@ def _face_line(face: Any) -> str:
     if face.confidence is not None:
         parts.append(f"confidence {face.confidence:.3f}")
     if face.pose:
-        parts.append(" ".join(f"{k} {v:.0f}" for k, v in sorted(face.pose.items())))
+        parts.append(" ".join(f"{k} {v:.0f} deg" for k, v in sorted(face.pose.items())))
     return ", ".join(parts)
 
 
