@@ -292,8 +292,8 @@ def paired_report(
             budget = "/".join("?" if p is None else f"{p:,}" for p in sorted(passes, key=lambda p: p or 0))
             out.append(f"| {method} | {budget} | " + " | ".join(cells) + " |")
         total = sum(counts.values())
-        out += ["", f"{reference}: {counts[BETTER]} of {total} cells {BETTER}, {counts[WORSE]} {WORSE}, "
-                f"{counts[NOT_SIGNIFICANT]} {NOT_SIGNIFICANT}.", ""]
+        out += ["", f"{reference}, of {total} cells: {counts[BETTER]} {BETTER}, {counts[WORSE]} {WORSE}, "
+                f"{counts[NOT_SIGNIFICANT]} {NOT_SIGNIFICANT}", ""]
     return "\n".join(out)
 
 

@@ -103,7 +103,7 @@ def test_runs_of_different_times_are_paired_by_pair_name(tmp_path):
     i = paired_difference(ref_i, oth_i)
     assert f"| lime | 1,002 | {d.mean:+.2f} +- {d.half_width:.2f} {BETTER} | {i.mean:+.2f} +- {i.half_width:.2f} {BETTER} |" in text
     assert f"| xface | 2,118 | +0.00 +- 0.00 {NOT_SIGNIFICANT} | -1.00 +- 0.00 {WORSE} |" in text
-    assert "plus: 2 of 4 cells better, 1 worse, 1 n.s." in text
+    assert "plus, of 4 cells: 2 better, 1 worse, 1 n.s." in text
     iv = mean_interval(ref_d)
     assert f"| plus | 1,002 | {iv.mean:.2f} [{iv.low:.2f}, {iv.high:.2f}]" in text
 
