@@ -62,12 +62,13 @@ Cand = tuple[tuple[int, ...], tuple[int, ...], float | None, str, tuple[int, ...
 CANDIDATES: dict[str, Cand] = {
     "old: cells 4,8 ridge 1 corr": ((4, 8), (), 1.0, "correlation", (), 0.0),
     "cells 4,8 gcv corr": ((4, 8), (), None, "correlation", (), 0.0),
+    "cells 4,8 ridge 10 corr": ((4, 8), (), 10.0, "correlation", (), 0.0),
+    "cells 4 ridge 1 corr": ((4,), (), 1.0, "correlation", (), 0.0),
     "sp 50 + cells 4,8 gcv corr": ((4, 8), (50,), None, "correlation", (), 0.0),
     "sp 50 + cells 4,8 gcv effect": ((4, 8), (50,), None, "effect", (), 0.0),
     "old + pool sp 50": ((4, 8), (), 1.0, "correlation", (50,), 0.0),
     "old + pool sp 50,150": ((4, 8), (), 1.0, "correlation", (50, 150), 0.0),
     "old + pool sp 150": ((4, 8), (), 1.0, "correlation", (150,), 0.0),
-    "sp 50 + cells 4,8 gcv corr + pool sp 50": ((4, 8), (50,), None, "correlation", (50,), 0.0),
     "old + 0.3 effect(sp 50 + cells)": ((4, 8), (), 1.0, "correlation", (), 0.3),
     "old + pool sp 50 + 0.3 effect": ((4, 8), (), 1.0, "correlation", (50,), 0.3),
 }
