@@ -12,8 +12,12 @@ another seed (independent masks). Reported per setting: masks used (median, min,
 Pearson r of S_A and S_B with the reference (median, minimum), and the predicted agreement
 reached. ``--check`` runs ``attribute_until`` itself on the first pair and compares.
 
+``--cache DIR`` takes the pairs and their references from ``bench_corrrise_plus_faithfulness.py``'s
+cache instead (its files holding a reference, in order, at most ``--pairs``): the same estimator,
+N and seed (the paper's CorrRISE, seed 100), so the reference's forward passes are not spent again.
+
 Usage: nice -n 5 .venv/bin/python bench/bench_early_stopping.py [--pairs 20] [--max-masks 4000]
-       [--agreements 0.9,0.95] [--ref-masks 8000] [--ref-pairs 20] [--check]
+       [--agreements 0.9,0.95] [--ref-masks 8000] [--ref-pairs 20] [--check] [--cache DIR]
 """
 
 from __future__ import annotations
@@ -78,17 +82,29 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--check", action="store_true", help="attribute_until itself on the first pair")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "early_stopping.json"))
+    ap.add_argument("--cache", default="", help="pairs and N = 8,000 references from the faithfulness cache")
     args = ap.parse_args()
     agreements = [float(x) for x in args.agreements.split(",")]
 
     model = load_face_model()
-    prep = prepare_pairs(read_dataset(f"lfw-aligned:{ROOT.parent / 'shared' / 'data' / 'lfw-dev'}"),
-                         model, pairs=args.pairs)
-    ref_pairs = len(prep.chips_a) if args.ref_pairs is None else args.ref_pairs
+    cached: list[dict[str, np.ndarray]] = []
+    if args.cache:
+        files = sorted(Path(args.cache).glob("pair*.npz"))
+        cached = [d for d in (dict(np.load(f)) for f in files) if "ref_map_a" in d][: args.pairs]
+        if not cached:
+            raise SystemExit(f"{args.cache} holds no pair with a reference")
+        chips_a = [d["chip_a"] for d in cached]
+        chips_b = [d["chip_b"] for d in cached]
+        args.ref_masks = len(cached[0]["ref_sa"])
+    else:
+        prep = prepare_pairs(read_dataset(f"lfw-aligned:{ROOT.parent / 'shared' / 'data' / 'lfw-dev'}"),
+                             model, pairs=args.pairs)
+        chips_a, chips_b = list(prep.chips_a), list(prep.chips_b)
+    ref_pairs = len(chips_a) if args.ref_pairs is None else args.ref_pairs
     settings = [f"until {t}" for t in agreements] + [f"fixed {FIXED}"]
     rows: dict[str, dict[str, list[float]]] = {s: {"masks": [], "r_a": [], "r_b": [], "reached": []} for s in settings}
     t0 = time.perf_counter()
-    for i, (a, b) in enumerate(zip(prep.chips_a, prep.chips_b, strict=True)):
+    for i, (a, b) in enumerate(zip(chips_a, chips_b, strict=True)):
         runs = trajectory(model, a, b, seed=args.seed, max_masks=args.max_masks, agreements=agreements)
         fixed = CorrRISE(model, CorrRISEConfig(masks=MaskConfig(n_masks=FIXED, seed=args.seed))).attribute(a, b)
         if args.check and i == 0:
@@ -96,10 +112,13 @@ def main() -> None:
                 method = CorrRISE(model, CorrRISEConfig(masks=MaskConfig(n_masks=args.max_masks, seed=args.seed)))
                 e = method.attribute_until(a, b, agreement=target)
                 assert e.masks == runs[target]["masks"] and np.array_equal(e.s_a, runs[target]["s_a"]), target
-        ref = None
-        if i < ref_pairs:
-            ref = CorrRISE(model, CorrRISEConfig(masks=MaskConfig(n_masks=args.ref_masks, seed=args.seed + 100))
-                           ).attribute(a, b)
+        ref: tuple[np.ndarray, np.ndarray] | None = None
+        if cached:
+            ref = cached[i]["ref_map_a"], cached[i]["ref_map_b"]
+        elif i < ref_pairs:
+            e_ref = CorrRISE(model, CorrRISEConfig(masks=MaskConfig(n_masks=args.ref_masks, seed=args.seed + 100))
+                             ).attribute(a, b)
+            ref = e_ref.s_a, e_ref.s_b
         fixed_reached = CorrRISE.predicted_agreement(fixed)
         for name, run in [*((f"until {t}", runs[t]) for t in agreements),
                           (f"fixed {FIXED}", {"masks": FIXED, "reached": fixed_reached, "s_a": fixed.s_a,
@@ -108,18 +127,19 @@ def main() -> None:
             row["masks"].append(run["masks"])
             row["reached"].append(np.nan if run["reached"] is None else run["reached"])
             if ref is not None:
-                row["r_a"].append(r(run["s_a"], ref.s_a))
-                row["r_b"].append(r(run["s_b"], ref.s_b))
-        print(f"pair {i + 1}/{len(prep.chips_a)}: " + ", ".join(
+                row["r_a"].append(r(run["s_a"], ref[0]))
+                row["r_b"].append(r(run["s_b"], ref[1]))
+        print(f"pair {i + 1}/{len(chips_a)}: " + ", ".join(
             f"{s} {rows[s]['masks'][-1]}" for s in settings) + f" ({time.perf_counter() - t0:.0f} s)", flush=True)
 
     result = {
         "command": " ".join(sys.argv),
         "machine": platform.processor() or platform.machine(),
         "model": model.spec.name,
-        "pairs": len(prep.chips_a),
+        "pairs": len(chips_a),
         "ref_pairs": ref_pairs,
         "ref_masks": args.ref_masks,
+        "pairs_from": args.cache or "lfw-aligned prepare_pairs",
         "max_masks": args.max_masks,
         "seconds": time.perf_counter() - t0,
         "settings": {s: {k: summary(v) for k, v in row.items() if v} for s, row in rows.items()},
@@ -138,7 +158,7 @@ def main() -> None:
         cell_b = "-" if rb is None else f"{rb['median']:.3f} / {rb['min']:.3f}"
         print(f"| {s} | {m['median']:.0f} ({m['min']:.0f}-{m['max']:.0f}) | {cell_a} | {cell_b} "
               f"| {st['reached']['median']:.3f} |")
-    print(f"\n{len(prep.chips_a)} pairs in {result['seconds']:.0f} s; wrote {args.out}")
+    print(f"\n{len(chips_a)} pairs in {result['seconds']:.0f} s; wrote {args.out}")
 
 
 if __name__ == "__main__":
