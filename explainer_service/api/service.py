@@ -641,7 +641,8 @@ class ApiService:
     def partial_maps(self, record: JobRecord) -> PartialMaps | None:
         """The exact maps of a sharded job (CorrRISE, corrrise-plus: ``worker.plan.SHARDED_METHODS``)
         over the masks stored so far, made by the method's own ``finish``; None for another method,
-        before the first shard, or while corrrise-plus has fewer than the 3 masks it needs."""
+        before the first shard, while corrrise-plus has fewer than the 3 masks it needs, or for a
+        corrrise-plus config whose maps depend on the chips (superpixels, pool)."""
         from ..worker.explain import build_job_method
         from ..worker.plan import SHARDED_METHODS
 
@@ -652,6 +653,8 @@ class ApiService:
             return None
         # an early-stopping job's shards are of its max_masks set (build_job_method says so)
         method: Any = build_job_method(record, self.model(record.model))
+        if getattr(method.config, "needs_chips", False):
+            return None  # maps that depend on the chips: the workers' finish has them, not the API
         explanation = method.finish(merged)
         return PartialMaps(
             masks=int(merged.masks),

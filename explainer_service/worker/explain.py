@@ -392,6 +392,14 @@ def run_unit(ctx: WorkerContext, job_id: str, unit: Unit) -> Outcome:
     return Outcome.DONE
 
 
+def _finish(method: Any, merged: Any, faces: Any) -> Any:
+    """The method's maps of the merged shards; corrrise-plus configs whose maps depend on the
+    chips (superpixels, pool) get the job's aligned chips."""
+    if getattr(getattr(method, "config", None), "needs_chips", False):
+        return method.finish(merged, chips=(faces.face_a.chip, faces.face_b.chip))
+    return method.finish(merged)
+
+
 def finish_explain(ctx: WorkerContext, job_id: str) -> Outcome:
     """Finish a sharded job (CorrRISE, corrrise-plus) whose shards are all stored: merge them, make
     the maps and write the result once, then mark the job done. Idempotent: a second finisher finds the ``merge`` lease
@@ -414,7 +422,7 @@ def finish_explain(ctx: WorkerContext, job_id: str) -> Outcome:
             raise InputError(f"job {job_id}: method {record.method} has no shards to merge")
         faces = ctx.faces(record, model.spec.chip, align)
         started = record.started_at if record.started_at is not None else record.created_at
-        explanation = restate(method.finish(merged), job_options(record)[1])
+        explanation = restate(_finish(method, merged, faces), job_options(record)[1])
         result = _result(ctx, model, explanation, faces, record.updated_at - started)
         store.put_result(job_id, result)
         log.info("job %s: %d shards merged by %s", job_id, len(store.get_shards(job_id)), ctx.worker)

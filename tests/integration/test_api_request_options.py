@@ -221,3 +221,23 @@ def test_kept_maps_options_need_keep_maps_at_the_api(api, images) -> None:
                 client.submit_audit(pairs=[(images["a"].read_bytes(), images["b"].read_bytes(), True, "p")],
                                     methods=["corrrise"], **kwargs)
     assert worker.ids == []
+
+
+def test_corrrise_plus_with_chip_dependent_maps_runs_through_the_service(api, images, tmp_path, capsys) -> None:
+    """corrrise-plus with superpixels in its basis makes its maps from the chips: the workers'
+    finish passes the job's aligned chips, so the service's maps equal the in-process CLI's."""
+    address, _ = api
+    params = ["--method", "corrrise-plus", "--param", "superpixels=20", "--param", "n_masks=48", "--seed", "2"]
+    served, local = tmp_path / "served", tmp_path / "local"
+    code, _, err = _run(capsys, "client", "explain", str(images["a"]), str(images["b"]), "--out", str(served),
+                        "--server", address, "--no-progress", *params)
+    assert code == 0, err
+    code, _, err = _run(capsys, "explain", str(images["a"]), str(images["b"]), "--out", str(local),
+                        "--engine", "local", "--no-progress", *params)
+    assert code == 0, err
+    with np.load(served / "maps.npz") as s, np.load(local / "maps.npz") as loc:
+        for name in ("s_a", "s_b"):
+            assert np.abs(s[name]).max() > 0
+            np.testing.assert_allclose(s[name], loc[name], atol=1e-6)
+    summary = json.loads((served / "summary.json").read_text())
+    assert summary["method"] == "corrrise-plus" and summary["params"]["superpixels"] == [20]
