@@ -13,7 +13,8 @@ is applied to the same masks and scores:
   and S_B, r with the paper's map at N = ref-masks and with the candidate's own map at
   N = ref-masks (the same reference scores), median (minimum) over pairs; Deletion and Insertion
   (library ``score_maps``, 11 steps, zeros substrate, probe perturbed) of the seed-0 maps, with
-  the paired 95 % interval of the per-pair AUC difference to LIME and to xFace.
+  the paired 95 % interval of the per-pair AUC difference to LIME and to xFace. The paper's
+  CorrRISE at N = 500 gets the same r columns (seed-to-seed and vs the N = ref-masks map).
 
 Tuning uses fold 0 (``--folds 0``), the report folds 1-4 (``--folds 1,2,3,4``).
 
@@ -158,8 +159,15 @@ def eval_stage(args: argparse.Namespace) -> None:
         d = dict(np.load(f))
         chips_a.append(d["chip_a"])
         chips_b.append(d["chip_b"])
-        base["corrrise"][0].append(pearson_map(1.0 - occ[0].reshape(N, size, size), d["sa0"]))
-        base["corrrise"][1].append(pearson_map(1.0 - occ[0].reshape(N, size, size), d["sb0"]))
+        paper = {face: [pearson_map(1.0 - occ[s].reshape(N, size, size), d[f"s{face}{s}"]) for s in (0, 1)]
+                 for face in "ab"}
+        base["corrrise"][0].append(paper["a"][0])
+        base["corrrise"][1].append(paper["b"][0])
+        for face in "ab":
+            rows.setdefault("corrrise", {}).setdefault(f"seed_{face}", []).append(_r(*paper[face]))
+            if "ref_map_a" in d and args.ref:
+                rows["corrrise"].setdefault(f"ref_{face}", []).append(
+                    float(np.mean([_r(m, d[f"ref_map_{face}"]) for m in paper[face]])))
         for b in ("lime", "xface"):
             if f"{b}_a" in d:
                 base[b][0].append(d[f"{b}_a"])
