@@ -74,15 +74,23 @@ LABELS = {
 }
 
 
-def report(paths: list[str], reference: str, save: Path | None) -> str:
+def report(paths: list[str], reference: str, save: Path | None, skip_incomplete: bool = False) -> str:
     """The paired Table 1 of every evaluation under ``paths``; ``save``: also write the per-pair AUCs
-    (compact JSON, one record per model, scenario and method)."""
+    (compact JSON, one record per model, scenario and method). ``skip_incomplete``: leave out (with a
+    note) each (model, scenario) that has no finished run of ``reference`` instead of refusing."""
     from explainer_service.paired import describe, load_runs, paired_report
 
     runs = load_runs(paths)
+    note = ""
+    if skip_incomplete:
+        complete = {(r.model, r.scenario) for r in runs if r.method == reference}
+        left = sorted({(r.model, r.scenario) for r in runs} - complete)
+        runs = [r for r in runs if (r.model, r.scenario) in complete]
+        if left:
+            note = "\n".join(f"left out (no {reference} run): {m}, {LABELS.get(s, s)}" for m, s in left) + "\n\n"
     if save is not None:
         save.write_text(json.dumps([describe(r) for r in runs], separators=(",", ":")) + "\n")
-    return paired_report(runs, reference, labels=LABELS)
+    return note + paired_report(runs, reference, labels=LABELS)
 
 
 def main() -> None:
@@ -100,11 +108,13 @@ def main() -> None:
     rp.add_argument("paths", nargs="+", help="evaluation folders or evaluation.json files (searched recursively)")
     rp.add_argument("--reference", default="corrrise-plus")
     rp.add_argument("--save", type=Path, default=None, help="write the per-pair AUCs here (JSON)")
+    rp.add_argument("--skip-incomplete", action="store_true",
+                    help="leave out a (model, scenario) without a finished reference run instead of refusing")
     args = ap.parse_args()
     if args.cmd == "run":
         run(args.out, args.scenarios.split(","), args.methods.split(","), args.pairs, args.extra, args.source)
     else:
-        print(report(args.paths, args.reference, args.save))
+        print(report(args.paths, args.reference, args.save, args.skip_incomplete))
 
 
 if __name__ == "__main__":
