@@ -49,7 +49,7 @@ from ..errors import FaceNotFoundError, FacexplainError, InputError, is_retryabl
 from ..store import ClaimResult, JobError, JobKind, JobRecord, JobState, JobStore
 from ..store.keys import lease_unit
 from ..uncertainty import UncertaintyOptions, restate
-from .explain import Outcome, WorkerContext, settle_cancel
+from .explain import Outcome, WorkerContext, claim_merge, settle_cancel
 
 __all__ = [
     "AUDIT_METRICS",
@@ -316,12 +316,9 @@ def finish_audit(ctx: WorkerContext, job_id: str) -> Outcome:
     """Write an audit's summary once all its rows are stored, then mark it done (idempotent like
     ``explain.finish_explain``: HELD while another finisher works, STOPPED once done)."""
     store = ctx.store
-    claim = store.claim(job_id, "merge", ctx.worker, lease_s=ctx.lease_s)
-    if claim is ClaimResult.STOPPED:
-        settle_cancel(store, job_id)
-        return Outcome.STOPPED
-    if claim is ClaimResult.HELD:
-        return Outcome.HELD
+    refused = claim_merge(ctx, job_id)
+    if refused is not None:
+        return refused
     record = store.get_job(job_id)
     if store.get_summary(job_id) is None:
         request = audit_request(record)

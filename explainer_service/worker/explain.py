@@ -81,6 +81,7 @@ __all__ = [
     "job_options",
     "build_job_method",
     "settle_cancel",
+    "claim_merge",
     "handle_failure",
     "fail_job",
     "job_request",
@@ -308,6 +309,19 @@ def settle_cancel(store: JobStore, job_id: str) -> None:
             store.set_state(job_id, JobState.CANCELLED)
 
 
+def claim_merge(ctx: WorkerContext, job_id: str) -> Outcome | None:
+    """Take the job's ``merge`` lease (one finisher at a time): None when taken, else the outcome
+    to return: STOPPED for a job that is final (a cancel asked for is settled), HELD while another
+    worker holds it."""
+    claim = ctx.store.claim(job_id, "merge", ctx.worker, lease_s=ctx.lease_s)
+    if claim is ClaimResult.STOPPED:
+        settle_cancel(ctx.store, job_id)
+        return Outcome.STOPPED
+    if claim is ClaimResult.HELD:
+        return Outcome.HELD
+    return None
+
+
 def _build(ctx: WorkerContext, record: JobRecord) -> tuple[FaceModel, SaliencyMethod, dict[str, Any]]:
     _method_params, align = job_request(record)
     model = ctx.models.get(record.model)
@@ -405,12 +419,9 @@ def finish_explain(ctx: WorkerContext, job_id: str) -> Outcome:
     the maps and write the result once, then mark the job done. Idempotent: a second finisher finds the ``merge`` lease
     held (HELD: try later), or the job done (STOPPED), or the result written (only marks done)."""
     store = ctx.store
-    claim = store.claim(job_id, "merge", ctx.worker, lease_s=ctx.lease_s)
-    if claim is ClaimResult.STOPPED:
-        settle_cancel(store, job_id)
-        return Outcome.STOPPED
-    if claim is ClaimResult.HELD:
-        return Outcome.HELD
+    refused = claim_merge(ctx, job_id)
+    if refused is not None:
+        return refused
     record = store.get_job(job_id)
     if store.get_result(job_id) is None:
         merged = store.merged_shard(job_id)
@@ -458,12 +469,9 @@ def advance_until(ctx: WorkerContext, job_id: str) -> Outcome:
         raise InputError(f"job {job_id} does not stop early")
     if record.done < record.total:  # a shard of the queued waves is not stored yet (each counts once)
         return Outcome.DONE
-    claim = store.claim(job_id, "merge", ctx.worker, lease_s=ctx.lease_s)
-    if claim is ClaimResult.STOPPED:
-        settle_cancel(store, job_id)
-        return Outcome.STOPPED
-    if claim is ClaimResult.HELD:
-        return Outcome.HELD
+    refused = claim_merge(ctx, job_id)
+    if refused is not None:
+        return refused
     record = store.get_job(job_id)  # the frontier may have moved before the claim
     frontier = record.total
     if store.get_result(job_id) is not None:
