@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from .uncertainty import Uncertainty
+from .errors import InputError
+from .uncertainty import Uncertainty, UncertaintyOptions, map_uncertainty
 
-__all__ = ["Explanation", "decide"]
+__all__ = ["Explanation", "decide", "restate"]
 
 
 def decide(score: float, threshold: float | None) -> str:
@@ -109,3 +110,22 @@ class Explanation:
         if self.uncertainty is not None and self.uncertainty.has_arrays:
             out.update(self.uncertainty.arrays())
         return out
+
+
+def restate(explanation: Explanation, options: UncertaintyOptions) -> Explanation:
+    """``explanation`` with its uncertainty stated at ``options``: intervals at ``options.level``
+    and significance masks at false-discovery rate ``options.q`` from its own maps and mask count
+    (exactly what CorrRISE's ``finish(shard, q=, level=)`` gives: neither depends on anything
+    else), its split-half figures kept. Unchanged when it has no uncertainty (a method that does not
+    estimate one) or when the options are already its own."""
+    unc = explanation.uncertainty
+    if not isinstance(options, UncertaintyOptions):
+        raise InputError(f"options must be UncertaintyOptions, got {type(options).__name__}")
+    if unc is None or (unc.q == options.q and unc.level == options.level):
+        return explanation
+    rank = unc.method == "fisher-z-spearman"
+    faces = []
+    for r, old in ((explanation.s_a, unc.a), (explanation.s_b, unc.b)):
+        new = map_uncertainty(r, unc.n, q=options.q, level=options.level, rank=rank)
+        faces.append(replace(new, split_half_r=old.split_half_r, predicted_r=old.predicted_r))
+    return replace(explanation, uncertainty=Uncertainty(unc.method, options.level, options.q, unc.n, *faces))

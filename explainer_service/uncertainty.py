@@ -23,14 +23,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from .errors import InputError
-
-if TYPE_CHECKING:
-    from .explanation import Explanation
 
 __all__ = [
     "DEFAULT_LEVEL",
@@ -44,7 +41,6 @@ __all__ = [
     "correlation_se",
     "fisher_interval",
     "map_uncertainty",
-    "restate",
     "spearman_brown",
     "split_half_r",
 ]
@@ -350,7 +346,7 @@ class UncertaintyOptions:
     (Benjamini-Hochberg), and ``level``, the coverage of the per-pixel intervals; both in (0, 1),
     defaults :data:`DEFAULT_Q` and :data:`DEFAULT_LEVEL`. The options change no map and no
     split-half figure, only the intervals and significance masks read from them
-    (:func:`restate`). Carried as ``fdr_q``/``ci_level`` (CLI ``--fdr-q``/``--ci-level``, the
+    (:func:`~explainer_service.explanation.restate`). Carried as ``fdr_q``/``ci_level`` (CLI ``--fdr-q``/``--ci-level``, the
     API's ExplainRequest, an explain job's ``uncertainty`` parameters)."""
 
     q: float = DEFAULT_Q
@@ -379,24 +375,3 @@ class UncertaintyOptions:
         if unknown:
             raise InputError(f"{where}: unknown option(s) {', '.join(unknown)} (fdr_q, ci_level)")
         return cls(q=d.get("fdr_q", DEFAULT_Q), level=d.get("ci_level", DEFAULT_LEVEL))
-
-
-def restate(explanation: Explanation, options: UncertaintyOptions) -> Explanation:
-    """``explanation`` with its uncertainty stated at ``options``: intervals at ``options.level``
-    and significance masks at false-discovery rate ``options.q`` from its own maps and mask count
-    (exactly what CorrRISE's ``finish(shard, q=, level=)`` gives: neither depends on anything
-    else), its split-half figures kept. Unchanged when it has no uncertainty (a method that does not
-    estimate one) or when the options are already its own."""
-    from dataclasses import replace
-
-    unc = explanation.uncertainty
-    if not isinstance(options, UncertaintyOptions):
-        raise InputError(f"options must be UncertaintyOptions, got {type(options).__name__}")
-    if unc is None or (unc.q == options.q and unc.level == options.level):
-        return explanation
-    rank = unc.method == "fisher-z-spearman"
-    faces = []
-    for r, old in ((explanation.s_a, unc.a), (explanation.s_b, unc.b)):
-        new = map_uncertainty(r, unc.n, q=options.q, level=options.level, rank=rank)
-        faces.append(replace(new, split_half_r=old.split_half_r, predicted_r=old.predicted_r))
-    return replace(explanation, uncertainty=Uncertainty(unc.method, options.level, options.q, unc.n, *faces))

@@ -271,12 +271,12 @@ def _explain_with(
     options: Any, progress: Any, engine: str,
 ) -> Any:
     """The method's explanation as a PairResult, with early stopping (:meth:`CorrRISE.attribute_until`)
-    and its uncertainty stated at ``options`` (``uncertainty.restate``) when given."""
+    and its uncertainty stated at ``options`` (``explanation.restate``) when given."""
+    from ..explanation import restate
     from ..methods import build
     from ..methods.corrrise import CorrRISE
     from ..pipeline import model_info
     from ..results import FaceRecord, PairResult, Timing
-    from ..uncertainty import restate
 
     t0 = time.perf_counter()
     if until is None:

@@ -17,7 +17,7 @@ Deletion/Insertion curves of that one pair (``evaluation.score_maps``). The row 
 per-pair curves kept as 0/1 lists so that the summary recomputes exactly what
 ``evaluate_methods`` reports) is stored with ``put_pair``; with ``keep_maps`` each method's complete
 ``PairResult`` too (maps, scores, chips, alignment: one ``pair_archive`` per pair), its
-uncertainty stated at the request's options (``uncertainty.restate``).
+uncertainty stated at the request's options (``explanation.restate``).
 
 The task that stores the last row writes the summary once (:func:`finish_audit`, under the
 ``merge`` lease): :func:`summarize` gives accuracy, the confusion counts, each method's
@@ -46,9 +46,10 @@ import numpy as np
 from ..alignment import DEFAULT_DETECTOR, Aligner
 from ..datasets.drops import count_drops, drop_reason
 from ..errors import FaceNotFoundError, FacexplainError, InputError, is_retryable
+from ..explanation import restate
 from ..store import ClaimResult, JobError, JobKind, JobRecord, JobState, JobStore
 from ..store.keys import lease_unit
-from ..uncertainty import UncertaintyOptions, restate
+from ..uncertainty import UncertaintyOptions
 from .explain import Outcome, WorkerContext, claim_merge, settle_cancel
 
 __all__ = [

@@ -23,7 +23,7 @@ then its shards sent through ``WorkerContext.send``). The decision is idempotent
 shard or a second decider finds the wave incomplete, the next wave queued, or the job done.
 
 The uncertainty options of a job (``uncertainty``: ``fdr_q``/``ci_level``) restate the finished
-explanation's intervals and significance masks (``uncertainty.restate``).
+explanation's intervals and significance masks (``explanation.restate``).
 
 Cancel is cooperative: the progress callback of the method (:class:`_Guard`, between model
 calls) asks the store whether to stop and renews the worker's lease. :func:`handle_failure`
@@ -59,6 +59,7 @@ from ..errors import (
     NotFoundError,
     is_retryable,
 )
+from ..explanation import restate
 from ..methods.base import SaliencyMethod
 from ..methods.corrrise import CorrRISE
 from ..methods.corrrise_plus import CorrRISEPlus
@@ -68,7 +69,7 @@ from ..results import FaceRecord, PairResult, Timing
 from ..spec import ChipSpec
 from ..store import ClaimResult, JobError, JobKind, JobRecord, JobState, JobStore
 from ..store.faces import StoredFaces, faces_from_inputs
-from ..uncertainty import UncertaintyOptions, restate
+from ..uncertainty import UncertaintyOptions
 from .plan import UNTIL_METHODS, Unit, Until, plan_shards, retry_delay
 
 __all__ = [

@@ -21,11 +21,12 @@ import numpy as np
 import pytest
 
 from explainer_service.api.service import ApiService
+from explainer_service.explanation import restate
 from explainer_service.methods import build
 from explainer_service.methods.corrrise import DEFAULT_UNTIL_STEP, CorrRISE
 from explainer_service.store import EmbeddedRedis, JobState, RedisJobStore
 from explainer_service.store.faces import faces_from_inputs
-from explainer_service.uncertainty import UncertaintyOptions, restate
+from explainer_service.uncertainty import UncertaintyOptions
 from explainer_service.worker import ModelPool, WorkerContext, enqueue_explain
 from explainer_service.worker.explain import Outcome, run_unit
 from explainer_service.worker.plan import UNTIL_WAVE_SHARDS, Unit, Until, plan_explain, shard_masks_of

@@ -1,5 +1,5 @@
 """The uncertainty's options (issue 11 §2): ``--fdr-q``/``--ci-level``, ``UncertaintyOptions``,
-``uncertainty.restate``, the API's ExplainRequest fields and an early-stopping job's plan
+``explanation.restate``, the API's ExplainRequest fields and an early-stopping job's plan
 (``worker.plan.Until``), on the toy model of tests/toy.py."""
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from explainer_service.api import convert
 from explainer_service.api.pb import service_pb2
 from explainer_service.cli import main
 from explainer_service.errors import InputError
+from explainer_service.explanation import restate
 from explainer_service.masks import MaskConfig
 from explainer_service.methods.corrrise import CorrRISE, CorrRISEConfig
-from explainer_service.uncertainty import DEFAULT_LEVEL, DEFAULT_Q, UncertaintyOptions, restate
+from explainer_service.uncertainty import DEFAULT_LEVEL, DEFAULT_Q, UncertaintyOptions
 from explainer_service.worker.plan import Until, plan_explain, shard_masks_of
 from explainer_service.worker.sweep import missing_explain_units
 from tests.toy import ToyModel, toy_pair
