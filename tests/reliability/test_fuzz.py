@@ -485,9 +485,12 @@ def no_faces() -> st.SearchStrategy[Case]:
 def _wrong_values(type_name: str, empty_ok: bool = False) -> st.SearchStrategy[types_pb2.ParamValue]:
     """ParamValues that cannot be a value of ``type_name`` (as the CLI parses --param);
     ``empty_ok``: the empty list is a value of this tuple parameter (its default is empty, e.g.
-    corrrise-plus's ``superpixels``), so it is not among them, nor the empty text."""
+    corrrise-plus's ``superpixels``), so it is not among them; nor is the empty text there or for
+    an optional parameter (``X | None``: the empty text is None)."""
     junk_text = st.sampled_from(("abc", "1.5.2", "", "0x10", "--1", "[1]", "1e3x", "∞")).map(lambda t: pv(text=t))
     base = type_name.replace(" | None", "")
+    if base != type_name or empty_ok:  # "" is None (or the empty tuple) as --param parses it: a value
+        junk_text = junk_text.filter(lambda p: p.text != "")
     if base == "int":
         return st.one_of(junk_text, st.floats(allow_nan=True).filter(lambda f: not float(f).is_integer()).map(
             lambda f: pv(double_value=f)), st.booleans().map(lambda b: pv(bool_value=b)),
@@ -504,9 +507,7 @@ def _wrong_values(type_name: str, empty_ok: bool = False) -> st.SearchStrategy[t
                          st.integers(2, 2**62).map(lambda i: pv(int_value=i)),
                          st.floats(0.1, 1e9).map(lambda f: pv(double_value=f)),
                          st.just(types_pb2.ParamValue()))
-    # tuple[int, ...] ("" is the empty tuple as the CLI parses it)
-    if empty_ok:
-        junk_text = junk_text.filter(lambda p: p.text != "")
+    # tuple[int, ...]
     return st.one_of(junk_text, st.floats(0.5, 9.5).map(lambda f: pv(double_value=f)),
                      st.lists(st.just(pv(string_value="x")), min_size=1, max_size=2).map(lambda v: pv(list_value=v)),
                      *(() if empty_ok else (st.just(pv(list_value=[])),)), st.just(types_pb2.ParamValue()))
