@@ -12,7 +12,8 @@ and the memory bound means something: FACEXPLAIN_MAX_MESSAGE_BYTES 4 MiB,
 FACEXPLAIN_MAX_IMAGE_BYTES 1 MiB, FACEXPLAIN_MAX_PIXELS 4 000 000.
 
 Memory bound: the server's peak RSS (VmHWM) at the end may exceed its peak after a warm-up of
-valid requests (model loaded, one Verify and one Explain done) by at most :data:`RSS_GROWTH_MIB`.
+valid requests (model loaded, one Verify and one Explain done) and one photo without a face
+(which loads the default detector's MTCNN stage and PyTorch, ~300 MB) by at most :data:`RSS_GROWTH_MIB`.
 Why that much: requests are sent one at a time; the largest accepted request is two 1 MiB images
 of up to 4 M pixels each (12 MB RGB decoded, a few copies while aligning: ~100 MB) inside one
 4 MiB message; a bomb or a huge header is refused from the header, before any pixel is decoded.
@@ -453,6 +454,13 @@ def huge_dimensions(faces: Faces) -> st.SearchStrategy[Case]:
     return build()
 
 
+def _blank_png() -> bytes:
+    """A 200x200 grey photo: no face for any detector."""
+    from PIL import Image
+
+    return _encode(Image.new("RGB", (200, 200), (128, 128, 128)), "PNG")
+
+
 def no_faces() -> st.SearchStrategy[Case]:
     @st.composite
     def build(draw: Callable[..., Any]) -> Case:
@@ -783,6 +791,9 @@ def test_generated_malformed_requests_get_their_status(served: Served, images: t
         # warm-up with valid requests: the model loaded, the baseline of the memory bound
         assert send(channel, "Verify", verify(faces.jpeg, faces.jpeg_b)) == ("OK", "")
         assert send(channel, "Explain", explain(faces.jpeg, faces.jpeg_b, params={"n_masks": pv(int_value=32)})) == ("OK", "")
+        # and a photo without a face: the default detector's second stage (MTCNN, PyTorch) loaded
+        blank = _blank_png()
+        assert send(channel, "Verify", verify(blank, blank))[0] == "INVALID_ARGUMENT"
         warm = _rss_kib(served.pid)
         started = time.perf_counter()
         for kind, strategy in strategies.items():
