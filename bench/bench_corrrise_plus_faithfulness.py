@@ -109,6 +109,8 @@ def score_stage(args: argparse.Namespace) -> None:
     cache.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     for i, (a, b) in enumerate(zip(prep.chips_a, prep.chips_b, strict=True)):
+        if args.limit and i >= args.limit:
+            break
         path = cache / f"pair{i:03d}.npz"
         old: dict[str, Any] = dict(np.load(path)) if path.exists() else {}
         if old and not (np.array_equal(old["chip_a"], a) and np.array_equal(old["chip_b"], b)):
@@ -239,6 +241,7 @@ def main() -> None:
     sc.add_argument("--ref-pairs", type=int, default=0)
     sc.add_argument("--ref-masks", type=int, default=8000)
     sc.add_argument("--baselines", action="store_true")
+    sc.add_argument("--limit", type=int, default=0, help="stop after the first K pairs (0: all)")
     sc.add_argument("--cache", required=True)
     ev = sub.add_parser("eval")
     ev.add_argument("--cache", required=True)

@@ -368,7 +368,7 @@ def ridge_fit(x: np.ndarray, y: np.ndarray, ridge: float | None = None) -> tuple
     xc = np.asarray(x, np.float64) - np.mean(x, axis=0)
     yc = np.asarray(y, np.float64) - np.mean(y)
     n, j = xc.shape
-    u, sv, vt = np.linalg.svd(xc, full_matrices=False)
+    u, sv, vt = _svd(xc)
     scale = float(sv @ sv) / j  # trace of the Gram matrix / J
     uty = u.T @ yc
     rest = float(yc @ yc - uty @ uty)
@@ -389,6 +389,18 @@ def ridge_fit(x: np.ndarray, y: np.ndarray, ridge: float | None = None) -> tuple
     coef = np.divide(sv, denom, out=np.zeros_like(sv), where=keep)
     beta: np.ndarray = vt.T @ (coef * uty)
     return beta, rel
+
+
+def _svd(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Thin SVD; LAPACK's divide-and-conquer driver (gesdd, NumPy's) fails to converge on some
+    rank-deficient bases (e.g. superpixels with nested cells), then the QR-iteration one (gesvd)."""
+    try:
+        u, sv, vt = np.linalg.svd(x, full_matrices=False)
+    except np.linalg.LinAlgError:
+        from scipy.linalg import svd
+
+        u, sv, vt = svd(x, full_matrices=False, lapack_driver="gesvd")
+    return u, sv, vt
 
 
 def fit_map(

@@ -70,6 +70,24 @@ def test_ridge_fit_is_the_closed_form_and_gcv_the_brute_force_minimum():
     np.testing.assert_allclose(beta, _brute_ridge(x, y, chosen), rtol=1e-8, atol=1e-10)
 
 
+def test_ridge_fit_survives_the_svd_driver_that_does_not_converge(monkeypatch):
+    """gesdd (NumPy's SVD) fails to converge on some rank-deficient bases (found on a superpixel +
+    nested-cells basis of a real face); ridge_fit then uses gesvd and gives the same fit."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(80, 6)) @ rng.normal(size=(6, 9))  # rank 6 of 9, like nested cells
+    y = x @ rng.normal(size=9) + rng.normal(scale=0.5, size=80)
+    want = ridge_fit(x, y, None)
+
+    def no_convergence(*args, **kwargs):
+        raise np.linalg.LinAlgError("SVD did not converge")
+
+    monkeypatch.setattr(np.linalg, "svd", no_convergence)
+    beta, used = ridge_fit(x, y, None)
+    assert used == want[1]
+    np.testing.assert_allclose(beta, want[0], rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(ridge_fit(x, y, 1.0)[0], _brute_ridge(x, y, 1.0), rtol=1e-8, atol=1e-10)
+
+
 def test_gcv_penalises_noise_more_than_signal():
     rng = np.random.default_rng(1)
     x = rng.normal(size=(200, 20))
