@@ -79,6 +79,8 @@ class DashboardClient(Protocol):
     def explain(
         self, image_a: bytes, image_b: bytes, *, model: str = "", method: str = "corrrise",
         params: Mapping[str, Any] | None = None, force: bool = False, names: Sequence[str] = ("", ""),
+        until_agreement: float = 0.0, max_masks: int = 0, fdr_q: float = 0.0, ci_level: float = 0.0,
+        detector: str = "",
     ) -> Submitted: ...
 
     def get_job(self, job_id: str) -> JobInfo: ...

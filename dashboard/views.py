@@ -5,8 +5,14 @@
   red/green), :func:`legend_png` draws its colour bar, :func:`map_points` and
   :func:`heatmap_chart` give the hoverable chart (each region's correlation in a tooltip),
   :func:`region_value` the value around one pixel.
+- Uncertainty: :func:`significant_only` (a map with what is not significant set to 0, so the
+  overlay leaves it transparent: the CLI figure's ``--grey-insignificant`` rule),
+  :func:`uncertainty_rows` (split-half agreement and significant share per face) and
+  :func:`uncertainty_caption`; :func:`face_caption` names the detector that found a face.
 - Requests: :func:`check_image_upload` (size, decodable) before anything is sent,
   :func:`params_from_values` turns the parameter widgets' values into a request's parameters,
+  :data:`DETECTOR_CHOICES` / :func:`detector_label` the face detector select,
+  :func:`uncertainty_request` reads the FDR q and CI level fields,
   :func:`pairs_from_csv` reads an audit's pairs from a CSV and the uploaded images.
 - Tables (lists of row dicts, what ``st.dataframe`` takes): :func:`job_rows`,
   :func:`audit_rows`, :func:`select_rows`, :func:`gallery_rows`, :func:`method_table`,
@@ -17,7 +23,8 @@
   Deletion and Insertion side by side, methods by colour from :data:`CURVE_PALETTE` and by point
   shape, audits by dash).
 - Dataset pairs: :func:`pair_label` (the Explain page's picker).
-- Results: :func:`result_files` (``summary.json``, ``maps.npz``, ``figure.png``).
+- Results: :func:`result_files` (``summary.json``, ``maps.npz``, ``figure.png``, its figure greyed
+  where not significant on request).
 """
 
 from __future__ import annotations
@@ -31,10 +38,12 @@ from typing import Any
 
 import numpy as np
 
+from explainer_service.alignment import DETECTORS
 from explainer_service.api.client import JobInfo
 from explainer_service.errors import InputError
 from explainer_service.methods.registry import MethodInfo, MethodParam
-from explainer_service.results import FIGURE_FILE, MAPS_FILE, SUMMARY_FILE, PairResult
+from explainer_service.results import FIGURE_FILE, MAPS_FILE, SUMMARY_FILE, FaceRecord, PairResult
+from explainer_service.uncertainty import Uncertainty
 
 __all__ = [
     "CMAP",
@@ -47,7 +56,14 @@ __all__ = [
     "map_points",
     "heatmap_chart",
     "region_value",
+    "significant_only",
+    "uncertainty_rows",
+    "uncertainty_caption",
+    "face_caption",
     "check_image_upload",
+    "DETECTOR_CHOICES",
+    "detector_label",
+    "uncertainty_request",
     "param_widget_kind",
     "parse_param",
     "params_from_values",
@@ -236,7 +252,86 @@ def region_value(values: np.ndarray, x: int, y: int, *, radius: int = 2) -> floa
     return float(block.mean())
 
 
+def significant_only(values: np.ndarray, significant: np.ndarray) -> np.ndarray:
+    """``values`` ((H, W)) with every pixel where ``significant`` ((H, W) bool, the uncertainty's
+    false-discovery mask) is False set to 0, so that :func:`overlay` leaves it transparent (the
+    rule of the CLI figure's ``--grey-insignificant``: no colour where not significant). A new
+    float64 array; InputError when the shapes differ or the map is not 2-D."""
+    arr = np.asarray(values, np.float64)
+    mask = np.asarray(significant)
+    if arr.ndim != 2 or arr.size == 0:
+        raise InputError(f"a map must be an (H, W) array, got shape {arr.shape}")
+    if mask.shape != arr.shape:
+        raise InputError(f"the significance mask's shape {mask.shape} differs from the map's {arr.shape}")
+    if mask.dtype != np.bool_:
+        raise InputError(f"a significance mask must be boolean, got {mask.dtype}")
+    out: np.ndarray = np.where(mask, arr, 0.0)
+    return out
+
+
+def _r_text(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def uncertainty_rows(unc: Uncertainty) -> list[dict[str, Any]]:
+    """One table row per face: the split-half agreement (Pearson r of the even- and odd-mask
+    half maps), its Spearman-Brown prediction for two full-size maps (``-`` when unknown) and the
+    percentage of significant pixels."""
+    return [
+        {"face": face, "split-half r": _r_text(m.split_half_r), "predicted full-map r": _r_text(m.predicted_r),
+         "significant pixels": f"{100.0 * m.significant_fraction:.1f} %"}
+        for face, m in (("A", unc.a), ("B", unc.b))
+    ]
+
+
+def uncertainty_caption(unc: Uncertainty) -> str:
+    """What the uncertainty figures rest on: the masks, the false-discovery rate of the
+    significance masks and the intervals' level."""
+    rank = " (ranks)" if unc.method.endswith("spearman") else ""
+    return (f"Uncertainty over {unc.n} masks: significant = Benjamini-Hochberg at q = {unc.q:g}; "
+            f"per-pixel intervals: Fisher z{rank} at level {unc.level:g}")
+
+
+def face_caption(label: str, face: FaceRecord) -> str:
+    """The caption of an aligned face: ``"A (aligned)"``, with the detector that found it when the
+    result names one (``"A (aligned; detected by mtcnn, confidence 0.990)"``)."""
+    if not face.detector:
+        return f"{label} (aligned)"
+    confidence = "" if face.confidence is None else f", confidence {face.confidence:.3f}"
+    return f"{label} (aligned; detected by {face.detector}{confidence})"
+
+
 # -- requests ---------------------------------------------------------------------------------------
+
+#: The face detector select's choices: ``""`` (the server's default) first, then every detector.
+DETECTOR_CHOICES: tuple[str, ...] = ("", *DETECTORS)
+
+
+def detector_label(name: str) -> str:
+    """How the detector select shows a choice (``""``: the server's default)."""
+    return "server default" if not name else name
+
+
+def _fraction_field(name: str, text: str) -> float:
+    value = text.strip()
+    if not value:
+        return 0.0
+    try:
+        number = float(value)
+    except ValueError:
+        number = float("nan")
+    if number == 0.0:
+        return 0.0
+    if not (np.isfinite(number) and 0.0 < number < 1.0):
+        raise InputError(f"{name} must be a number in (0, 1) (empty or 0: the server's default), got {text!r}")
+    return number
+
+
+def uncertainty_request(fdr_q: str, ci_level: str) -> tuple[float, float]:
+    """The ``fdr_q`` and ``ci_level`` of an explain request from their fields' text: a number in
+    (0, 1), or 0.0 (the server's default) for an empty field or 0; InputError naming the field
+    otherwise."""
+    return _fraction_field("FDR q", fdr_q), _fraction_field("CI level", ci_level)
 
 
 def check_image_upload(name: str, data: bytes, *, max_bytes: int = DEFAULT_MAX_UPLOAD_BYTES) -> None:
@@ -652,17 +747,19 @@ def csv_bytes(rows: Sequence[Mapping[str, Any]]) -> bytes:
 # -- results ----------------------------------------------------------------------------------------
 
 
-def result_files(result: PairResult) -> dict[str, tuple[bytes, str]]:
+def result_files(result: PairResult, *, grey_insignificant: bool = False) -> dict[str, tuple[bytes, str]]:
     """The three files of ``facexplain explain`` for a result with its maps and chips: file name
-    -> (content, MIME type)."""
+    -> (content, MIME type). ``grey_insignificant``: the figure greys out what is not significant,
+    as ``facexplain explain --grey-insignificant`` draws it (InputError without an uncertainty)."""
     from explainer_service.report import render_figure_png
 
     chip_a, chip_b = result.face_a.chip, result.face_b.chip
     if chip_a is None or chip_b is None or not result.has_maps:
         raise InputError("this result has no maps or aligned faces to download")
     summary = json.dumps(result.to_dict(), indent=2).encode("utf-8")
+    figure = render_figure_png(chip_a, chip_b, result.explanation, grey_insignificant=grey_insignificant)
     return {
         SUMMARY_FILE: (summary, "application/json"),
         MAPS_FILE: (result.maps_to_bytes(), "application/octet-stream"),
-        FIGURE_FILE: (render_figure_png(chip_a, chip_b, result.explanation), "image/png"),
+        FIGURE_FILE: (figure, "image/png"),
     }

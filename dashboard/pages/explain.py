@@ -1,14 +1,17 @@
 """Explain page: upload a pair (or pick one from a dataset the server allows: its spec, then the
 pair by name and same/different; its images are fetched and sent as an upload's would be, so the
 job id is still the content hash of the bytes), choose the model, a method (and a second one to
-compare) with its parameters, follow the job (progress and the partial maps), then see the
-aligned faces, score, threshold, decision and the four maps, inspect a region's correlation and
-download the files."""
+compare) with its parameters, the face detector and the uncertainty's FDR q and CI level, follow
+the job (progress and the partial maps), then see the aligned faces (with the detector that found
+them), score, threshold, decision and the four maps, with a map's uncertainty (split-half
+agreement, share of significant pixels, and what is not significant greyed out on request),
+inspect a region's correlation and download the files."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import streamlit as st
 
 from dashboard import state, views
@@ -16,6 +19,7 @@ from explainer_service.api.client import DatasetPair, PartialMaps
 from explainer_service.errors import FacexplainError, InputError
 from explainer_service.methods.registry import MethodInfo
 from explainer_service.results import PairResult
+from explainer_service.uncertainty import DEFAULT_LEVEL, DEFAULT_Q
 
 NO_SECOND = "(none)"
 FAILED_KEY = "explain_failed"
@@ -145,10 +149,23 @@ def _dataset_images(client: state.DashboardClient, chosen: tuple[str, int] | Non
     return (pair.image_a, pair.image_b), (pair.name_a, pair.name_b)
 
 
+def _options(detector: str, q_text: str, level_text: str) -> dict[str, Any] | None:
+    """The request's detector and uncertainty options (``client.explain``'s ``detector``,
+    ``fdr_q``, ``ci_level``; ``""``/0: the server's defaults), or None after saying which field is
+    wrong."""
+    try:
+        fdr_q, ci_level = views.uncertainty_request(q_text, level_text)
+    except InputError as e:
+        st.error(str(e))
+        return None
+    return {"detector": detector, "fdr_q": fdr_q, "ci_level": ci_level}
+
+
 def _submit(client: state.DashboardClient, pair: tuple[bytes, bytes], names: tuple[str, str], model: str,
-            chosen: list[tuple[MethodInfo, dict[str, Any]]], force: bool) -> list[tuple[str, str]] | None:
-    """Submit one job per chosen method; their (method, job id), or None (nothing replaced) when
-    a parameter or a request is refused."""
+            chosen: list[tuple[MethodInfo, dict[str, Any]]], force: bool, options: dict[str, Any]
+            ) -> list[tuple[str, str]] | None:
+    """Submit one job per chosen method (with ``options``: see :func:`_options`); their (method,
+    job id), or None (nothing replaced) when a parameter or a request is refused."""
     jobs = []
     for info, values in chosen:
         try:
@@ -157,7 +174,7 @@ def _submit(client: state.DashboardClient, pair: tuple[bytes, bytes], names: tup
             st.error(str(e))
             return None
         submitted = state.attempt(f"submitting {info.name}", client.explain, pair[0], pair[1], model=model,
-                                  method=info.name, params=params, force=force, names=names)
+                                  method=info.name, params=params, force=force, names=names, **options)
         if submitted is None:
             return None
         jobs.append((info.name, submitted.job.id))
@@ -222,18 +239,38 @@ def _legend(vmax: float) -> bytes:
     return views.legend_png(vmax)
 
 
-def _files(job_id: str, result: PairResult) -> dict[str, tuple[bytes, str]] | None:
+def _files(job_id: str, result: PairResult, grey: bool) -> dict[str, tuple[bytes, str]] | None:
     cache: dict[str, dict[str, tuple[bytes, str]]] = st.session_state.setdefault(FILES_KEY, {})
-    if job_id not in cache:
-        files = state.attempt("preparing the downloads", views.result_files, result)
+    key = f"{job_id}.grey" if grey else job_id
+    if key not in cache:
+        files = state.attempt("preparing the downloads", views.result_files, result, grey_insignificant=grey)
         if files is None:
             return None
-        cache[job_id] = files
-    return cache[job_id]
+        cache[key] = files
+    return cache[key]
+
+
+def _uncertainty(job_id: str, result: PairResult) -> tuple[np.ndarray, np.ndarray] | None:
+    """A result's uncertainty, when it has one: what it rests on, the split-half agreement and the
+    share of significant pixels per face, and the grey-out checkbox; the significance masks of A
+    and B ((H, W) bool) when the checkbox is ticked, else None."""
+    unc = result.uncertainty
+    if unc is None:
+        return None
+    st.caption(views.uncertainty_caption(unc))
+    st.dataframe(views.uncertainty_rows(unc), hide_index=True)
+    if unc.a.significant is None or unc.b.significant is None:
+        st.caption("The significance masks were not fetched: nothing to grey out.")
+        return None
+    grey = st.checkbox("Grey out what is not significant", key=f"grey.{job_id}",
+                       help="No colour where a pixel's correlation is not significant at the false-discovery "
+                       "rate q (as facexplain explain --grey-insignificant draws the figure)")
+    return (unc.a.significant, unc.b.significant) if grey else None
 
 
 def _show(job_id: str, result: PairResult, opacity: float) -> None:
-    """One result: verdict, aligned faces, the four maps with their legend, a region's value, files."""
+    """One result: verdict, aligned faces, the uncertainty, the four maps with their legend, a
+    region's value, files."""
     st.subheader(f"{result.method} · {result.model}")
     c1, c2, c3 = st.columns(3)
     c1.metric("Score (cosine)", f"{result.score:.4f}")
@@ -243,15 +280,22 @@ def _show(job_id: str, result: PairResult, opacity: float) -> None:
     if chip_a is None or chip_b is None or result.s_a is None or result.s_b is None:
         st.warning("This result has no maps.")
         return
-    st.image([chip_a, chip_b], caption=["A (aligned)", "B (aligned)"], width=150)
-    vmax = views.map_scale(result.s_a, result.s_b)
-    parts = views.map_parts(result.s_a, result.s_b)
+    st.image([chip_a, chip_b], caption=[views.face_caption("A", result.face_a), views.face_caption("B", result.face_b)],
+             width=150)
+    significant = _uncertainty(job_id, result)
+    vmax = views.map_scale(result.s_a, result.s_b)  # the scale of the whole maps, greyed out or not
+    if significant is None:
+        parts = views.map_parts(result.s_a, result.s_b)
+    else:
+        parts = views.map_parts(views.significant_only(result.s_a, significant[0]),
+                                views.significant_only(result.s_b, significant[1]))
     chips = {"a": chip_a, "b": chip_b}
     for row in (views.MAP_PARTS[:2], views.MAP_PARTS[2:]):
         cols = st.columns(2)
         for col, (key, face, _part, title) in zip(cols, row, strict=True):
             col.image(views.overlay(chips[face], parts[key], vmax=vmax, opacity=opacity), caption=title, width=200)
-    st.image(_legend(round(vmax, 6)), caption="Colour scale: blue dissimilar, red similar (0 transparent)")
+    st.image(_legend(round(vmax, 6)), caption="Colour scale: blue dissimilar, red similar (0 transparent)"
+             + ("; not significant: transparent" if significant is not None else ""))
     with st.expander("A region's correlation"):
         face = st.radio("Face", ["A", "B"], horizontal=True, key=f"region.face.{job_id}")
         values = result.s_a if face == "A" else result.s_b
@@ -260,7 +304,11 @@ def _show(job_id: str, result: PairResult, opacity: float) -> None:
         x = int(st.number_input("x (pixel)", min_value=0, max_value=w - 1, value=w // 2, key=f"region.x.{job_id}"))
         y = int(st.number_input("y (pixel)", min_value=0, max_value=h - 1, value=h // 2, key=f"region.y.{job_id}"))
         st.write(f"Correlation around ({x}, {y}) on {face} (5x5 mean): **{views.region_value(values, x, y):.4f}**")
-    files = _files(job_id, result)
+        unc = result.uncertainty
+        mask = None if unc is None else (unc.a if face == "A" else unc.b).significant
+        if unc is not None and mask is not None and mask.shape == values.shape:
+            st.caption(f"Pixel ({x}, {y}) is {'' if mask[y, x] else 'not '}significant (q = {unc.q:g})")
+    files = _files(job_id, result, significant is not None)
     if files is not None:
         for name, (data, mime) in files.items():
             st.download_button(f"Download {name}", data, file_name=name, mime=mime, key=f"dl.{job_id}.{name}")
@@ -302,12 +350,26 @@ def main() -> None:
     if second != NO_SECOND:
         with st.expander(f"Parameters of {by_name[second].title}"):
             chosen.append((by_name[second], _param_inputs(by_name[second], "p2")))
+    detector = st.selectbox("Face detector", views.DETECTOR_CHOICES, key="detector", format_func=views.detector_label,
+                            help="How the server finds the face in a photo (hog: dlib's HOG; mtcnn: any pose; "
+                            "mmod: dlib's CNN; auto: HOG, then MTCNN when HOG finds none); an aligned chip is "
+                            "not detected")
+    with st.expander("Uncertainty"):
+        q_text = st.text_input("FDR q", key="fdr_q", placeholder=f"server default ({DEFAULT_Q:g})",
+                               help="False-discovery rate of the significance masks (Benjamini-Hochberg), in "
+                               "(0, 1); empty or 0: the server's default")
+        level_text = st.text_input("CI level", key="ci_level", placeholder=f"server default ({DEFAULT_LEVEL:g})",
+                                   help="Coverage of the per-pixel intervals, in (0, 1); empty or 0: the server's "
+                                   "default")
     force = st.checkbox("Recompute even if the server has this result", key="force")
     if st.button("Explain", type="primary", key="submit"):
-        uploaded = _uploads(up_a, up_b) if source == UPLOAD else _dataset_images(client, picked)
-        if uploaded is not None:
+        options = _options(detector or "", q_text, level_text)
+        uploaded = None
+        if options is not None:
+            uploaded = _uploads(up_a, up_b) if source == UPLOAD else _dataset_images(client, picked)
+        if options is not None and uploaded is not None:
             pair, names_ab = uploaded
-            submitted = _submit(client, pair, names_ab, model or "", chosen, force)
+            submitted = _submit(client, pair, names_ab, model or "", chosen, force, options)
             if submitted is not None:
                 st.session_state[state.EXPLAIN_JOBS_KEY] = submitted
     jobs: list[tuple[str, str]] = st.session_state.get(state.EXPLAIN_JOBS_KEY, [])

@@ -10,6 +10,10 @@ in place of a server:
 - ``fail`` holds an error to raise on the next call of a method by name (then it is forgotten),
   to show how the pages tell an API error; ``explain`` refuses an image whose bytes start with
   ``NOFACE`` as the server would (FaceNotFoundError);
+- a CorrRISE result carries an uncertainty, as the server's do (:func:`make_result`: significant
+  on the top half of each map), at the ``fdr_q``/``ci_level`` its request asked (0: the
+  defaults); a request that names a ``detector`` gets faces detected by it (``auto``: ``hog``,
+  as auto's first stage), one that does not gets pre-aligned faces (no detector);
 - ``calls`` records every call (name, positional args without image bytes, keyword args);
 - one dataset is allowed, :data:`DATASET` with :data:`DATASET_PAIRS` (its images small PNGs);
   another spec is refused as outside the allowed roots, as the server refuses it.
@@ -27,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from explainer_service.alignment import DETECTORS
 from explainer_service.api.client import (
     AuditPage,
     DatasetPair,
@@ -43,23 +48,53 @@ from explainer_service.errors import FaceNotFoundError, FacexplainError, InputEr
 from explainer_service.explanation import Explanation
 from explainer_service.methods.registry import MethodInfo, list_methods
 from explainer_service.results import FaceRecord, PairResult
+from explainer_service.uncertainty import (
+    DEFAULT_LEVEL,
+    DEFAULT_Q,
+    MapUncertainty,
+    Uncertainty,
+    spearman_brown,
+)
 
 SIZE = 24  # chip and map side: small, so that pages render fast
+#: The fake uncertainty's split-half agreement of A's and B's maps.
+SPLIT_HALF_R = (0.9, 0.6)
+
+
+def fake_uncertainty(s_a: np.ndarray, s_b: np.ndarray, *, q: float = DEFAULT_Q, level: float = DEFAULT_LEVEL,
+                     n: int = 8) -> Uncertainty:
+    """An uncertainty of maps ``s_a``/``s_b`` with known masks: significant on the top half of the
+    rows of each map (half the pixels), not on the bottom half; intervals +-0.1 around the map;
+    split-half agreement :data:`SPLIT_HALF_R`."""
+    faces = []
+    for values, r in zip((s_a, s_b), SPLIT_HALF_R, strict=True):
+        significant = np.zeros(values.shape, bool)
+        significant[: values.shape[0] // 2] = True
+        faces.append(MapUncertainty(float(significant.mean()), r, spearman_brown(r),
+                                    (values - 0.1).astype(np.float32), (values + 0.1).astype(np.float32), significant))
+    return Uncertainty("fisher-z", level, q, n, faces[0], faces[1])
 
 
 def make_result(method: str = "corrrise", *, score: float = 0.8, threshold: float | None = 0.6,
-                model: str = "fake-model") -> PairResult:
+                model: str = "fake-model", q: float = DEFAULT_Q, level: float = DEFAULT_LEVEL,
+                detector: str | None = None) -> PairResult:
     """A complete PairResult with known maps: A similar on its left half, dissimilar on its right;
-    B the opposite."""
+    B the opposite. CorrRISE's carries :func:`fake_uncertainty` at ``q`` and ``level``; the faces
+    were detected by ``detector`` (None: pre-aligned input)."""
     s_a = np.zeros((SIZE, SIZE), np.float32)
     s_a[:, : SIZE // 2] = 0.5
     s_a[:, SIZE // 2 :] = -0.25
     s_b = -s_a
     chip = np.full((SIZE, SIZE, 3), 120, np.uint8)
+    uncertainty = fake_uncertainty(s_a, s_b, q=q, level=level) if method == "corrrise" else None
     expl = Explanation(s_a=s_a, s_b=s_b, score=score, threshold=threshold, model=model, masks=8, method=method,
                        params={"n_masks": 8}, scores_a=np.zeros(8, np.float32), scores_b=np.zeros(8, np.float32),
-                       forward_passes=18)
-    face = FaceRecord(source="<bytes>", method="pre-aligned", faces_found=0, transform=np.eye(2, 3), chip=chip)
+                       forward_passes=18, uncertainty=uncertainty)
+    if detector is None:
+        face = FaceRecord(source="<bytes>", method="pre-aligned", faces_found=0, transform=np.eye(2, 3), chip=chip)
+    else:
+        face = FaceRecord(source="<bytes>", method="detected", faces_found=1, transform=np.eye(2, 3), chip=chip,
+                          detector=detector, confidence=0.99)
     return PairResult.from_explanation(expl, face, replace(face), None)
 
 
@@ -129,6 +164,7 @@ class FakeClient:
         self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
         self.audit_methods: dict[str, tuple[str, ...]] = {}
         self.kept_maps: set[str] = set()  # audits submitted with keep_maps
+        self.explain_options: dict[str, dict[str, Any]] = {}  # an explain job's fdr_q, ci_level, detector
 
     def _enter(self, name: str, *args: Any, **kwargs: Any) -> None:
         self.calls.append((name, tuple(a for a in args if not isinstance(a, bytes)), kwargs))
@@ -162,17 +198,26 @@ class FakeClient:
 
     def explain(self, image_a: bytes, image_b: bytes, *, model: str = "", method: str = "corrrise",
                 params: Mapping[str, Any] | None = None, force: bool = False,
-                names: Sequence[str] = ("", "")) -> Submitted:
+                names: Sequence[str] = ("", ""), until_agreement: float = 0.0, max_masks: int = 0,
+                fdr_q: float = 0.0, ci_level: float = 0.0, detector: str = "") -> Submitted:
         self._enter("explain", image_a, image_b, model=model, method=method, params=dict(params or {}), force=force,
-                    names=tuple(names))
+                    names=tuple(names), until_agreement=until_agreement, max_masks=max_masks, fdr_q=fdr_q,
+                    ci_level=ci_level, detector=detector)
         for label, data in (("image a", image_a), ("image b", image_b)):
             if data.startswith(b"NOFACE"):
                 raise FaceNotFoundError(f"{label}: no face found")
+        for name, value in (("fdr_q", fdr_q), ("ci_level", ci_level)):  # as the server checks them
+            if value != 0.0 and not 0.0 < value < 1.0:
+                raise InputError(f"{name} must be in (0, 1), got {value!r}")
+        if detector and detector not in DETECTORS:
+            raise InputError(f"detector must be one of {', '.join(DETECTORS)}; got {detector!r}")
+        options = {"fdr_q": fdr_q, "ci_level": ci_level, "detector": detector}
         job_id = hashlib.sha256(image_a + image_b + method.encode() + repr(sorted((params or {}).items())).encode()
-                                ).hexdigest()
+                                + repr(sorted(options.items())).encode()).hexdigest()
         reused = job_id in self.jobs and not force
         if not reused:
             self.jobs[job_id] = _job(job_id, "explain", model=model or "fake-model", methods=(method,))
+            self.explain_options[job_id] = options
         return Submitted(self.jobs[job_id], reused)
 
     def get_job(self, job_id: str) -> JobInfo:
@@ -196,7 +241,11 @@ class FakeClient:
     def get_result(self, job_id: str, *, summary_only: bool = False) -> PairResult:
         self._enter("get_result", job_id)
         job = self._get(job_id)
-        return make_result(job.methods[0], model=job.model)
+        options = self.explain_options.get(job_id, {})
+        detector = options.get("detector") or None
+        return make_result(job.methods[0], model=job.model, q=options.get("fdr_q") or DEFAULT_Q,
+                           level=options.get("ci_level") or DEFAULT_LEVEL,
+                           detector="hog" if detector == "auto" else detector)
 
     def submit_audit(self, *, pairs: Sequence[tuple[bytes, bytes, bool, str]] | None = None, dataset: str = "",
                      model: str = "", methods: Sequence[tuple[str, Mapping[str, Any]]] | Sequence[str] = (),

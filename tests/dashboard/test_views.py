@@ -209,3 +209,108 @@ def test_kept_results_picks_one_pairs_results_by_method():
     kept = views.kept_results(rows, 3)
     assert list(kept) == ["corrrise", "xface"] and kept["corrrise"] is a and kept["xface"] is b
     assert views.kept_results(rows, 5) == {} and views.kept_results(rows, 9) == {}
+
+
+# -- uncertainty and detector -----------------------------------------------------------------------
+
+
+def test_significant_only_matches_a_pixel_by_pixel_loop():
+    rng = np.random.default_rng(7)
+    values = rng.normal(size=(9, 13))
+    mask = rng.random((9, 13)) < 0.4
+    before = values.copy()
+    out = views.significant_only(values, mask)
+    expected = np.empty_like(values)
+    for y in range(values.shape[0]):
+        for x in range(values.shape[1]):
+            expected[y, x] = values[y, x] if mask[y, x] else 0.0
+    assert np.array_equal(out, expected)
+    assert np.array_equal(values, before)  # the map itself is untouched
+    assert 0 < int(mask.sum()) < mask.size  # both cases were exercised
+
+
+def test_what_is_not_significant_is_transparent_in_the_overlay():
+    chip = np.full((6, 6, 3), 90, np.uint8)
+    values = np.full((6, 6), 0.8)
+    mask = np.zeros((6, 6), bool)
+    mask[:3] = True
+    out = views.overlay(chip, views.significant_only(values, mask), vmax=1.0, opacity=1.0)
+    assert (out[3:] == 90).all()  # the face unchanged where not significant
+    assert not (out[:3] == 90).all(axis=2).any()  # coloured where significant
+
+
+@pytest.mark.parametrize(
+    ("values", "mask", "message"),
+    [
+        (np.zeros((4, 4)), np.ones((4, 5), bool), r"mask's shape \(4, 5\) differs from the map's \(4, 4\)"),
+        (np.zeros((4, 4)), np.ones((4, 4)), "must be boolean, got float64"),
+        (np.zeros(4), np.ones(4, bool), r"an \(H, W\) array, got shape \(4,\)"),
+    ],
+    ids=["shape", "not-bool", "1-d"],
+)
+def test_significant_only_refuses_a_mask_that_does_not_fit(values, mask, message: str):
+    with pytest.raises(InputError, match=message):
+        views.significant_only(values, mask)
+
+
+def test_uncertainty_request_reads_empty_and_zero_as_the_server_defaults():
+    assert views.uncertainty_request("", "  ") == (0.0, 0.0)
+    assert views.uncertainty_request("0", "0.0") == (0.0, 0.0)
+    assert views.uncertainty_request(" 0.1 ", "0.9") == (0.1, 0.9)
+
+
+@pytest.mark.parametrize(
+    ("q", "level", "message"),
+    [
+        ("1", "", "FDR q must be a number in (0, 1) (empty or 0: the server's default), got '1'"),
+        ("-0.05", "", "FDR q must be a number in (0, 1) (empty or 0: the server's default), got '-0.05'"),
+        ("five percent", "", "FDR q must be a number in (0, 1) (empty or 0: the server's default), got 'five percent'"),
+        ("nan", "", "FDR q must be a number in (0, 1) (empty or 0: the server's default), got 'nan'"),
+        ("", "95", "CI level must be a number in (0, 1) (empty or 0: the server's default), got '95'"),
+        ("", "inf", "CI level must be a number in (0, 1) (empty or 0: the server's default), got 'inf'"),
+    ],
+)
+def test_uncertainty_request_names_the_wrong_field(q: str, level: str, message: str):
+    with pytest.raises(InputError) as info:
+        views.uncertainty_request(q, level)
+    assert str(info.value) == message
+
+
+def test_uncertainty_rows_and_caption_state_the_figures_per_face():
+    from explainer_service.uncertainty import MapUncertainty, Uncertainty
+
+    unc = Uncertainty("fisher-z", 0.9, 0.1, 500, MapUncertainty(0.25, 0.8, 0.888889),
+                      MapUncertainty(0.0125, None, None))
+    assert views.uncertainty_rows(unc) == [
+        {"face": "A", "split-half r": "0.800", "predicted full-map r": "0.889", "significant pixels": "25.0 %"},
+        {"face": "B", "split-half r": "-", "predicted full-map r": "-", "significant pixels": "1.2 %"},
+    ]
+    assert views.uncertainty_caption(unc) == ("Uncertainty over 500 masks: significant = Benjamini-Hochberg at "
+                                              "q = 0.1; per-pixel intervals: Fisher z at level 0.9")
+    ranked = Uncertainty("fisher-z-spearman", 0.95, 0.05, 64, unc.a, unc.b)
+    assert "Fisher z (ranks) at level 0.95" in views.uncertainty_caption(ranked)
+
+
+def test_face_caption_names_the_detector_when_the_result_has_one():
+    assert views.face_caption("A", make_result().face_a) == "A (aligned)"  # pre-aligned: nothing detected
+    detected = make_result(detector="mtcnn").face_b
+    assert views.face_caption("B", detected) == "B (aligned; detected by mtcnn, confidence 0.990)"
+    from dataclasses import replace
+
+    assert views.face_caption("A", replace(detected, confidence=None)) == "A (aligned; detected by mtcnn)"
+
+
+def test_detector_choices_are_the_server_default_then_every_detector():
+    from explainer_service.alignment import DETECTORS
+
+    assert views.DETECTOR_CHOICES == ("", *DETECTORS) and set(DETECTORS) == {"hog", "mtcnn", "mmod", "auto"}
+    assert [views.detector_label(d) for d in views.DETECTOR_CHOICES[:2]] == ["server default", "hog"]
+
+
+def test_result_files_can_grey_out_the_figure_only_with_an_uncertainty():
+    result = make_result("corrrise")
+    plain = views.result_files(result)["figure.png"][0]
+    grey = views.result_files(result, grey_insignificant=True)["figure.png"][0]
+    assert grey[:4] == b"\x89PNG" and grey != plain
+    with pytest.raises(InputError, match="needs a map with an uncertainty"):
+        views.result_files(make_result("rise"), grey_insignificant=True)
