@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 
 from explainer_service.errors import InputError  # noqa: E402
 from explainer_service.masks import MaskConfig, generate_masks  # noqa: E402
-from explainer_service.methods import corrrise_torch  # noqa: E402
+from explainer_service.methods import corrrise_device  # noqa: E402
 from explainer_service.methods.corrrise import CorrRISE, CorrRISEConfig, ShardResult  # noqa: E402
 from explainer_service.methods.corrrise_torch import (  # noqa: E402
     CorrRISETorch,
@@ -189,8 +189,8 @@ class _Spy:
 
 def test_corrrise_hands_shards_to_the_device_engine_for_an_accelerator_model(monkeypatch):
     spy = _Spy()
-    monkeypatch.setattr(corrrise_torch, "run_shard_on_device", spy)
-    monkeypatch.setattr(corrrise_torch, "device_of", lambda model: "cuda:0" if isinstance(model, TorchFaceModel) else None)
+    monkeypatch.setattr(corrrise_device, "run_shard_on_device", spy)  # where CorrRISE.run_shard looks them up
+    monkeypatch.setattr(corrrise_device, "device_of", lambda model: "cuda:0" if isinstance(model, TorchFaceModel) else None)
     a, b = toy_pair()
     ex = CorrRISE(torch_model(), config(40)).attribute(a, b)
     assert spy.calls == 1 and ex.forward_passes == 82
