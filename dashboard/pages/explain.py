@@ -250,10 +250,12 @@ def _files(job_id: str, result: PairResult, grey: bool) -> dict[str, tuple[bytes
     return cache[key]
 
 
-def _uncertainty(job_id: str, result: PairResult) -> tuple[np.ndarray, np.ndarray] | None:
+def _uncertainty(job_id: str, result: PairResult, s_a: np.ndarray, s_b: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray] | None:
     """A result's uncertainty, when it has one: what it rests on, the split-half agreement and the
     share of significant pixels per face, and the grey-out checkbox; the significance masks of A
-    and B ((H, W) bool) when the checkbox is ticked, else None."""
+    and B ((H, W) bool, the shapes of its maps ``s_a``, ``s_b``) when the checkbox is ticked, else
+    None."""
     unc = result.uncertainty
     if unc is None:
         return None
@@ -261,6 +263,11 @@ def _uncertainty(job_id: str, result: PairResult) -> tuple[np.ndarray, np.ndarra
     st.dataframe(views.uncertainty_rows(unc), hide_index=True)
     if unc.a.significant is None or unc.b.significant is None:
         st.caption("The significance masks were not fetched: nothing to grey out.")
+        return None
+    shapes = [np.shape(m) for m in (s_a, s_b, unc.a.significant, unc.b.significant)]
+    if shapes[:2] != shapes[2:]:
+        st.caption(f"The significance masks {shapes[2]}, {shapes[3]} do not fit the maps {shapes[0]}, {shapes[1]}: "
+                   "nothing to grey out.")
         return None
     grey = st.checkbox("Grey out what is not significant", key=f"grey.{job_id}",
                        help="No colour where a pixel's correlation is not significant at the false-discovery "
@@ -282,7 +289,7 @@ def _show(job_id: str, result: PairResult, opacity: float) -> None:
         return
     st.image([chip_a, chip_b], caption=[views.face_caption("A", result.face_a), views.face_caption("B", result.face_b)],
              width=150)
-    significant = _uncertainty(job_id, result)
+    significant = _uncertainty(job_id, result, result.s_a, result.s_b)
     vmax = views.map_scale(result.s_a, result.s_b)  # the scale of the whole maps, greyed out or not
     if significant is None:
         parts = views.map_parts(result.s_a, result.s_b)
