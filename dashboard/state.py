@@ -94,6 +94,7 @@ class DashboardClient(Protocol):
         self, *, pairs: Sequence[tuple[bytes, bytes, bool, str]] | None = None, dataset: str = "", model: str = "",
         methods: Sequence[tuple[str, Mapping[str, Any]]] | Sequence[str] = (), metrics: Sequence[str] = (),
         steps: int = 0, substrate: str = "", limit: int = 0, keep_maps: bool = False, force: bool = False,
+        detector: str = "", fdr_q: float = 0.0, ci_level: float = 0.0,
     ) -> Submitted: ...
 
     def audit_result(self, job_id: str, *, page_token: str = "", page_size: int = 0, maps: bool = False) -> AuditPage:

@@ -17,7 +17,9 @@
 - Tables (lists of row dicts, what ``st.dataframe`` takes): :func:`job_rows`,
   :func:`audit_rows`, :func:`select_rows`, :func:`gallery_rows`, :func:`method_table`,
   :func:`evaluation_table`, :func:`auc_points`, and :func:`csv_bytes` to export any of them;
-  :func:`kept_results` picks one pair's kept maps out of an audit page.
+  :func:`kept_results` picks one pair's kept maps out of an audit page, :func:`dropped_rows`
+  counts an audit's dropped pairs per reason and :func:`dropped_pairs` lists them,
+  :func:`audit_options_caption` states its face detector and kept maps' uncertainty options.
 - Curves: :func:`curve_points` / :func:`evaluation_curve_points` (the mean Deletion/Insertion
   curves of audit summaries in long form, also their CSV) and :func:`curve_chart` (altair lines,
   Deletion and Insertion side by side, methods by colour from :data:`CURVE_PALETTE` and by point
@@ -40,6 +42,7 @@ import numpy as np
 
 from explainer_service.alignment import DETECTORS
 from explainer_service.api.client import JobInfo
+from explainer_service.datasets.drops import DROP_REASON_TEXT, count_drops
 from explainer_service.errors import InputError
 from explainer_service.methods.registry import MethodInfo, MethodParam
 from explainer_service.results import FIGURE_FILE, MAPS_FILE, SUMMARY_FILE, FaceRecord, PairResult
@@ -74,6 +77,9 @@ __all__ = [
     "select_rows",
     "gallery_rows",
     "kept_results",
+    "dropped_rows",
+    "dropped_pairs",
+    "audit_options_caption",
     "format_ci",
     "method_table",
     "evaluation_table",
@@ -568,6 +574,52 @@ def kept_results(rows: Sequence[Mapping[str, Any]], index: int) -> dict[str, Pai
             if isinstance(result, PairResult):
                 out[str(m["method"])] = result
     return out
+
+
+def _drop_counts(summary: Mapping[str, Any]) -> dict[str, int]:
+    """The summary's dropped pairs per reason: its ``dropped_reasons`` (every reason, 0
+    included), or for a summary written before reasons were kept, its ``dropped`` list counted
+    (a pair without a reason under ``unknown``)."""
+    reasons = summary.get("dropped_reasons")
+    if reasons:
+        return {str(r): int(n) for r, n in reasons.items()}
+    return count_drops(str(d.get("reason") or "unknown") for d in summary.get("dropped") or ())
+
+
+def dropped_rows(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """An audit's dropped pairs per reason, one row ``{reason, meaning, pairs}`` for every reason
+    (0 included, as the server counts them: none hidden), in the server's order; empty when no
+    pair was dropped."""
+    counts = _drop_counts(summary)
+    if not any(counts.values()):
+        return []
+    return [{"reason": reason, "meaning": DROP_REASON_TEXT.get(reason, reason), "pairs": n}
+            for reason, n in counts.items()]
+
+
+def dropped_pairs(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """An audit's dropped pairs, one row ``{index, name, reason, error}`` each (the error as
+    ``STATUS: message``; ``-`` for a reason a summary written before reasons were kept lacks)."""
+    out = []
+    for d in summary.get("dropped") or ():
+        error = d.get("error") or {}
+        out.append({"index": int(d["index"]), "name": str(d.get("name", "")), "reason": d.get("reason") or "-",
+                    "error": f"{error.get('status', '')}: {error.get('message', '')}"})
+    return out
+
+
+def audit_options_caption(summary: Mapping[str, Any]) -> str:
+    """What an audit was run with, as its summary states it: the face detector and, when it kept
+    maps, the false-discovery rate and interval level of their uncertainty; ``""`` when the
+    summary states neither (one written before they were kept)."""
+    parts = []
+    if summary.get("detector"):
+        parts.append(f"Face detector: {summary['detector']}")
+    stated = summary.get("uncertainty")
+    if stated:
+        parts.append(f"kept maps' uncertainty: FDR q = {float(stated['fdr_q']):g}, "
+                     f"CI level {float(stated['ci_level']):g}")
+    return " · ".join(parts)
 
 
 def format_ci(value: Mapping[str, Any] | None) -> str:

@@ -1,6 +1,8 @@
-"""Audits page: submit an audit (a dataset on the server, or a CSV of pairs with its images),
-follow running ones, cancel or delete jobs, and browse a finished audit: the failure gallery
-first (with each pair's maps when the audit kept them), the summary (accuracy, Deletion/Insertion
+"""Audits page: submit an audit (a dataset on the server, or a CSV of pairs with its images; the
+face detector, and the FDR q and CI level of the kept maps' uncertainty), follow running ones,
+cancel or delete jobs, and browse a finished audit: the detector and options it ran with, the
+failure gallery first (with each pair's maps when the audit kept them, what is not significant
+greyed out on request), the pairs dropped per reason, the summary (accuracy, Deletion/Insertion
 with intervals, the mean curves, per-pair AUCs), then every pair sorted and filtered, exported as
 CSV (the pairs, and the curves' points)."""
 
@@ -9,12 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 import altair as alt
+import numpy as np
 import streamlit as st
 
 from dashboard import state, views
 from explainer_service.api.client import JobInfo
 from explainer_service.errors import InputError
 from explainer_service.results import PairResult
+from explainer_service.uncertainty import DEFAULT_LEVEL, DEFAULT_Q
 
 DATASET = "A dataset on the server"
 UPLOAD = "A CSV of pairs and its images"
@@ -26,6 +30,24 @@ KEPT_KEY = "audit_kept"
 GALLERY_MAPS = 6
 IMAGE_TYPES = ["jpg", "jpeg", "png", "bmp", "webp", "tif", "tiff", "ppm", "pgm"]
 METRICS = ("deletion", "insertion")
+KEEP_MAPS_LABEL = "Keep each pair's maps (shown in the failure gallery)"
+
+
+def _options(detector: str, q_text: str, level_text: str, keeps_maps: bool) -> dict[str, Any] | None:
+    """The audit's ``detector``, ``fdr_q`` and ``ci_level`` for ``client.submit_audit`` (``""``/0:
+    the server's defaults), or None after one message: a field out of range, or a q or level
+    while no maps are kept (``keeps_maps``: the box is ticked and a method chosen), which the
+    server refuses."""
+    try:
+        fdr_q, ci_level = views.uncertainty_request(q_text, level_text)
+    except InputError as e:
+        st.error(str(e))
+        return None
+    if (fdr_q or ci_level) and not keeps_maps:
+        st.error(f"FDR q and CI level state the uncertainty of the kept maps: tick \"{KEEP_MAPS_LABEL}\" and "
+                 "choose a method, or leave them empty.")
+        return None
+    return {"detector": detector, "fdr_q": fdr_q, "ci_level": ci_level}
 
 
 def _submit_form(client: state.DashboardClient) -> None:
@@ -49,10 +71,26 @@ def _submit_form(client: state.DashboardClient) -> None:
     metrics = st.multiselect("Metrics", list(METRICS), default=list(METRICS), key="audit.metrics",
                              help="Deletion (lower is better) and Insertion (higher is better) AUC per pair and method")
     limit = int(st.number_input("First pairs only (0: all)", min_value=0, value=0, step=1, key="audit.limit"))
-    keep_maps = st.checkbox("Keep each pair's maps (shown in the failure gallery)", key="audit.keep_maps",
+    keep_maps = st.checkbox(KEEP_MAPS_LABEL, key="audit.keep_maps",
                             help="The server keeps every pair's complete result per method (about 0.3 MB each); "
                             "needs at least one method")
+    detector = st.selectbox("Face detector", views.DETECTOR_CHOICES, key="audit.detector",
+                            format_func=views.detector_label,
+                            help="How the server finds the face in each photo (hog: dlib's HOG; mtcnn: any pose; "
+                            "mmod: dlib's CNN; auto: HOG, then MTCNN when HOG finds none); an aligned chip is "
+                            "not detected. Pairs whose face is not found are dropped, counted per reason")
+    with st.expander("Uncertainty of the kept maps"):
+        q_text = st.text_input("FDR q", key="audit.fdr_q", placeholder=f"server default ({DEFAULT_Q:g})",
+                               help="False-discovery rate of each kept CorrRISE map's significance mask "
+                               "(Benjamini-Hochberg), in (0, 1); empty or 0: the server's default. Only with "
+                               "\"Keep each pair's maps\": an audit that keeps no maps has no uncertainty")
+        level_text = st.text_input("CI level", key="audit.ci_level", placeholder=f"server default ({DEFAULT_LEVEL:g})",
+                                   help="Coverage of each kept map's per-pixel intervals, in (0, 1); empty or 0: "
+                                   "the server's default. Only with \"Keep each pair's maps\"")
     if not st.button("Submit audit", type="primary", key="audit.submit"):
+        return
+    options = _options(detector or "", q_text, level_text, keep_maps and bool(chosen))
+    if options is None:
         return
     if source == DATASET:
         if not request["dataset"].strip():
@@ -71,7 +109,7 @@ def _submit_form(client: state.DashboardClient) -> None:
     if keep_maps:
         request["keep_maps"] = bool(chosen)  # verification only has no maps to keep
     submitted = state.attempt("submitting the audit", client.submit_audit, model=model or "", methods=chosen,
-                              metrics=metrics if chosen else [], limit=limit, **request)
+                              metrics=metrics if chosen else [], limit=limit, **request, **options)
     if submitted is not None:
         st.session_state["audit.selected"] = submitted.job.id
         st.success(f"Audit {submitted.job.id[:12]} {'found on the server' if submitted.reused else 'queued'}.")
@@ -105,6 +143,26 @@ def _kept(client: state.DashboardClient, job_id: str, index: int) -> dict[str, P
     return cache[key]
 
 
+def _grey_masks(key: str, method: str, result: PairResult) -> tuple[np.ndarray, np.ndarray] | None:
+    """A kept result's significance masks of A and B ((H, W) bool) when it has an uncertainty
+    whose masks fit its maps and its grey-out checkbox (``key``) is ticked, else None."""
+    unc = result.uncertainty
+    if unc is None or result.s_a is None or result.s_b is None:
+        return None
+    if unc.a.significant is None or unc.b.significant is None:
+        return None
+    shapes = [np.shape(m) for m in (result.s_a, result.s_b, unc.a.significant, unc.b.significant)]
+    if shapes[:2] != shapes[2:]:
+        st.caption(f"{method}: the significance masks {shapes[2]}, {shapes[3]} do not fit the maps {shapes[0]}, "
+                   f"{shapes[1]}: nothing to grey out.")
+        return None
+    grey = st.checkbox("Grey out what is not significant", key=key,
+                       help=f"{method}: no colour where a pixel's correlation is not significant at the "
+                       f"false-discovery rate q = {unc.q:g} (as facexplain explain --grey-insignificant draws "
+                       "the figure)")
+    return (unc.a.significant, unc.b.significant) if grey else None
+
+
 @st.cache_data(show_spinner=False, max_entries=4)
 def _relative_legend() -> bytes:
     return views.legend_png(1.0, label="value / the largest |value| of the pair's two maps")
@@ -128,14 +186,38 @@ def _gallery_maps(client: state.DashboardClient, job: JobInfo, gallery: list[dic
         for method, result in kept.items():
             if result.s_a is None or result.s_b is None or result.face_a.chip is None or result.face_b.chip is None:
                 continue
-            vmax = views.map_scale(result.s_a, result.s_b)
-            parts = views.map_parts(result.s_a, result.s_b)
+            significant = _grey_masks(f"audit.grey.{job.id}.{g['index']}.{method}", method, result)
+            vmax = views.map_scale(result.s_a, result.s_b)  # the scale of the whole maps, greyed out or not
+            if significant is None:
+                parts = views.map_parts(result.s_a, result.s_b)
+            else:
+                parts = views.map_parts(views.significant_only(result.s_a, significant[0]),
+                                        views.significant_only(result.s_b, significant[1]))
             chips = {"a": result.face_a.chip, "b": result.face_b.chip}
             images = [views.overlay(chips[face], parts[key], vmax=vmax) for key, face, _, _ in views.MAP_PARTS]
-            captions = [f"{method} · {title}" for _, _, _, title in views.MAP_PARTS]
+            grey = " (significant only)" if significant is not None else ""
+            captions = [f"{method} · {title}{grey}" for _, _, _, title in views.MAP_PARTS]
             st.image(images, caption=captions, width=140)
     st.image(_relative_legend(), caption="Colour scale of the gallery's maps (each pair and method scaled to its "
              "largest value): blue dissimilar, red similar", width=320)
+
+
+def _dropped(summary: dict[str, Any]) -> None:
+    """The pairs dropped (not in the accuracy or the means) per reason, with the detector used,
+    and the list of them; nothing when none was dropped."""
+    by_reason = views.dropped_rows(summary)
+    if not by_reason:
+        return
+    st.subheader("Dropped pairs")
+    total = sum(int(r["pairs"]) for r in by_reason)
+    detector = summary.get("detector") or "not stated by this summary"
+    st.caption(f"{total} pair{'s' if total != 1 else ''} dropped (not in the accuracy or the means); "
+               f"face detector: {detector}")
+    st.dataframe(by_reason, hide_index=True, key="audit.dropped_reasons")
+    listed = views.dropped_pairs(summary)
+    if listed:
+        with st.expander(f"The dropped pairs ({len(listed)})"):
+            st.dataframe(listed, hide_index=True, key="audit.dropped")
 
 
 def _finished(client: state.DashboardClient, job: JobInfo) -> None:
@@ -154,6 +236,9 @@ def _finished(client: state.DashboardClient, job: JobInfo) -> None:
     c[2].metric("False matches", summary["false_matches"])
     c[3].metric("False non-matches", summary["false_non_matches"])
     c[4].metric("Failed pairs", summary["pairs_failed"])
+    setting = views.audit_options_caption(summary)
+    if setting:
+        st.caption(setting)
     st.subheader("Failure gallery")
     gallery = views.gallery_rows(summary)
     if gallery:
@@ -161,6 +246,7 @@ def _finished(client: state.DashboardClient, job: JobInfo) -> None:
         _gallery_maps(client, job, gallery)
     else:
         st.write("No wrong or borderline pairs.")
+    _dropped(summary)
     table = views.method_table(summary)
     if table:
         st.subheader("Deletion (lower is better) and Insertion (higher is better), 95 % intervals")

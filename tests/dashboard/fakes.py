@@ -14,6 +14,13 @@ in place of a server:
   on the top half of each map), at the ``fdr_q``/``ci_level`` its request asked (0: the
   defaults); a request that names a ``detector`` gets faces detected by it (``auto``: ``hog``,
   as auto's first stage), one that does not gets pre-aligned faces (no detector);
+- ``submit_audit`` takes the real signature and checks ``detector``, ``fdr_q`` and ``ci_level`` as
+  the server does (q and level need ``keep_maps``); what an audit asked is kept in
+  ``audit_options`` by job id (not in ``calls``, whose audit entries keep their older shape), its
+  summary states the detector (``auto`` by default, the server's) and, with kept maps, the
+  uncertainty options, and its kept CorrRISE results carry an uncertainty at them;
+- an audit's summary drops its failed pair 3 (reason ``no_face``, :func:`audit_summary`) unless
+  ``audit_drops`` is False (then it says none was dropped; the rows are unchanged);
 - ``calls`` records every call (name, positional args without image bytes, keyword args);
 - one dataset is allowed, :data:`DATASET` with :data:`DATASET_PAIRS` (its images small PNGs);
   another spec is refused as outside the allowed roots, as the server refuses it.
@@ -31,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from explainer_service.alignment import DETECTORS
+from explainer_service.alignment import DEFAULT_DETECTOR, DETECTORS
 from explainer_service.api.client import (
     AuditPage,
     DatasetPair,
@@ -98,6 +105,16 @@ def make_result(method: str = "corrrise", *, score: float = 0.8, threshold: floa
     return PairResult.from_explanation(expl, face, replace(face), None)
 
 
+def _check_options(fdr_q: float, ci_level: float, detector: str) -> None:
+    """InputError for a q or level outside (0, 1) (0: the default) or an unknown detector, as the
+    server checks them."""
+    for name, value in (("fdr_q", fdr_q), ("ci_level", ci_level)):
+        if value != 0.0 and not 0.0 < value < 1.0:
+            raise InputError(f"{name} must be in (0, 1), got {value!r}")
+    if detector and detector not in DETECTORS:
+        raise InputError(f"detector must be one of {', '.join(DETECTORS)}; got {detector!r}")
+
+
 def _job(job_id: str, kind: str, *, state: str = "queued", done: int = 0, total: int = 8, model: str = "fake-model",
          methods: tuple[str, ...] = ("corrrise",), error: JobErrorInfo | None = None) -> JobInfo:
     return JobInfo(id=job_id, kind=kind, state=state, done=done, total=total,
@@ -123,10 +140,15 @@ def _png(seed: int) -> bytes:
     return buf.getvalue()
 
 
-def audit_summary(methods: Sequence[str] = ("corrrise",)) -> dict[str, Any]:
-    """A finished audit's summary in the client's shape: 4 pairs, one false match, one failed pair."""
+def audit_summary(methods: Sequence[str] = ("corrrise",), *, drops: bool = True, detector: str = DEFAULT_DETECTOR,
+                  uncertainty: Mapping[str, float] | None = None) -> dict[str, Any]:
+    """A finished audit's summary in the client's shape: 4 pairs, one false match, one failed pair
+    (pair 3, dropped for ``no_face`` when ``drops``; else none dropped), the face ``detector``
+    and, when given, the kept maps' ``uncertainty`` options (``{fdr_q, ci_level}``)."""
+    dropped = [{"index": 3, "name": "g.png|h.png", "reason": "no_face",
+                "error": {"status": "INVALID_ARGUMENT", "message": "image a: no face found"}}] if drops else []
     return {
-        "pairs": 4, "pairs_failed": 1, "threshold": 0.6, "accuracy": 2 / 3,
+        "pairs": 4, "pairs_failed": len(dropped), "threshold": 0.6, "accuracy": 2 / 3,
         "true_matches": 1, "false_matches": 1, "false_non_matches": 0, "true_non_matches": 1,
         "methods": [{"method": m, "explain_pairs_per_s": 2.5,
                      "deletion": {"mean": 20.0, "ci_low": 10.0, "ci_high": 30.0, "n": 3, "curve": DELETION_CURVE},
@@ -134,6 +156,10 @@ def audit_summary(methods: Sequence[str] = ("corrrise",)) -> dict[str, Any]:
                     for m in methods],
         "worst": [{"index": 1, "name": "c.png|d.png", "same": False, "score": 0.9, "decision": "match",
                    "correct": False, "error": None}],
+        "dropped": dropped,
+        "dropped_reasons": {"unreadable": 0, "no_face": len(dropped), "several_faces": 0, "not_aligned": 0},
+        "detector": detector,
+        **({"uncertainty": dict(uncertainty)} if uncertainty is not None else {}),
     }
 
 
@@ -165,6 +191,8 @@ class FakeClient:
         self.audit_methods: dict[str, tuple[str, ...]] = {}
         self.kept_maps: set[str] = set()  # audits submitted with keep_maps
         self.explain_options: dict[str, dict[str, Any]] = {}  # an explain job's fdr_q, ci_level, detector
+        self.audit_options: dict[str, dict[str, Any]] = {}  # an audit's detector, fdr_q, ci_level as sent
+        self.audit_drops = True  # whether a finished audit's summary has its failed pair dropped
 
     def _enter(self, name: str, *args: Any, **kwargs: Any) -> None:
         self.calls.append((name, tuple(a for a in args if not isinstance(a, bytes)), kwargs))
@@ -206,11 +234,7 @@ class FakeClient:
         for label, data in (("image a", image_a), ("image b", image_b)):
             if data.startswith(b"NOFACE"):
                 raise FaceNotFoundError(f"{label}: no face found")
-        for name, value in (("fdr_q", fdr_q), ("ci_level", ci_level)):  # as the server checks them
-            if value != 0.0 and not 0.0 < value < 1.0:
-                raise InputError(f"{name} must be in (0, 1), got {value!r}")
-        if detector and detector not in DETECTORS:
-            raise InputError(f"detector must be one of {', '.join(DETECTORS)}; got {detector!r}")
+        _check_options(fdr_q, ci_level, detector)
         options = {"fdr_q": fdr_q, "ci_level": ci_level, "detector": detector}
         asked = {k: v for k, v in options.items() if v}  # the defaults keep a job's id, as on the server
         job_id = hashlib.sha256(image_a + image_b + method.encode() + repr(sorted((params or {}).items())).encode()
@@ -251,15 +275,30 @@ class FakeClient:
     def submit_audit(self, *, pairs: Sequence[tuple[bytes, bytes, bool, str]] | None = None, dataset: str = "",
                      model: str = "", methods: Sequence[tuple[str, Mapping[str, Any]]] | Sequence[str] = (),
                      metrics: Sequence[str] = (), steps: int = 0, substrate: str = "", limit: int = 0,
-                     keep_maps: bool = False, force: bool = False) -> Submitted:
+                     keep_maps: bool = False, force: bool = False, detector: str = "", fdr_q: float = 0.0,
+                     ci_level: float = 0.0) -> Submitted:
         names = tuple(m if isinstance(m, str) else m[0] for m in methods)
         self._enter("submit_audit", pairs=None if pairs is None else len(pairs), dataset=dataset, model=model,
                     methods=names, metrics=tuple(metrics), limit=limit, keep_maps=keep_maps)
-        job_id = "a" + hashlib.sha256(f"{dataset}{pairs and len(pairs)}{names}{keep_maps}".encode()).hexdigest()[1:]
+        _check_options(fdr_q, ci_level, detector)
+        if (fdr_q or ci_level) and not keep_maps:  # as the server refuses them
+            raise InputError("fdr_q/ci_level state the uncertainty of kept maps: they need keep_maps")
+        options = {"detector": detector, "fdr_q": fdr_q, "ci_level": ci_level}
+        asked = repr(sorted((k, v) for k, v in options.items() if v)) if any(options.values()) else ""
+        job_id = "a" + hashlib.sha256(f"{dataset}{pairs and len(pairs)}{names}{keep_maps}{asked}".encode()
+                                      ).hexdigest()[1:]
         self.jobs[job_id] = _job(job_id, "audit", total=4, model=model or "fake-model", methods=names)
+        self.audit_options[job_id] = options
         if keep_maps:
             self.kept_maps.add(job_id)
         return Submitted(self.jobs[job_id], False)
+
+    def _audit_uncertainty(self, job_id: str) -> dict[str, float] | None:
+        """The uncertainty options an audit's kept maps are stated at (None: it kept none)."""
+        if job_id not in self.kept_maps:
+            return None
+        options = self.audit_options.get(job_id, {})
+        return {"fdr_q": options.get("fdr_q") or DEFAULT_Q, "ci_level": options.get("ci_level") or DEFAULT_LEVEL}
 
     def audit_result(self, job_id: str, *, page_token: str = "", page_size: int = 0, maps: bool = False) -> AuditPage:
         """Rows of pair indexes [page_token, page_token + page_size) (as the server pages), each
@@ -269,13 +308,18 @@ class FakeClient:
         methods = job.methods or ("corrrise",)
         offset, size = int(page_token or 0), page_size or 100
         rows = [r for r in audit_rows(methods)[: job.done] if offset <= r["index"] < offset + size]
-        if maps and job_id in self.kept_maps:
+        stated = self._audit_uncertainty(job_id)
+        if maps and stated is not None:
             for row in rows:
                 for m in row["methods"]:
-                    m["result"] = make_result(m["method"], score=row["score"], model=job.model)
+                    m["result"] = make_result(m["method"], score=row["score"], model=job.model, q=stated["fdr_q"],
+                                              level=stated["ci_level"])
         more = offset + size < job.total
-        return AuditPage(job=job, summary=audit_summary(methods) if job.state == "done" else None, rows=rows,
-                         next_page_token=str(offset + size) if more else "", total_rows=job.total)
+        detector = self.audit_options.get(job_id, {}).get("detector") or DEFAULT_DETECTOR
+        summary = (audit_summary(methods, drops=self.audit_drops, detector=detector, uncertainty=stated)
+                   if job.state == "done" else None)
+        return AuditPage(job=job, summary=summary, rows=rows, next_page_token=str(offset + size) if more else "",
+                         total_rows=job.total)
 
     def audit_rows(self, job_id: str, *, page_size: int = 0, maps: bool = False) -> Iterator[dict[str, Any]]:
         token = ""
