@@ -180,3 +180,32 @@ def test_grey_out_makes_what_is_not_significant_transparent_in_a_kept_map(fake: 
         assert np.array_equal(shown, was)
     captions = [c for img in at.image for c in img.captions]
     assert "xface · A: similar regions" in captions and "corrrise · A: similar regions" not in captions
+
+
+# -- the views behind it, on summaries in the client's shape --------------------------------------
+
+
+def test_dropped_rows_list_every_reason_once_any_pair_was_dropped():
+    summary = {"dropped_reasons": {"unreadable": 2, "no_face": 0, "several_faces": 1, "not_aligned": 0}}
+    assert [(r["reason"], r["pairs"]) for r in views.dropped_rows(summary)] == [
+        ("unreadable", 2), ("no_face", 0), ("several_faces", 1), ("not_aligned", 0)]
+    assert views.dropped_rows({"dropped_reasons": dict.fromkeys(summary["dropped_reasons"], 0)}) == []
+    assert views.dropped_rows({}) == []  # a summary from before drops were counted: nothing to say
+
+
+def test_an_older_summary_without_reasons_counts_its_dropped_list():
+    error = {"status": "INVALID_ARGUMENT", "message": "image b: no face found"}
+    summary = {"dropped": [{"index": 5, "name": "x|y", "error": error},
+                           {"index": 7, "name": "z|w", "error": error, "reason": "no_face"}]}
+    counts = {r["reason"]: r["pairs"] for r in views.dropped_rows(summary)}
+    assert counts == {"unreadable": 0, "no_face": 1, "several_faces": 0, "not_aligned": 0, "unknown": 1}
+    assert views.dropped_pairs(summary) == [
+        {"index": 5, "name": "x|y", "reason": "-", "error": "INVALID_ARGUMENT: image b: no face found"},
+        {"index": 7, "name": "z|w", "reason": "no_face", "error": "INVALID_ARGUMENT: image b: no face found"}]
+
+
+def test_audit_options_caption_states_what_the_summary_states():
+    assert views.audit_options_caption({}) == ""
+    assert views.audit_options_caption({"detector": "mmod"}) == "Face detector: mmod"
+    assert (views.audit_options_caption({"detector": "auto", "uncertainty": {"fdr_q": 0.05, "ci_level": 0.95}})
+            == "Face detector: auto · kept maps' uncertainty: FDR q = 0.05, CI level 0.95")
