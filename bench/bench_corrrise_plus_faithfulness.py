@@ -175,7 +175,7 @@ def eval_stage(args: argparse.Namespace) -> None:
                 base[b][0].append(d[f"{b}_a"])
                 base[b][1].append(d[f"{b}_b"])
         has_ref = "ref_sa" in d and args.ref
-        if has_ref and ref_occ is None:
+        if has_ref and args.own_ref and ref_occ is None:
             ref_occ = _occ(100, len(d["ref_sa"]), size).astype(np.float32)
         labels = {face: {**grids, **{("sp", n): superpixel_labels(d[f"chip_{face}"], n) for n in (50, 150)}}
                   for face in "ab"}
@@ -184,10 +184,11 @@ def eval_stage(args: argparse.Namespace) -> None:
             for face in "ab":
                 per_face[face] = [candidate_map(name, occ[s], d[f"s{face}{s}"], labels[face], cov) for s in (0, 1)]
                 if has_ref:
-                    assert ref_occ is not None
-                    own = candidate_map(name, ref_occ, d[f"ref_s{face}"], labels[face], cov)
-                    rows[name].setdefault(f"own_ref_{face}", []).append(
-                        float(np.mean([_r(m, own) for m in per_face[face]])))
+                    if args.own_ref:
+                        assert ref_occ is not None
+                        own = candidate_map(name, ref_occ, d[f"ref_s{face}"], labels[face], cov)
+                        rows[name].setdefault(f"own_ref_{face}", []).append(
+                            float(np.mean([_r(m, own) for m in per_face[face]])))
                     rows[name].setdefault(f"ref_{face}", []).append(
                         float(np.mean([_r(m, d[f"ref_map_{face}"]) for m in per_face[face]])))
                 rows[name].setdefault(f"seed_{face}", []).append(_r(*per_face[face]))
@@ -248,6 +249,8 @@ def main() -> None:
     ev.add_argument("--only", default="", help="';'-separated substrings of candidate names")
     ev.add_argument("--limit", type=int, default=0)
     ev.add_argument("--no-ref", dest="ref", action="store_false")
+    ev.add_argument("--no-own-ref", dest="own_ref", action="store_false",
+                    help="skip each candidate's own N = ref-masks map (the slow column)")
     ev.add_argument("--out", default="")
     args = ap.parse_args()
     score_stage(args) if args.stage == "score" else eval_stage(args)
