@@ -65,6 +65,7 @@ __all__ = [
     "face_caption",
     "check_image_upload",
     "DETECTOR_CHOICES",
+    "DETECTOR_HELP",
     "detector_label",
     "uncertainty_request",
     "param_widget_kind",
@@ -311,6 +312,9 @@ def face_caption(label: str, face: FaceRecord) -> str:
 
 #: The face detector select's choices: ``""`` (the server's default) first, then every detector.
 DETECTOR_CHOICES: tuple[str, ...] = ("", *DETECTORS)
+#: The face detector select's help (Explain and Audits pages).
+DETECTOR_HELP = ("How the server finds the face in a photo (hog: dlib's HOG; mtcnn: any pose; mmod: dlib's CNN; "
+                 "auto: HOG, then MTCNN when HOG finds none); an aligned chip is not detected")
 
 
 def detector_label(name: str) -> str:

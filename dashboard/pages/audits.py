@@ -76,9 +76,7 @@ def _submit_form(client: state.DashboardClient) -> None:
                             "needs at least one method")
     detector = st.selectbox("Face detector", views.DETECTOR_CHOICES, key="audit.detector",
                             format_func=views.detector_label,
-                            help="How the server finds the face in each photo (hog: dlib's HOG; mtcnn: any pose; "
-                            "mmod: dlib's CNN; auto: HOG, then MTCNN when HOG finds none); an aligned chip is "
-                            "not detected. Pairs whose face is not found are dropped, counted per reason")
+                            help=views.DETECTOR_HELP + ". Pairs whose face is not found are dropped, counted per reason")
     with st.expander("Uncertainty of the kept maps"):
         q_text = st.text_input("FDR q", key="audit.fdr_q", placeholder=f"server default ({DEFAULT_Q:g})",
                                help="False-discovery rate of each kept CorrRISE map's significance mask "

@@ -358,9 +358,7 @@ def main() -> None:
         with st.expander(f"Parameters of {by_name[second].title}"):
             chosen.append((by_name[second], _param_inputs(by_name[second], "p2")))
     detector = st.selectbox("Face detector", views.DETECTOR_CHOICES, key="detector", format_func=views.detector_label,
-                            help="How the server finds the face in a photo (hog: dlib's HOG; mtcnn: any pose; "
-                            "mmod: dlib's CNN; auto: HOG, then MTCNN when HOG finds none); an aligned chip is "
-                            "not detected")
+                            help=views.DETECTOR_HELP)
     with st.expander("Uncertainty"):
         q_text = st.text_input("FDR q", key="fdr_q", placeholder=f"server default ({DEFAULT_Q:g})",
                                help="False-discovery rate of the significance masks (Benjamini-Hochberg), in "
