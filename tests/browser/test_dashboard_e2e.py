@@ -172,9 +172,14 @@ def test_explain_audit_evaluation_models_in_chromium(browser: Any, stack: Stack,
     score, threshold, decision = (_metric(page, m) for m in ("Score (cosine)", "Threshold", "Decision"))
     assert re.fullmatch(r"-?\d\.\d{4}", score) and re.fullmatch(r"\d\.\d{4}", threshold), (score, threshold)
     assert decision == ("match" if float(score) >= float(threshold) else "non-match")
-    for title in (*MAP_TITLES, "A (aligned)", "B (aligned)"):
+    for title in MAP_TITLES:
         expect(page.get_by_text(title, exact=True)).to_be_visible()
         assert _loaded_images(page, title) == 1, title
+    for face in "AB":  # photos: the caption names the detector that found the face and its confidence
+        caption = page.get_by_text(re.compile(rf"^{face} \(aligned; detected by (hog|mtcnn|mmod), confidence "
+                                              r"-?\d+\.\d{3}\)$"))  # HOG's is a margin, not a probability
+        expect(caption).to_be_visible()
+        assert _loaded_images(page, caption.inner_text().strip()) == 1, face
     expect(page.get_by_role("button", name="Download maps.npz")).to_be_visible()
     _assert_labelled(page, "Explain (result)")
     _shoot(page, "explain.png", tmp_path)
