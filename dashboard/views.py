@@ -54,6 +54,7 @@ __all__ = [
     "DEFAULT_MAX_UPLOAD_BYTES",
     "map_scale",
     "map_parts",
+    "shown_parts",
     "overlay",
     "legend_png",
     "map_points",
@@ -130,6 +131,16 @@ def map_parts(s_a: np.ndarray, s_b: np.ndarray) -> dict[str, np.ndarray]:
         "similar_b": np.maximum(s_b, 0.0),
         "dissimilar_b": np.minimum(s_b, 0.0),
     }
+
+
+def shown_parts(
+    s_a: np.ndarray, s_b: np.ndarray, significant: tuple[np.ndarray, np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
+    """The four maps to draw: :func:`map_parts` of the maps, or, given the significance masks of
+    A and B, of the maps with what is not significant zeroed (:func:`significant_only`)."""
+    if significant is None:
+        return map_parts(s_a, s_b)
+    return map_parts(significant_only(s_a, significant[0]), significant_only(s_b, significant[1]))
 
 
 def _resize(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -186,11 +186,7 @@ def _gallery_maps(client: state.DashboardClient, job: JobInfo, gallery: list[dic
                 continue
             significant = _grey_masks(f"audit.grey.{job.id}.{g['index']}.{method}", method, result)
             vmax = views.map_scale(result.s_a, result.s_b)  # the scale of the whole maps, greyed out or not
-            if significant is None:
-                parts = views.map_parts(result.s_a, result.s_b)
-            else:
-                parts = views.map_parts(views.significant_only(result.s_a, significant[0]),
-                                        views.significant_only(result.s_b, significant[1]))
+            parts = views.shown_parts(result.s_a, result.s_b, significant)
             chips = {"a": result.face_a.chip, "b": result.face_b.chip}
             images = [views.overlay(chips[face], parts[key], vmax=vmax) for key, face, _, _ in views.MAP_PARTS]
             grey = " (significant only)" if significant is not None else ""

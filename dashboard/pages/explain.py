@@ -291,11 +291,7 @@ def _show(job_id: str, result: PairResult, opacity: float) -> None:
              width=150)
     significant = _uncertainty(job_id, result, result.s_a, result.s_b)
     vmax = views.map_scale(result.s_a, result.s_b)  # the scale of the whole maps, greyed out or not
-    if significant is None:
-        parts = views.map_parts(result.s_a, result.s_b)
-    else:
-        parts = views.map_parts(views.significant_only(result.s_a, significant[0]),
-                                views.significant_only(result.s_b, significant[1]))
+    parts = views.shown_parts(result.s_a, result.s_b, significant)
     chips = {"a": chip_a, "b": chip_b}
     for row in (views.MAP_PARTS[:2], views.MAP_PARTS[2:]):
         cols = st.columns(2)

@@ -41,3 +41,12 @@ def open_app(client: object | None, page: str | None = None) -> AppTest:
     if page is not None:
         at.switch_page(f"pages/{page}").run()
     return at
+
+
+def explain_until_done(at: AppTest, runs: int = 4) -> None:
+    """Click Explain, then rerun the page until a result's metrics show (at most ``runs`` reruns)."""
+    at.button(key="submit").click().run()
+    for _ in range(runs):
+        if at.metric:
+            return
+        at.run()

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from dashboard import views
-from tests.dashboard.conftest import open_app, png
+from tests.dashboard.conftest import explain_until_done, open_app, png
 from tests.dashboard.fakes import SIZE, FakeClient, make_result
 
 FDR_Q_ERROR = "FDR q must be a number in (0, 1) (empty or 0: the server's default), got '{}'"
@@ -22,14 +22,6 @@ def _upload_pair(at) -> None:
     at.file_uploader(key="image_a").upload("a.png", png(), "image/png")
     at.file_uploader(key="image_b").upload("b.png", png((10, 20, 30)), "image/png")
     at.run()
-
-
-def _explain_until_done(at, runs: int = 4) -> None:
-    at.button(key="submit").click().run()
-    for _ in range(runs):
-        if at.metric:
-            return
-        at.run()
 
 
 def _grey_boxes(at) -> list[Any]:
@@ -53,7 +45,7 @@ def test_the_detector_q_and_level_reach_explain_and_the_result_states_them(fake:
     at.text_input(key="fdr_q").set_value("0.1")
     at.text_input(key="ci_level").set_value(" 0.9 ")
     at.run()
-    _explain_until_done(at)
+    explain_until_done(at)
     assert not at.error and not at.exception
     (_, kwargs), = fake.called("explain")
     assert (kwargs["detector"], kwargs["fdr_q"], kwargs["ci_level"]) == ("mtcnn", 0.1, 0.9)
@@ -103,7 +95,7 @@ def test_grey_out_makes_what_is_not_significant_transparent_in_the_shown_maps(fa
     monkeypatch.setattr(views, "overlay", recording)
     at = open_app(fake)
     _upload_pair(at)
-    _explain_until_done(at)
+    explain_until_done(at)
     (box,) = _grey_boxes(at)
     assert box.label == "Grey out what is not significant" and not box.value
     drawn.clear()
@@ -134,7 +126,7 @@ def test_a_result_without_an_uncertainty_shows_no_uncertainty_controls(fake: Fak
     at = open_app(fake)
     _upload_pair(at)
     at.selectbox(key="method2").set_value("rise").run()
-    _explain_until_done(at)
+    explain_until_done(at)
     at.run()
     assert [s.value for s in at.subheader] == ["corrrise · fake-model", "rise · fake-model"]
     jobs = [job_id for _, job_id in at.session_state["explain_jobs"]]
@@ -147,7 +139,7 @@ def test_only_rise_shows_nothing_about_uncertainty(fake: FakeClient):
     at = open_app(fake)
     _upload_pair(at)
     at.selectbox(key="method").set_value("rise").run()
-    _explain_until_done(at)
+    explain_until_done(at)
     assert [m.value for m in at.metric][2] == "match"
     assert not _grey_boxes(at) and not at.dataframe
     assert not any(c.value.startswith(("Uncertainty over", "Pixel (")) for c in at.caption)
@@ -168,7 +160,7 @@ def test_masks_that_do_not_fit_the_maps_are_said_so_and_offer_no_grey_out(fake: 
     monkeypatch.setattr(fake, "get_result", get_result)
     at = open_app(fake)
     _upload_pair(at)
-    _explain_until_done(at)
+    explain_until_done(at)
     assert not at.exception and not _grey_boxes(at)
     assert (f"The significance masks ({SIZE // 2}, {SIZE // 2}), ({SIZE // 2}, {SIZE // 2}) do not fit the maps "
             f"({SIZE}, {SIZE}), ({SIZE}, {SIZE}): nothing to grey out.") in [c.value for c in at.caption]

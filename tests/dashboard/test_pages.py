@@ -11,7 +11,7 @@ import io
 import pytest
 
 from explainer_service.errors import BackendUnavailableError, FaceNotFoundError, LimitExceededError
-from tests.dashboard.conftest import open_app, png
+from tests.dashboard.conftest import explain_until_done, open_app, png
 from tests.dashboard.fakes import FakeClient
 
 
@@ -28,14 +28,6 @@ def _upload_pair(at, a: bytes | None = None, b: bytes | None = None) -> None:
     at.file_uploader(key="image_a").upload("a.png", a if a is not None else png(), "image/png")
     at.file_uploader(key="image_b").upload("b.png", b if b is not None else png((10, 20, 30)), "image/png")
     at.run()
-
-
-def _explain_until_done(at, runs: int = 4) -> None:
-    at.button(key="submit").click().run()
-    for _ in range(runs):
-        if at.metric:
-            return
-        at.run()
 
 
 def test_explain_shows_progress_then_the_result_with_four_maps_and_downloads(fake: FakeClient):
@@ -100,7 +92,7 @@ def test_a_malformed_parameter_is_named_and_nothing_is_sent(fake: FakeClient):
 def test_a_bad_upload_is_a_message_and_keeps_the_result_shown(fake: FakeClient, data: bytes, message: str):
     at = open_app(fake)
     _upload_pair(at)
-    _explain_until_done(at)
+    explain_until_done(at)
     assert [m.value for m in at.metric][2] == "match"
     _upload_pair(at, a=data)
     at.button(key="submit").click().run()
@@ -169,7 +161,7 @@ def test_a_second_method_is_shown_side_by_side(fake: FakeClient):
     _upload_pair(at)
     at.selectbox(key="method2").set_value("rise").run()
     at.number_input(key="p2.rise.n_masks").set_value(100).run()
-    _explain_until_done(at)
+    explain_until_done(at)
     at.run()
     calls = [k for _, k in fake.called("explain")]
     assert [(k["method"], k["params"]) for k in calls] == [("corrrise", {}), ("rise", {"n_masks": 100})]

@@ -229,6 +229,18 @@ def test_significant_only_matches_a_pixel_by_pixel_loop():
     assert 0 < int(mask.sum()) < mask.size  # both cases were exercised
 
 
+def test_shown_parts_split_the_greyed_maps_only_when_masks_are_given():
+    rng = np.random.default_rng(8)
+    s_a, s_b = rng.normal(size=(5, 7)), rng.normal(size=(5, 7))
+    m_a, m_b = rng.random((5, 7)) < 0.5, rng.random((5, 7)) < 0.5
+    plain = views.shown_parts(s_a, s_b)
+    greyed = views.shown_parts(s_a, s_b, (m_a, m_b))
+    for key in plain:
+        face_mask = m_a if key.endswith("_a") else m_b
+        assert np.array_equal(greyed[key], np.where(face_mask, plain[key], 0.0)), key
+    assert np.array_equal(plain["similar_a"], np.maximum(s_a, 0)) and np.array_equal(plain["dissimilar_b"], np.minimum(s_b, 0))
+
+
 def test_what_is_not_significant_is_transparent_in_the_overlay():
     chip = np.full((6, 6, 3), 90, np.uint8)
     values = np.full((6, 6), 0.8)
