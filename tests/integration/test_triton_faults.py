@@ -201,7 +201,10 @@ with open_face_model(engine="auto") as m:
 def _child(**extra: str) -> tuple[subprocess.Popen[str], str]:
     env, mark = marked_env(**extra)
     proc = subprocess.Popen(
-        [sys.executable, "-c", _CHILD], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        [sys.executable, "-c", _CHILD], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        # SIGINT as a terminal delivers it, whoever launched pytest: a shell's background job
+        # (`cmd &` without job control) inherits SIGINT ignored, and Python then keeps it ignored
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     return proc, mark
 
